@@ -1,0 +1,96 @@
+"""eventmicro: Python microservices over NATS, with CloudEvents on the wire.
+
+The public API is what ``__all__`` lists; everything else is internal.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from eventmicro._adapter import Connection, ConnectionState, Message, Subscription
+from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_payload, event_type, type_name_of
+from eventmicro._config import ConnectOptions, TLSOptions
+from eventmicro._errors import (
+    AuthorizationError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionClosed,
+    ContentTypeMismatch,
+    EnvelopeError,
+    EventMicroError,
+    HeaderDecodeError,
+    InvalidAttribute,
+    MissingAttribute,
+    NoResponders,
+    PayloadDecodeError,
+    PayloadEncodeError,
+    PayloadError,
+    PayloadTooLarge,
+    ServerNotFound,
+    ServerStartError,
+    StructuredFormatError,
+    Timeout,
+    UnexpectedType,
+    UnsupportedSpecVersion,
+)
+from eventmicro._event import Event
+from eventmicro._server import NatsCluster, NatsServer, find_server_binary
+
+try:
+    __version__ = version("eventmicro")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+
+def connect(servers: str | list[str] | None = None, **options: Any) -> Connection:
+    """A `Connection` configured from arguments and the environment; open it with ``async with``.
+
+    >>> async def main() -> None:          # doctest: +SKIP
+    ...     async with eventmicro.connect("nats://127.0.0.1:4222") as conn:
+    ...         await conn.publish("greet", b"hi")
+    """
+    return Connection(ConnectOptions.from_env(servers, **options))
+
+
+__all__ = [
+    "AuthorizationError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectOptions",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "ContentTypeMismatch",
+    "EnvelopeError",
+    "Event",
+    "EventMicroError",
+    "HeaderDecodeError",
+    "InvalidAttribute",
+    "Message",
+    "MissingAttribute",
+    "NatsCluster",
+    "NatsServer",
+    "NoResponders",
+    "Payload",
+    "PayloadDecodeError",
+    "PayloadEncodeError",
+    "PayloadError",
+    "PayloadTooLarge",
+    "ServerNotFound",
+    "ServerStartError",
+    "StructuredFormatError",
+    "Subscription",
+    "TLSOptions",
+    "Timeout",
+    "TypeRegistry",
+    "UnexpectedType",
+    "UnsupportedSpecVersion",
+    "__version__",
+    "connect",
+    "decode_payload",
+    "encode_payload",
+    "event_type",
+    "find_server_binary",
+    "type_name_of",
+]

@@ -1,0 +1,443 @@
+"""The one seam to nats-py: connect, publish, request, subscribe, drain — with errors translated.
+
+Every nats-py error that can reach a caller is turned into an eventmicro error here, once,
+with ``raise ... from exc``. Nothing else in eventmicro imports ``nats``.
+
+Connection lifecycle::
+
+    NEW --open()--> CONNECTED --close()--> DRAINING --> CLOSED
+                     |   ^
+        disconnected |   | reconnected (forever by default; logged)
+                     v   |
+                   RECONNECTING
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import nats
+import nats.errors
+from nats.aio.client import Client as _NatsClient
+from nats.aio.msg import Msg as _NatsMsg
+from nats.aio.subscription import Subscription as _NatsSubscription
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from eventmicro._config import ConnectOptions, redact_url
+from eventmicro._errors import (
+    AuthorizationError,
+    ConnectError,
+    ConnectionClosed,
+    EventMicroError,
+    NoResponders,
+    PayloadTooLarge,
+    Timeout,
+)
+
+__all__ = ["Connection", "ConnectionState", "Message", "MessageHandler", "Subscription", "headers_size"]
+
+log = logging.getLogger("eventmicro.connection")
+
+_HEADER_LINE: Final = len(b"NATS/1.0\r\n")
+_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
+
+
+class ConnectionState(enum.Enum):
+    """Where a `Connection` is in its life."""
+
+    NEW = "new"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received NATS message. ``headers`` is ``None`` when the message had none."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] | None
+    reply: str
+
+
+MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+def headers_size(headers: Mapping[str, str]) -> int:
+    """Exact size in bytes of the header block nats-py writes for ``headers`` (HPUB)."""
+    size = _HEADER_LINE + 2
+    for name, value in headers.items():
+        key = name.strip()
+        if not key:
+            continue
+        text = value.strip().translate(_NEWLINES)
+        size += len(key) + 4 + (len(text) if text.isascii() else len(text.encode("utf-8")))
+    return size
+
+
+def _fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
+    """0 when the message fits ``limit``; else its exact size. Cheap bound first."""
+    if not headers:
+        return 0 if body <= limit else body
+    rough = _HEADER_LINE + 2
+    for key, value in headers.items():
+        rough += len(key) + len(value) + 4
+    if body + 4 * rough <= limit:  # UTF-8 needs at most 4 bytes per character
+        return 0
+    size = body + headers_size(headers)
+    return 0 if size <= limit else size
+
+
+class Subscription:
+    """An active subscription; `drain` lets queued messages finish, `unsubscribe` drops them."""
+
+    __slots__ = ("_sub", "queue", "subject")
+
+    def __init__(self, sub: _NatsSubscription, subject: str, queue: str | None) -> None:
+        self._sub = sub
+        self.subject = subject
+        self.queue = queue
+
+    @property
+    def pending(self) -> int:
+        """Messages received from the server and not yet handled."""
+        return int(self._sub.pending_msgs)
+
+    async def drain(self) -> None:
+        """Stop interest on the server, then wait for already-received messages to be handled."""
+        try:
+            await self._sub.drain()  # type: ignore[no-untyped-call]
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.subject) from exc
+
+    async def unsubscribe(self) -> None:
+        """Stop at once; messages not yet handled are dropped."""
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.subject) from exc
+
+
+class Connection:
+    """A NATS connection built from `ConnectOptions`.
+
+    ::
+
+        async with Connection(ConnectOptions.from_env()) as conn:
+            await conn.publish("greet", b"hi", headers={"ce-specversion": "1.0", ...})
+
+    The initial connect is retried (bounded, logged); later disconnects reconnect forever by
+    default. `close` drains: subscriptions finish what they received, publishes are flushed.
+    Publishing checks headers + body against the server's ``max_payload`` first and raises
+    `PayloadTooLarge` instead of letting the server close the connection.
+    """
+
+    def __init__(self, options: ConnectOptions | None = None) -> None:
+        self.options = options or ConnectOptions.from_env()
+        self._nc: _NatsClient | None = None
+        self._state = ConnectionState.NEW
+        self._last_error: BaseException | None = None
+        self._closed = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's lifecycle state."""
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        """True while connected to a server (not while reconnecting or closed)."""
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def connected_url(self) -> str | None:
+        """The server currently connected to, with credentials hidden."""
+        if self._nc is None or self._nc.connected_url is None:
+            return None
+        return redact_url(self._nc.connected_url.geturl())
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message (headers + body) the server accepts, in bytes."""
+        return self._client.max_payload
+
+    @property
+    def server_info(self) -> Mapping[str, Any]:
+        """The INFO the connected server announced (name, version, jetstream, ...)."""
+        return dict(self._client._server_info)
+
+    async def open(self) -> Self:
+        """Connect, retrying with exponential backoff up to ``options.connect_attempts`` times.
+
+        Raises `AuthorizationError` at once when the server refuses the credentials, and
+        `ConnectError` when no server could be reached.
+        """
+        if self._state is not ConnectionState.NEW:
+            raise ConnectionClosed(f"connection cannot be opened from state {self._state.value}")
+        opts = self.options
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(opts.connect_attempts),
+            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            retry=retry_if_exception(lambda e: not isinstance(e, AuthorizationError)),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self._nc = await self._connect_once()
+        self._state = ConnectionState.CONNECTED
+        log.info("connected to %s", self.connected_url)
+        return self
+
+    async def _connect_once(self) -> _NatsClient:
+        opts = self.options
+        self._last_error = None
+        kwargs: dict[str, Any] = {
+            "servers": list(opts.servers),
+            "name": opts.name,
+            "connect_timeout": opts.connect_timeout,
+            "reconnect_time_wait": opts.reconnect_wait,
+            # Bounded during the first connect; nats-py would otherwise loop forever here.
+            "max_reconnect_attempts": 1,
+            "drain_timeout": opts.drain_timeout,
+            "pending_size": opts.pending_size,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
+        }
+        if opts.user is not None:
+            kwargs["user"], kwargs["password"] = opts.user, opts.password
+        if opts.token is not None:
+            kwargs["token"] = opts.token
+        if opts.nkey_seed_file is not None:
+            kwargs["nkeys_seed"] = opts.nkey_seed_file
+        if opts.creds_file is not None:
+            kwargs["user_credentials"] = opts.creds_file
+        if opts.tls is not None:
+            kwargs["tls"] = _ssl_context(opts)
+            if opts.tls.hostname:
+                kwargs["tls_hostname"] = opts.tls.hostname
+        try:
+            nc = await nats.connect(**kwargs)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            cause = self._last_error or exc
+            if isinstance(cause, nats.errors.AuthorizationError) or "authorization" in str(cause).lower():
+                raise AuthorizationError(
+                    "the NATS server refused the credentials (authorization violation)",
+                    servers=opts.redacted_servers,
+                ) from exc
+            raise ConnectError(
+                f"cannot connect to NATS at {', '.join(opts.redacted_servers)}: {_describe(cause)}",
+                servers=opts.redacted_servers,
+            ) from exc
+        nc.options["max_reconnect_attempts"] = opts.max_reconnect_attempts
+        return nc
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        log.warning(
+            "connect attempt %d of %d failed (%s); retrying in %.2fs",
+            state.attempt_number,
+            self.options.connect_attempts,
+            error,
+            state.upcoming_sleep,
+        )
+
+    async def close(self) -> None:
+        """Drain and close. Idempotent; a closed connection cannot be reopened."""
+        if self._state in (ConnectionState.CLOSED, ConnectionState.DRAINING):
+            await self._closed.wait()
+            return
+        nc = self._nc
+        self._state = ConnectionState.DRAINING
+        try:
+            if nc is not None and not nc.is_closed:
+                if nc.is_connected:
+                    await nc.drain()
+                else:
+                    await nc.close()
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            log.warning("error while draining the connection: %s", _describe(exc))
+            if nc is not None and not nc.is_closed:
+                await nc.close()
+        finally:
+            self._state = ConnectionState.CLOSED
+            self._closed.set()
+            log.info("connection closed")
+
+    async def __aenter__(self) -> Self:
+        if self._state is ConnectionState.NEW:
+            await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- messaging ---------------------------------------------------------------------
+
+    @property
+    def _client(self) -> _NatsClient:
+        if self._nc is None:
+            raise ConnectionClosed("the connection is not open")
+        return self._nc
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes = b"",
+        *,
+        headers: Mapping[str, str] | None = None,
+        reply: str = "",
+    ) -> None:
+        """Publish a message. Raises `PayloadTooLarge` (nothing sent) or `ConnectionClosed`."""
+        nc = self._client
+        too_big = _fits(headers, len(data), nc.max_payload)
+        if too_big:
+            raise PayloadTooLarge(subject, too_big, nc.max_payload)
+        try:
+            await nc.publish(subject, data, reply=reply, headers=headers)  # type: ignore[arg-type]
+        except nats.errors.Error as exc:
+            raise _translate(exc, subject) from exc
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes = b"",
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 1.0,
+    ) -> Message:
+        """Send a request and wait for one reply.
+
+        Raises `NoResponders` at once when nobody listens, `Timeout` when no reply comes in
+        ``timeout`` seconds, `PayloadTooLarge` before sending an oversize message.
+        """
+        nc = self._client
+        too_big = _fits(headers, len(data), nc.max_payload)
+        if too_big:
+            raise PayloadTooLarge(subject, too_big, nc.max_payload)
+        try:
+            msg = await nc.request(subject, data, timeout=timeout, headers=headers)  # type: ignore[arg-type]
+        except nats.errors.TimeoutError as exc:
+            raise Timeout(subject, timeout) from exc
+        except nats.errors.Error as exc:
+            raise _translate(exc, subject) from exc
+        return Message(msg.subject, msg.data, msg.headers, msg.reply)
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: MessageHandler,
+        *,
+        queue: str | None = None,
+        pending_msgs_limit: int = 65536,
+    ) -> Subscription:
+        """Subscribe ``handler`` to ``subject`` (in a queue group when ``queue`` is given).
+
+        nats-py runs one subscription's handler calls one at a time, in order.
+        """
+
+        async def deliver(msg: _NatsMsg) -> None:
+            await handler(Message(msg.subject, msg.data, msg.headers, msg.reply))
+
+        try:
+            sub = await self._client.subscribe(
+                subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_msgs_limit
+            )
+        except nats.errors.Error as exc:
+            raise _translate(exc, subject) from exc
+        return Subscription(sub, subject, queue)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has processed everything sent so far."""
+        try:
+            await self._client.flush(timeout=math.ceil(timeout))
+        except nats.errors.TimeoutError as exc:
+            raise Timeout("<flush>", timeout) from exc
+        except nats.errors.Error as exc:
+            raise _translate(exc, "<flush>") from exc
+
+    def new_inbox(self) -> str:
+        """A unique reply subject."""
+        return self._client.new_inbox()
+
+    # --- callbacks -----------------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            log.warning("slow consumer on '%s': messages dropped", exc.subject)
+        else:
+            log.warning("NATS connection error: %s", _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._state is ConnectionState.CONNECTED:
+            self._state = ConnectionState.RECONNECTING
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        if self._state is ConnectionState.RECONNECTING:
+            self._state = ConnectionState.CONNECTED
+        log.warning("reconnected to NATS at %s", self.connected_url)
+
+    async def _on_closed(self) -> None:
+        if self._state not in (ConnectionState.DRAINING, ConnectionState.NEW):
+            self._state = ConnectionState.CLOSED
+            self._closed.set()
+            log.warning("NATS connection closed by the client library")
+
+
+def _ssl_context(opts: ConnectOptions) -> ssl.SSLContext:
+    assert opts.tls is not None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls.ca_file)
+    if opts.tls.cert_file and opts.tls.key_file:
+        context.load_cert_chain(opts.tls.cert_file, opts.tls.key_file)
+    return context
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line description of a dependency error, without internals."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _translate(exc: nats.errors.Error, subject: str) -> EventMicroError:
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return NoResponders(subject)
+    if isinstance(exc, nats.errors.TimeoutError):
+        return Timeout(subject, 0.0)
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return ConnectionClosed(f"cannot use '{subject}': the connection is closed or draining")
+    if isinstance(exc, nats.errors.OutboundBufferLimitError):
+        return ConnectionClosed(
+            f"cannot publish to '{subject}': disconnected and the reconnect buffer is full"
+        )
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLarge(subject, -1, -1)
+    return EventMicroError(f"NATS error on '{subject}': {_describe(exc)}")

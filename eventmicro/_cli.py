@@ -1,0 +1,114 @@
+"""The ``eventmicro`` command line: ``server`` and ``demo`` (more commands come with the runtime)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from eventmicro._errors import EventMicroError
+from eventmicro._server import NatsCluster, NatsServer
+
+EXAMPLES = """examples:
+  eventmicro server                       # one node with JetStream on a free port
+  eventmicro server --port 4222 --no-jetstream
+  eventmicro server --cluster 3           # three routed nodes, a JetStream store each
+  eventmicro demo                         # round trip on an embedded server
+  eventmicro demo --url nats://127.0.0.1:4222
+"""
+
+
+def _server(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.cluster > 1:
+        cluster = NatsCluster(args.cluster, jetstream=args.jetstream)
+        if args.port:
+            for i, node in enumerate(cluster.nodes):
+                node.port = args.port + i
+        with cluster:
+            print(f"nats cluster of {args.cluster} nodes ready: {cluster.url}", flush=True)
+            for node in cluster:
+                print(
+                    f"  {node.name}: {node.url}  monitoring {node.monitor_url}  store {node.store_dir}",
+                    flush=True,
+                )
+            print("Ctrl-C to stop", flush=True)
+            stop.wait()
+    else:
+        with NatsServer(port=args.port, jetstream=args.jetstream) as server:
+            js = f", JetStream store {server.store_dir}" if args.jetstream else ""
+            print(f"nats-server ready: {server.url} (monitoring {server.monitor_url}{js})", flush=True)
+            print("Ctrl-C to stop", flush=True)
+            stop.wait()
+    print("stopped", flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from eventmicro._demo import run_demo
+
+    return asyncio.run(run_demo(args.url, orders_count=args.orders))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventmicro",
+        description="Python microservices over NATS, with CloudEvents on the wire.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser(
+        "server",
+        help="run a nats-server in the foreground until Ctrl-C",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
+    server.add_argument(
+        "--jetstream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="enable JetStream (default: on)",
+    )
+    server.add_argument("--cluster", type=int, default=1, metavar="N", help="run N routed nodes")
+    server.set_defaults(run=_server)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo round trip",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--url", default=None, help="use this NATS instead of starting one")
+    demo.add_argument("--orders", type=int, default=5, help="how many orders to place (default 5)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except EventMicroError as exc:
+        print(f"eventmicro: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
