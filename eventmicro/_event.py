@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from eventmicro._codecs import decode_payload, encode_payload
+from google.protobuf.message import DecodeError
+
+from eventmicro._codecs import PROTOBUF, _proto_meta, _proto_targets, decode_payload, encode_payload
 from eventmicro._errors import (
     ConfigurationError,
     InvalidAttribute,
@@ -36,6 +38,7 @@ __all__ = [
     "check_attribute_name",
     "check_string",
     "format_time",
+    "is_known_time",
     "new_event_id",
     "parse_time",
 ]
@@ -83,34 +86,88 @@ def check_string(name: str, value: str) -> None:
         raise InvalidAttribute(name, f"contains the forbidden character U+{ord(found.group()):04X}")
 
 
+class _Second:
+    """One remembered UTC second: its "YYYY-MM-DDTHH:MM:SS" text and its datetime fields."""
+
+    __slots__ = ("epoch", "fields", "text")
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.text = ""
+        self.fields = (1, 1, 1, 0, 0, 0)
+
+
+_parsed_second = _Second()  # the last second validated while parsing
+
+
+def is_known_time(value: str) -> bool:
+    """True when ``value`` is eventmicro's own time form within a second already validated."""
+    return (
+        len(value) == 27
+        and value[19] == "."
+        and value[26] == "Z"
+        and value[:19] == _parsed_second.text
+        and value[20:26].isdigit()
+    )
+
+
 def parse_time(name: str, value: str) -> datetime:
     """Parse an RFC 3339 timestamp into an aware `datetime` (nanoseconds are truncated)."""
+    # Fast path: eventmicro's own form, YYYY-MM-DDTHH:MM:SS.ffffffZ, within a second seen before.
+    if is_known_time(value):
+        year, month, day, hour, minute, second = _parsed_second.fields
+        return datetime(year, month, day, hour, minute, second, int(value[20:26]), UTC)
     if not _RFC3339_RE.fullmatch(value):
         raise InvalidAttribute(name, f"{value!r} is not an RFC 3339 timestamp")
     try:
-        return datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(value if value[10] == "T" and value[-1] != "z" else value.upper())
     except ValueError as exc:
         raise InvalidAttribute(name, f"{value!r} is not a valid timestamp") from exc
+    if parsed.tzinfo is UTC and value[10] == "T" and value[19:20] in (".", "Z"):
+        _parsed_second.text = value[:19]
+        _parsed_second.fields = (
+            parsed.year,
+            parsed.month,
+            parsed.day,
+            parsed.hour,
+            parsed.minute,
+            parsed.second,
+        )
+    return parsed
 
 
-_second_cache: list[Any] = [None, ""]
+_second: list[Any] = [None, ""]  # [(ordinal, hour, minute, second), "YYYY-MM-DDTHH:MM:SS"]
 
 
 def format_time(value: datetime) -> str:
-    """Write an aware `datetime` as RFC 3339 in UTC with a ``Z`` suffix."""
-    offset = value.utcoffset()
-    if offset is None:
-        raise InvalidAttribute("time", "a timestamp must be timezone-aware")
-    if offset:
-        value = value.astimezone(UTC)
-    key = value.replace(microsecond=0, tzinfo=None)
-    if _second_cache[0] != key:
-        _second_cache[0] = key
-        _second_cache[1] = key.isoformat()
+    """Write an aware `datetime` as RFC 3339 in UTC with a ``Z`` suffix.
+
+    >>> format_time(datetime(2018, 4, 5, 3, 56, 24, tzinfo=UTC))
+    '2018-04-05T03:56:24Z'
+    """
+    if value.tzinfo is not UTC:
+        offset = value.utcoffset()
+        if offset is None:
+            raise InvalidAttribute("time", "a timestamp must be timezone-aware")
+        if offset:
+            value = value.astimezone(UTC)
+    key = (value.toordinal(), value.hour, value.minute, value.second)
+    if _second[0] != key:
+        _second[1] = value.replace(microsecond=0, tzinfo=None).isoformat()
+        _second[0] = key
     micro = value.microsecond
     if micro:
-        return f"{_second_cache[1]}.{micro:06d}Z"
-    return f"{_second_cache[1]}Z"
+        return f"{_second[1]}.{micro:06d}Z"
+    return f"{_second[1]}Z"
+
+
+_clock = _Second()  # the current second of Event.of's clock
+
+
+def _tick(second: int) -> None:
+    whole = datetime.fromtimestamp(second, UTC)
+    _clock.text = whole.replace(tzinfo=None).isoformat()
+    _clock.epoch = second
 
 
 class _IdSource:
@@ -147,30 +204,38 @@ class Event:
     ('com.example.ping', '1.0', b'hi')
     """
 
-    __slots__ = ("_attributes", "_data")
+    # _time_text: the RFC 3339 text of "time" when it came off (or goes onto) the wire; the
+    # datetime in _attributes["time"] is then made on first use. _headers: binary-mode headers
+    # encoded when Event.of made the event.
+    __slots__ = ("_attributes", "_data", "_headers", "_time_text")
 
     def __init__(self, attributes: Mapping[str, Any], data: EventData = None) -> None:
         attrs = dict(attributes)
-        for name in REQUIRED_ATTRIBUTES:
-            value = attrs.get(name)
-            if value is None:
-                raise MissingAttribute(name)
-            if not isinstance(value, str) or not value:
-                raise InvalidAttribute(name, "must be a non-empty string")
-        if attrs["specversion"] != SPECVERSION:
-            raise UnsupportedSpecVersion(attrs["specversion"])
-        for name, value in attrs.items():
-            if name in CORE_ATTRIBUTES:
-                if name == "time":
-                    if not isinstance(value, datetime) or value.utcoffset() is None:
-                        raise InvalidAttribute("time", "must be a timezone-aware datetime")
-                elif name in _STRING_ATTRIBUTES and (not isinstance(value, str) or not value):
-                    raise InvalidAttribute(name, "must be a non-empty string")
-                continue
-            check_attribute_name(name)
-            _check_extension_value(name, value)
+        _validate(attrs)
         self._attributes = attrs
         self._data = data
+        self._headers: dict[str, str] | None = None
+        self._time_text: str | None = None
+
+    @classmethod
+    def _validated(cls, attributes: dict[str, Any], data: EventData, time_text: str | None = None) -> Event:
+        """Wrap attributes that the caller has already validated (the binding's decoders).
+
+        ``time_text`` is a validated RFC 3339 time for an event whose attributes lack "time".
+        """
+        event = cls.__new__(cls)
+        event._attributes = attributes
+        event._data = data
+        event._headers = None
+        event._time_text = time_text
+        return event
+
+    def _full(self) -> dict[str, Any]:
+        """The attributes, with "time" as a datetime (made now if it was left as text)."""
+        attributes = self._attributes
+        if self._time_text is not None and "time" not in attributes:
+            attributes["time"] = parse_time("time", self._time_text)
+        return attributes
 
     @classmethod
     def create(
@@ -189,7 +254,7 @@ class Event:
         """Make a new event; ``id`` defaults to a fresh unique id and ``time`` to now (UTC)."""
         attributes: dict[str, Any] = {
             "specversion": SPECVERSION,
-            "id": id or new_event_id(),
+            "id": id or _ids.next(),
             "source": source,
             "type": type,
             "time": time or datetime.fromtimestamp(_time.time(), UTC),
@@ -200,12 +265,26 @@ class Event:
             attributes["dataschema"] = dataschema
         if subject is not None:
             attributes["subject"] = subject
+        for name, value in (("type", type), ("source", source), ("id", id)):
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+        if time is not None and (not isinstance(time, datetime) or time.utcoffset() is None):
+            raise InvalidAttribute("time", "must be a timezone-aware datetime")
+        for name, value in (
+            ("datacontenttype", datacontenttype),
+            ("dataschema", dataschema),
+            ("subject", subject),
+        ):
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
         if extensions:
-            for name in extensions:
+            for name, extension in extensions.items():
                 if name in CORE_ATTRIBUTES:
                     raise InvalidAttribute(name, "is a core attribute, not an extension")
+                check_attribute_name(name)
+                _check_extension_value(name, extension)
             attributes.update(extensions)
-        return cls(attributes, data)
+        return cls._validated(attributes, data)
 
     @classmethod
     def of(
@@ -224,25 +303,72 @@ class Event:
         >>> Event.of({"n": 1}, source="/counter", type="com.example.counted").get_data()
         b'{"n":1}'
         """
-        payload = encode_payload(value)
-        event_type = type or payload.type
+        meta = _proto_meta.get(value.__class__)
+        payload_type: str | None
+        dataschema: str | None
+        if meta is not None:  # a protobuf class seen before: the common case, without a Payload
+            data: bytes = value.SerializeToString()  # type: ignore[attr-defined]
+            content_type, payload_type, dataschema = PROTOBUF, meta[0], meta[1]
+        else:
+            data, content_type, payload_type, dataschema = encode_payload(value)
+        event_type = type or payload_type
         if not event_type:
             raise ConfigurationError(
                 f"{value.__class__.__name__} has no CloudEvent type: pass type=... "
                 "or decorate its class with @event_type"
             )
-        return cls.create(
-            type=event_type,
-            source=source,
-            data=payload.data,
-            datacontenttype=payload.content_type,
-            dataschema=payload.dataschema,
-            subject=subject,
-            extensions=extensions,
-        )
+        if subject is not None or extensions:
+            return cls.create(
+                type=event_type,
+                source=source,
+                data=data,
+                datacontenttype=content_type,
+                dataschema=dataschema,
+                subject=subject,
+                extensions=extensions,
+            )
+        key = (event_type, source, content_type, dataschema)
+        template = _templates.get(key)
+        if template is None:
+            template = _template(event_type, source, content_type, dataschema)
+            if len(_templates) >= 1024:
+                _templates.clear()
+            _templates[key] = template
+        event_id = f"{_ids.prefix}-{next(_ids.counter):x}"
+        second, micro = divmod(_time.time_ns() // 1000, 1_000_000)
+        if _clock.epoch != second:
+            _tick(second)
+        time_text = f"{_clock.text}.{micro:06d}Z" if micro else f"{_clock.text}Z"
+        attributes: dict[str, Any] = {
+            "specversion": SPECVERSION,
+            "id": event_id,
+            "source": source,
+            "type": event_type,
+            "datacontenttype": content_type,
+        }
+        if dataschema is not None:
+            attributes["dataschema"] = dataschema
+        event = cls.__new__(cls)
+        event._attributes = attributes
+        event._data = data
+        event._time_text = time_text
+        headers = template.copy()
+        headers["ce-id"] = event_id
+        headers["ce-time"] = time_text
+        event._headers = headers
+        return event
 
     def data_as(self, target: type[T]) -> T:
         """Decode the data into ``target``; raises a `PayloadError` naming what was expected."""
+        data = self._data
+        attributes = self._attributes
+        if data.__class__ is bytes and attributes.get("datacontenttype") == PROTOBUF:
+            schema = _proto_targets.get(target)  # the fast path for protobuf targets seen before
+            if schema is not None and attributes.get("dataschema", schema) == schema:
+                try:
+                    return target.FromString(data)  # type: ignore[attr-defined,no-any-return]
+                except (DecodeError, RuntimeError, ValueError):
+                    pass  # the general path below raises the precise error
         return decode_payload(
             self._data,
             self._attributes.get("datacontenttype"),
@@ -276,7 +402,7 @@ class Event:
         return value
 
     def get_time(self) -> datetime | None:
-        value: datetime | None = self._attributes.get("time")
+        value: datetime | None = self._full().get("time")
         return value
 
     def get_extension(self, extension_name: str) -> Any:
@@ -286,7 +412,7 @@ class Event:
         return self._data
 
     def get_attributes(self) -> dict[str, Any]:
-        return dict(self._attributes)
+        return dict(self._full())
 
     @property
     def extensions(self) -> dict[str, Any]:
@@ -296,7 +422,7 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return self._attributes == other._attributes and self._data == other._data
+        return self._full() == other._full() and self._data == other._data
 
     __hash__ = None  # type: ignore[assignment]  # mutable data: events are not hashable
 
@@ -307,6 +433,48 @@ class Event:
             f"Event(type={self.get_type()!r}, source={self.get_source()!r}, "
             f"id={self.get_id()!r}, data={data})"
         )
+
+
+_templates: dict[tuple[str, str, str, str | None], dict[str, str]] = {}
+
+
+def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> dict[str, str]:
+    """The binary-mode headers that events of one (type, source, content) share, encoded once."""
+    from eventmicro.cloudevents_nats import encode_header_value
+
+    headers = {"ce-specversion": SPECVERSION, "ce-id": "", "ce-source": "", "ce-type": "", "ce-time": ""}
+    for name, value in (
+        ("source", source),
+        ("type", event_type),
+        ("datacontenttype", content_type),
+        ("dataschema", dataschema),
+    ):
+        if value is not None:
+            if value.__class__ is not str or not value:
+                raise InvalidAttribute(name, "must be a non-empty string")
+            headers["ce-" + name] = encode_header_value(name, value)
+    return headers
+
+
+def _validate(attrs: dict[str, Any]) -> None:
+    for name in REQUIRED_ATTRIBUTES:
+        value = attrs.get(name)
+        if value is None:
+            raise MissingAttribute(name)
+        if type(value) is not str or not value:
+            raise InvalidAttribute(name, "must be a non-empty string")
+    if attrs["specversion"] != SPECVERSION:
+        raise UnsupportedSpecVersion(attrs["specversion"])
+    for name, value in attrs.items():
+        if name in CORE_ATTRIBUTES:
+            if name == "time":
+                if not isinstance(value, datetime) or value.utcoffset() is None:
+                    raise InvalidAttribute("time", "must be a timezone-aware datetime")
+            elif name in _STRING_ATTRIBUTES and (not isinstance(value, str) or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+            continue
+        check_attribute_name(name)
+        _check_extension_value(name, value)
 
 
 def _check_extension_value(name: str, value: object) -> None:

@@ -37,12 +37,12 @@ import base64
 import binascii
 import enum
 import json
+import operator
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol, overload
+from typing import Any, Final, NamedTuple, Protocol, overload
 from urllib.parse import quote, unquote_to_bytes
 
 from cloudevents.core.base import BaseCloudEvent, EventFactory
@@ -60,12 +60,14 @@ from eventmicro._errors import (
 )
 from eventmicro._event import (
     CORE_ATTRIBUTES,
+    OPTIONAL_ATTRIBUTES,
     REQUIRED_ATTRIBUTES,
     SPECVERSION,
     Event,
     check_attribute_name,
     check_string,
     format_time,
+    is_known_time,
     parse_time,
 )
 
@@ -106,6 +108,16 @@ _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _QUOTED_PAIR: Final = re.compile(r"\\(.)")
 _JSON_CT: Final = re.compile(r"(?:application|text)/(?:[a-z0-9.\-]+\+)?json(?:\s*;.*)?", re.I | re.S)
 _HEADER_FOR: Final = {name: CE_PREFIX + name for name in CORE_ATTRIBUTES}
+_ATTRIBUTE_OF: dict[str, str] = {CE_PREFIX + name: name for name in CORE_ATTRIBUTES}
+# Values such as type, source and content types repeat in every event: remember their codings.
+_CACHE_LIMIT: Final = 4096
+_encoded: dict[str, str] = {}
+_decoded: dict[str, str] = {}
+_UNCACHED: Final = frozenset({"id", "time"})
+_CORE_HEADERS: Final = tuple(
+    (CE_PREFIX + name, name) for name in (*REQUIRED_ATTRIBUTES, *OPTIONAL_ATTRIBUTES)
+)
+_STRING_OPTIONAL: Final = ("datacontenttype", "dataschema", "subject")
 _MAX_NAME: Final = 20
 
 
@@ -130,9 +142,8 @@ class SupportsNATSMessage(Protocol):
     def data(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class NATSMessage:
-    """A NATS message as the binding sees it: headers and the payload bytes."""
+class NATSMessage(NamedTuple):
+    """A NATS message as the binding sees it: headers and the payload bytes (immutable)."""
 
     headers: dict[str, str]
     data: bytes
@@ -211,11 +222,25 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
     ``None``). A ``traceparent`` extension is also copied to a plain ``traceparent`` header
     (and ``tracestate`` likewise), as the distributed-tracing extension asks.
     """
+    if isinstance(event, Event):
+        ready = event._headers
+        if ready is not None:  # made by Event.of: its headers were encoded when it was made
+            data = event._data
+            return NATSMessage(
+                ready.copy(), data if data.__class__ is bytes else _write_data(event, None, event_format)
+            )
+        attributes = event._attributes  # validated already; no copy needed
+        headers = _binary_headers(attributes, event._time_text)
+    else:
+        attributes = event.get_attributes()
+        headers = _binary_headers(attributes, None)
+    return NATSMessage(headers, _write_data(event, attributes.get("datacontenttype"), event_format))
+
+
+def _binary_headers(attributes: Mapping[str, Any], time_text: str | None) -> dict[str, str]:
     headers: dict[str, str] = {}
-    attributes = event.get_attributes()
-    for name in REQUIRED_ATTRIBUTES:
-        if attributes.get(name) is None:
-            raise MissingAttribute(name)
+    if time_text is not None:
+        headers["ce-time"] = time_text  # a lazily parsed time goes out as the text it came in
     for name, value in attributes.items():
         if value is None:
             continue
@@ -223,16 +248,29 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
         if header is None:
             check_attribute_name(name)
             if len(name) > _MAX_NAME:
-                _warn_long_name(name)
+                _warn_long_name(name, stacklevel=4)
             header = CE_PREFIX + name
-        headers[header] = encode_header_value(name, value)
+        if value.__class__ is str:
+            text = _encoded.get(value)
+            if text is None:
+                text = encode_header_value(name, value)
+                if name not in _UNCACHED:
+                    if len(_encoded) >= _CACHE_LIMIT:
+                        _encoded.clear()
+                    _encoded[value] = text
+            headers[header] = text
+        else:
+            headers[header] = encode_header_value(name, value)
+    for name in REQUIRED_ATTRIBUTES:
+        if attributes.get(name) is None:
+            raise MissingAttribute(name)
     traceparent = headers.get("ce-traceparent")
     if traceparent is not None:
         headers[TRACEPARENT] = traceparent
         tracestate = headers.get("ce-tracestate")
         if tracestate is not None:
             headers[TRACESTATE] = tracestate
-    return NATSMessage(headers, _write_data(event, attributes.get("datacontenttype"), event_format))
+    return headers
 
 
 @overload
@@ -253,27 +291,121 @@ def from_binary(
     ``ce-datacontenttype`` wins over ``Content-Type``, which is read only as a fallback
     (sdk-go writes it). The factory defaults to `eventmicro.Event`.
     """
+    headers = message.headers or {}
+    fast = _core_only(headers)
+    if fast is not None:
+        attributes, time_text = fast
+    else:
+        attributes = _read_headers(headers)
+        time_text = attributes.pop("time", None)
+        _check_required(attributes)
+        for name in _STRING_OPTIONAL:
+            if attributes.get(name) == "":
+                raise InvalidAttribute(name, "must not be empty")
+    if time_text is not None and not is_known_time(time_text):
+        attributes["time"] = parse_time("time", time_text)  # validates; remembers the second
+    data: Any = (
+        message.data
+        if event_format is None
+        else event_format.read_data(message.data, attributes.get("datacontenttype"))
+    )
+    if event_factory is None:
+        return Event._validated(attributes, data, time_text)
+    if time_text is not None and "time" not in attributes:
+        attributes["time"] = parse_time("time", time_text)
+    return _build(event_factory, attributes, data)
+
+
+def _decode_value(header: str, name: str, raw: str) -> str:
+    value = _decoded.get(raw)
+    if value is None:
+        if raw.isprintable() and "%" not in raw and raw[:1] != '"':
+            value = raw
+        else:
+            value = decode_header_value(header, raw)
+        if name not in _UNCACHED:
+            if len(_decoded) >= _CACHE_LIMIT:
+                _decoded.clear()
+            _decoded[raw] = value
+    return value
+
+
+_GET7: Final = operator.itemgetter(
+    "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype", "ce-dataschema"
+)
+_GET6: Final = operator.itemgetter(
+    "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype"
+)
+_statics: dict[tuple[str, str, str, str, str | None], dict[str, Any]] = {}
+
+
+def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
+    """Fast path for what eventmicro sends: exactly the canonical core headers, with or
+    without ``ce-dataschema``. Returns the attributes (without "time") and the time text;
+    ``None`` sends the message down the general path, which also names any error.
+    """
+    try:
+        if len(headers) == 7:
+            specversion, event_id, source, type_, time, content_type, schema = _GET7(headers)
+        elif len(headers) == 6:
+            specversion, event_id, source, type_, time, content_type = _GET6(headers)
+            schema = None
+        else:
+            return None
+    except KeyError:
+        return None
+    if not event_id or not event_id.isprintable() or "%" in event_id or event_id[0] == '"':
+        return None
+    key = (specversion, source, type_, content_type, schema)
+    static = _statics.get(key)
+    if static is None:
+        if specversion != SPECVERSION or not (source and type_ and content_type and schema != ""):
+            return None
+        static = {
+            "specversion": specversion,
+            "source": _decode_value("ce-source", "source", source),
+            "type": _decode_value("ce-type", "type", type_),
+            "datacontenttype": _decode_value("ce-datacontenttype", "datacontenttype", content_type),
+        }
+        if schema is not None:
+            static["dataschema"] = _decode_value("ce-dataschema", "dataschema", schema)
+        if len(_statics) >= _CACHE_LIMIT:
+            _statics.clear()
+        _statics[key] = static
+    attributes = static.copy()
+    attributes["id"] = event_id
+    return attributes, time
+
+
+def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
+    """Every header, any case: ``ce-`` ones become attributes, ``Content-Type`` a fallback."""
     attributes: dict[str, Any] = {}
     content_type: str | None = None
-    for header, raw in (message.headers or {}).items():
-        lowered = header.lower()
-        if lowered.startswith(CE_PREFIX):
+    folded: list[str] = []  # attributes whose header name was not in canonical lowercase
+    for header, raw in headers.items():
+        name = _ATTRIBUTE_OF.get(header)
+        if name is None:
+            lowered = header.lower()
+            if not lowered.startswith(CE_PREFIX):
+                if lowered == "content-type":
+                    content_type = raw
+                continue
             name = lowered[3:]
             check_attribute_name(name)
-            if name in attributes:
-                raise InvalidAttribute(name, "appears in more than one header")
-            value = decode_header_value(lowered, raw)
-            attributes[name] = parse_time(name, value) if name == "time" else value
-        elif lowered == "content-type":
-            content_type = raw
+            if lowered == header:  # a canonical extension header: remember its name
+                if len(_ATTRIBUTE_OF) < _CACHE_LIMIT:
+                    _ATTRIBUTE_OF[header] = name
+            else:
+                if name in attributes or name in folded:
+                    raise InvalidAttribute(name, "appears in more than one header")
+                folded.append(name)
+        attributes[name] = _decode_value(header, name, raw)
+    for name in folded:
+        if CE_PREFIX + name in headers:
+            raise InvalidAttribute(name, "appears in more than one header")
     if "datacontenttype" not in attributes and content_type:
         attributes["datacontenttype"] = content_type
-    _check_required(attributes)
-    if event_format is None:
-        data: Any = message.data
-    else:
-        data = event_format.read_data(message.data, attributes.get("datacontenttype"))
-    return _build(event_factory, attributes, data)
+    return attributes
 
 
 # --- structured mode ----------------------------------------------------------------------
@@ -415,7 +547,8 @@ def from_nats(
     event_factory: EventFactory | None = None,
 ) -> BaseCloudEvent:
     """Read a message in either mode (see the module docstring for how the mode is chosen)."""
-    if detect_mode(message.headers) is Mode.BINARY:
+    headers = message.headers
+    if (headers is not None and "ce-specversion" in headers) or detect_mode(headers) is Mode.BINARY:
         return from_binary(message, event_format, event_factory)
     return from_structured(message, event_format, event_factory)
 
@@ -451,11 +584,11 @@ def from_nats_event(message: SupportsNATSMessage, event_format: Format | None = 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _warn_long_name(name: str) -> None:
+def _warn_long_name(name: str, stacklevel: int = 3) -> None:
     warnings.warn(
         f"CloudEvents attribute name {name!r} is longer than 20 characters",
         CloudEventsWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -475,7 +608,11 @@ def _check_required(attributes: dict[str, Any]) -> None:
 
 def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
     if factory is None:
-        return Event(attributes, data)
+        for name in _STRING_OPTIONAL:
+            value = attributes.get(name)
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+        return Event._validated(attributes, data)
     try:
         return factory(attributes, data)
     except EnvelopeError:

@@ -1,0 +1,1 @@
+"""eventmicro benchmarks: run with ``make bench`` (or ``python -m bench``)."""

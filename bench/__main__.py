@@ -1,0 +1,239 @@
+"""``python -m bench``: the CloudEvents binding against raw nats-py, in one run.
+
+(a) encode + decode of one ~200-byte protobuf event in binary mode, per event, through
+    eventmicro's binding and through the cloudevents SDK's generic HTTP binding (reference);
+(b) publish -> receive throughput of N events over a real nats-server (started here):
+    raw nats-py without headers, raw nats-py with hand-built CloudEvents headers, the binding
+    over plain nats-py, and the binding over eventmicro's Connection (size check included).
+
+Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
+so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import nats
+from cloudevents.core.bindings import http as sdk_http
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
+from nats.aio.msg import Msg
+
+import eventmicro
+from eventmicro import cloudevents_nats as binding
+from eventmicro._event import format_time, new_event_id
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+SOURCE = "/bench/orders/instance-1"
+TYPE = "shop.orders.v1.OrderPlaced"
+SCHEMA = "type.googleapis.com/shop.orders.v1.OrderPlaced"
+
+
+def sample_event() -> orders.OrderPlaced:
+    """An OrderPlaced of about 200 bytes once serialized."""
+    placed = orders.OrderPlaced(
+        order_id="ord-0001234567",
+        customer_id="cust-000042",
+        currency="EUR",
+        total_cents=123456,
+        items=[orders.LineItem(sku=f"sku-{i:06d}", quantity=i + 1, unit_price_cents=1999) for i in range(8)],
+    )
+    placed.placed_at.GetCurrentTime()
+    return placed
+
+
+# --- (a) encode + decode per event -------------------------------------------------------
+
+
+def codec_round_trips(repeat: int, number: int) -> dict[str, float]:
+    message = sample_event()
+
+    def eventmicro_binding() -> None:
+        wire = binding.to_binary(eventmicro.Event.of(message, source=SOURCE), None)
+        binding.from_nats(wire, None).data_as(orders.OrderPlaced)
+
+    fmt = JSONFormat()
+
+    def sdk_generic() -> None:
+        event = SdkCloudEvent(
+            {"type": TYPE, "source": SOURCE, "datacontenttype": "application/protobuf", "dataschema": SCHEMA},
+            message.SerializeToString(),
+        )
+        wire = sdk_http.to_binary(event, fmt)
+        orders.OrderPlaced.FromString(sdk_http.from_binary(wire, fmt).get_data())  # type: ignore[arg-type]
+
+    def protobuf_only() -> None:
+        orders.OrderPlaced.FromString(message.SerializeToString())
+
+    results = {}
+    for name, fn in (
+        ("protobuf_only", protobuf_only),
+        ("eventmicro_binding", eventmicro_binding),
+        ("sdk_http_binding", sdk_generic),
+    ):
+        runs = timeit.repeat(fn, number=number, repeat=repeat)
+        results[name] = statistics.median(runs) / number * 1e6
+    return results
+
+
+# --- (b) throughput ------------------------------------------------------------------------
+
+Publisher = Callable[[int], Awaitable[None]]
+
+
+async def measure(url: str, count: int, variant: str) -> float:
+    """Messages per second from the first publish to the last receive."""
+    pub = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    sub = await nats.connect(url)
+    conn = eventmicro.Connection(eventmicro.ConnectOptions(servers=(url,), pending_size=64 * 1024 * 1024))
+    await conn.open()
+    subject = f"bench.{variant}"
+    message = sample_event()
+    body = message.SerializeToString()
+    done = asyncio.Event()
+    received = 0
+    errors = 0
+
+    async def on_raw(msg: Msg) -> None:
+        nonlocal received
+        orders.OrderPlaced.FromString(msg.data)
+        received += 1
+        if received == count:
+            done.set()
+
+    async def on_headers(msg: Msg) -> None:
+        nonlocal received, errors
+        headers = msg.headers or {}
+        if headers.get("ce-type") != TYPE:
+            errors += 1
+        orders.OrderPlaced.FromString(msg.data)
+        received += 1
+        if received == count:
+            done.set()
+
+    async def on_binding(msg: Msg) -> None:
+        nonlocal received
+        binding.from_nats(msg, None).data_as(orders.OrderPlaced)
+        received += 1
+        if received == count:
+            done.set()
+
+    async def publish_raw(i: int) -> None:
+        await pub.publish(subject, message.SerializeToString())
+
+    async def publish_headers(i: int) -> None:
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": new_event_id(),
+            "ce-source": SOURCE,
+            "ce-type": TYPE,
+            "ce-time": format_time(datetime.now(UTC)),
+            "ce-datacontenttype": "application/protobuf",
+            "ce-dataschema": SCHEMA,
+        }
+        await pub.publish(subject, message.SerializeToString(), headers=headers)
+
+    async def publish_binding(i: int) -> None:
+        wire = binding.to_binary(eventmicro.Event.of(message, source=SOURCE), None)
+        await pub.publish(subject, wire.data, headers=wire.headers)
+
+    async def publish_connection(i: int) -> None:
+        wire = binding.to_binary(eventmicro.Event.of(message, source=SOURCE), None)
+        await conn.publish(subject, wire.data, headers=wire.headers)
+
+    handlers: dict[str, tuple[Callable[[Msg], Awaitable[None]], Publisher]] = {
+        "raw_no_headers": (on_raw, publish_raw),
+        "raw_handbuilt_ce_headers": (on_headers, publish_headers),
+        "eventmicro_binding": (on_binding, publish_binding),
+        "eventmicro_connection": (on_binding, publish_connection),
+    }
+    on_message, publish = handlers[variant]
+    assert len(body) > 150
+    subscription = await sub.subscribe(subject, cb=on_message, pending_msgs_limit=count + 10)
+    await sub.flush()
+    started = time.perf_counter()
+    for i in range(count):
+        await publish(i)
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # let the subscriber run, as a real process would
+    await pub.flush()
+    await asyncio.wait_for(done.wait(), timeout=300)
+    elapsed = time.perf_counter() - started
+    await subscription.unsubscribe()
+    await conn.close()
+    await pub.close()
+    await sub.close()
+    if errors:
+        raise RuntimeError(f"{variant}: {errors} messages lost their headers")
+    return count / elapsed
+
+
+VARIANTS = ("raw_no_headers", "raw_handbuilt_ce_headers", "eventmicro_binding", "eventmicro_connection")
+
+
+async def throughput(count: int, repeat: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    with eventmicro.NatsServer(jetstream=False) as server:
+        for round_ in range(repeat):
+            order = VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))
+            for variant in order:
+                rates[variant].append(await measure(server.url, count, variant))
+            print(
+                f"  round {round_ + 1}/{repeat}: "
+                + ", ".join(f"{v} {rates[v][-1]:,.0f}/s" for v in VARIANTS),
+                flush=True,
+            )
+    return rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=100_000, help="events per throughput run")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions (medians are reported)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
+    )
+    print(
+        f"nats-py {version('nats-py')}, cloudevents {version('cloudevents')}, protobuf {version('protobuf')}"
+    )
+    print(f"event: {TYPE}, {len(sample_event().SerializeToString())} bytes serialized\n")
+
+    print("(a) encode + decode of one event, binary mode (median of runs, µs per event)")
+    codec = codec_round_trips(repeat=args.repeat, number=20_000)
+    for name, micros in codec.items():
+        print(f"  {name:24s} {micros:8.2f} µs")
+
+    print(f"\n(b) publish -> receive of {args.count:,} events over nats-server ({args.repeat} rounds)")
+    rates = asyncio.run(throughput(args.count, args.repeat))
+    medians = {v: statistics.median(r) for v, r in rates.items()}
+    base = medians["raw_handbuilt_ce_headers"]
+    for variant in VARIANTS:
+        print(
+            f"  {variant:26s} {medians[variant]:>10,.0f} msgs/s"
+            f"   x{medians[variant] / base:.2f} of hand-built"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"codec_us": codec, "rates": rates, "medians": medians}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
