@@ -195,7 +195,7 @@ class Connection:
         opts = self.options
         retrying = AsyncRetrying(
             stop=stop_after_attempt(opts.connect_attempts),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
             retry=retry_if_exception(lambda e: not isinstance(e, AuthorizationError)),
             before_sleep=self._log_retry,
             reraise=True,

@@ -19,7 +19,6 @@ mismatch raises a `PayloadError` saying what was expected and what came.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import datetime as dt
 import enum
@@ -127,19 +126,32 @@ def encode_payload(value: object) -> Payload:
     if isinstance(value, bytes | bytearray | memoryview):
         return Payload(bytes(value), OCTET_STREAM)
     if isinstance(value, str):
-        return Payload(value.encode("utf-8"), TEXT)
+        return Payload(_utf8(value, cls), TEXT)
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return Payload(value.model_dump_json().encode("utf-8"), JSON, type_name_of(cls))
+        try:
+            text = value.model_dump_json(by_alias=True)
+        except (TypeError, ValueError) as exc:  # PydanticSerializationError is a ValueError
+            raise PayloadEncodeError(f"{cls.__name__} could not be serialized: {exc}") from exc
+        return Payload(_utf8(text, cls), JSON, type_name_of(cls))
     if dataclasses.is_dataclass(value) or isinstance(value, dict | list | tuple):
         try:
             body = json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PayloadEncodeError(f"{cls.__name__} is not JSON-serializable: {exc}") from exc
-        return Payload(body.encode("utf-8"), JSON, type_name_of(cls))
+        return Payload(_utf8(body, cls), JSON, type_name_of(cls))
     raise PayloadEncodeError(
         f"no codec for {cls.__name__}: use a protobuf message, a dataclass, a pydantic model, "
         "a dict or list, bytes or str"
     )
+
+
+def _utf8(text: str, cls: type) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadEncodeError(
+            f"{cls.__name__} holds text that is not valid Unicode ({exc.reason})"
+        ) from exc
 
 
 def _to_json(value: Any) -> Any:
@@ -158,7 +170,7 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return value
 
 
@@ -207,7 +219,10 @@ def decode_payload(
             try:
                 message.ParseFromString(data)  # type: ignore[attr-defined]
             except (DecodeError, RuntimeError, ValueError) as exc:
-                raise PayloadDecodeError(target.__name__, "the body is not a valid protobuf message") from exc
+                raise PayloadDecodeError(
+                    target.DESCRIPTOR.full_name,  # type: ignore[attr-defined]
+                    "the body is not a valid protobuf message",
+                ) from exc
             return message
     media = _media(content_type)
     if isinstance(target, type) and issubclass(target, Message):
@@ -264,20 +279,24 @@ def _decode_protobuf(
     if _is_json(media):
         try:
             if isinstance(data, bytes | str):
-                json_format.Parse(data, message)
+                json_format.Parse(data, message, ignore_unknown_fields=True)
             else:
-                json_format.ParseDict(data, message)
+                json_format.ParseDict(data, message, ignore_unknown_fields=True)
         except (json_format.ParseError, ValueError, TypeError) as exc:
             raise PayloadDecodeError(full_name, f"the JSON body does not fit: {exc}") from exc
         return message
     raise ContentTypeMismatch(PROTOBUF, content_type)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_json(data: Any, target: object) -> Any:
     if not isinstance(data, bytes | bytearray):
         return data  # already parsed (structured mode)
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadDecodeError(_describe(target), "the body is not valid JSON") from exc
 
@@ -293,7 +312,7 @@ def convert(value: Any, target: Any, path: str = "") -> Any:
         return _convert(value, target, path)
     except PayloadDecodeError:
         raise
-    except (TypeError, ValueError, binascii.Error) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: {exc}") from exc
 
 
@@ -303,7 +322,7 @@ def _fail(target: Any, path: str, value: Any) -> PayloadDecodeError:
     )
 
 
-def _convert(value: Any, target: Any, path: str) -> Any:  # noqa: PLR0912 - one branch per type
+def _convert(value: Any, target: Any, path: str) -> Any:
     if target is Any or target is object:
         return value
     origin = typing.get_origin(target)
@@ -333,15 +352,18 @@ def _convert(value: Any, target: Any, path: str) -> Any:  # noqa: PLR0912 - one 
             if len(args) != len(value):
                 raise _fail(target, path, value)
             return tuple(
-                _convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True))
+                _convert(v, a, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
         item = args[0] if args else Any
         return kind(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict or target is dict:
         if not isinstance(value, dict):
             raise _fail(target, path, value)
-        args = typing.get_args(target) or (str, Any)
-        return {_convert(k, args[0], path): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
+        key_type, value_type = typing.get_args(target) or (str, Any)
+        return {
+            _convert_key(k, key_type, _join(path, k)): _convert(v, value_type, _join(path, k))
+            for k, v in value.items()
+        }
     if not isinstance(target, type):
         raise PayloadDecodeError(_describe(target), "unsupported annotation")
     if dataclasses.is_dataclass(target):
@@ -349,7 +371,7 @@ def _convert(value: Any, target: Any, path: str) -> Any:  # noqa: PLR0912 - one 
     if pydantic is not None and issubclass(target, pydantic.BaseModel):
         return target.model_validate(value)
     if issubclass(target, enum.Enum):
-        return target(value)
+        return _leaf(target, value, path, target)
     if target is bool:
         if not isinstance(value, bool):
             raise _fail(target, path, value)
@@ -366,17 +388,51 @@ def _convert(value: Any, target: Any, path: str) -> Any:  # noqa: PLR0912 - one 
         if not isinstance(value, str):
             raise _fail(target, path, value)
         return value
-    if target is dt.datetime:
-        return dt.datetime.fromisoformat(_need_str(value, target, path))
-    if target is dt.date:
-        return dt.date.fromisoformat(_need_str(value, target, path))
-    if target is uuid.UUID:
-        return uuid.UUID(_need_str(value, target, path))
+    parse = _TEXT_PARSERS.get(target)
+    if parse is not None:
+        return _leaf(parse, _need_str(value, target, path), path, target)
     if target is Decimal:
-        return Decimal(str(value))
-    if target is bytes:
-        return base64.b64decode(_need_str(value, target, path), validate=True)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise _fail(target, path, value)
+        return _leaf(Decimal, str(value), path, target)
     raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: unsupported type")
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+_TEXT_PARSERS: Final[dict[Any, Callable[[str], Any]]] = {
+    dt.datetime: dt.datetime.fromisoformat,
+    dt.date: dt.date.fromisoformat,
+    dt.time: dt.time.fromisoformat,
+    uuid.UUID: uuid.UUID,
+    bytes: _b64,
+}
+
+
+def _leaf(parse: Callable[[Any], Any], value: Any, path: str, target: Any) -> Any:
+    """Parse a leaf value; a failure names the field path."""
+    try:
+        return parse(value)
+    except (TypeError, ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
+        raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: {exc}") from exc
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _convert_key(key: str, key_type: Any, path: str) -> Any:
+    """JSON object keys are strings; turn them back into int, UUID or enum keys."""
+    if key_type is int:
+        return _leaf(int, key, path, int)
+    if isinstance(key_type, type) and issubclass(key_type, enum.Enum):
+        for member in key_type:
+            if str(member.value) == key:
+                return member
+        raise PayloadDecodeError(_describe(key_type), f"{path}: {key!r} is not a {key_type.__name__}")
+    return _convert(key, key_type, path)
 
 
 def _need_str(value: Any, target: Any, path: str) -> str:
@@ -396,11 +452,9 @@ def _convert_dataclass(value: Any, target: type, path: str) -> Any:
         if not field.init:
             continue
         if field.name in value:
-            kwargs[field.name] = _convert(
-                value[field.name], hints[field.name], f"{path}.{field.name}".lstrip(".")
-            )
+            kwargs[field.name] = _convert(value[field.name], hints[field.name], _join(path, field.name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise PayloadDecodeError(target.__name__, f"missing field '{f'{path}.{field.name}'.lstrip('.')}'")
+            raise PayloadDecodeError(target.__name__, f"missing field '{_join(path, field.name)}'")
     return target(**kwargs)
 
 

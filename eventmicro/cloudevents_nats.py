@@ -234,6 +234,9 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
     else:
         attributes = event.get_attributes()
         headers = _binary_headers(attributes, None)
+    if "ce-datacontenttype" not in headers and not isinstance(event.get_data(), bytes | None):
+        # Structured mode implies application/json; moving to binary mode writes it out (§1 2.).
+        headers["ce-datacontenttype"] = "application/json"
     return NATSMessage(headers, _write_data(event, attributes.get("datacontenttype"), event_format))
 
 
@@ -299,9 +302,6 @@ def from_binary(
         attributes = _read_headers(headers)
         time_text = attributes.pop("time", None)
         _check_required(attributes)
-        for name in _STRING_OPTIONAL:
-            if attributes.get(name) == "":
-                raise InvalidAttribute(name, "must not be empty")
     if time_text is not None and not is_known_time(time_text):
         attributes["time"] = parse_time("time", time_text)  # validates; remembers the second
     data: Any = (
@@ -399,12 +399,16 @@ def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
                 if name in attributes or name in folded:
                     raise InvalidAttribute(name, "appears in more than one header")
                 folded.append(name)
-        attributes[name] = _decode_value(header, name, raw)
+        value = _decode_value(header, name, raw)
+        if not value:
+            raise InvalidAttribute(name, "must not be empty")
+        attributes[name] = value
     for name in folded:
         if CE_PREFIX + name in headers:
             raise InvalidAttribute(name, "appears in more than one header")
-    if "datacontenttype" not in attributes and content_type:
-        attributes["datacontenttype"] = content_type
+    if "datacontenttype" not in attributes and content_type is not None and content_type.strip():
+        check_string("datacontenttype", content_type)
+        attributes["datacontenttype"] = content_type.strip()
     return attributes
 
 
@@ -627,14 +631,21 @@ def _write_data(event: BaseCloudEvent, content_type: Any, event_format: Format |
         return b""
     if isinstance(data, bytes):
         return data
-    if event_format is None:
-        if isinstance(data, str):
-            return data.encode("utf-8")
-        raise EnvelopeError(f"data of type {type(data).__name__} needs an event format to be serialized")
-    try:
-        return event_format.write_data(data, content_type)
-    except (TypeError, ValueError) as exc:
-        raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
+    if event_format is not None:
+        try:
+            return event_format.write_data(data, content_type)
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
+    if is_json_content_type(content_type):
+        # A parsed JSON value (from structured mode) goes back to its JSON text; a JSON string
+        # value stays a JSON string, quotes included.
+        try:
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"event data is not JSON-serializable: {exc}") from exc
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    raise EnvelopeError(f"data of type {type(data).__name__} needs an event format to be serialized")
 
 
 def _json_attribute(name: str, value: Any) -> Any:
@@ -654,6 +665,8 @@ def _json_attribute(name: str, value: Any) -> Any:
 
 def _read_json_attribute(name: str, value: Any) -> Any:
     if isinstance(value, str):
+        if not value:
+            raise InvalidAttribute(name, "must not be empty")
         check_string(name, value)
         if name == "time":
             return parse_time(name, value)

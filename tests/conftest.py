@@ -1,0 +1,3 @@
+"""Shared test configuration. The NATS fixtures come from eventmicro's own pytest plugin."""
+
+pytest_plugins = ("pytester",)
