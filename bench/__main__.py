@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 
 import eventmicro
 from eventmicro import cloudevents_nats as binding
-from eventmicro._event import format_time, new_event_id
+from eventmicro._clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 SOURCE = "/bench/orders/instance-1"

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from eventmicro._adapter import Connection, ConnectionState, Message, Subscription
+from eventmicro._cluster import NatsCluster
 from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_payload, event_type, type_name_of
 from eventmicro._config import ConnectOptions, TLSOptions
 from eventmicro._errors import (
@@ -35,7 +36,7 @@ from eventmicro._errors import (
     UnsupportedSpecVersion,
 )
 from eventmicro._event import Event
-from eventmicro._server import NatsCluster, NatsServer, find_server_binary
+from eventmicro._server import NatsServer, find_server_binary
 
 try:
     __version__ = version("eventmicro")

@@ -10,8 +10,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from eventmicro._cluster import NatsCluster
 from eventmicro._errors import EventMicroError
-from eventmicro._server import NatsCluster, NatsServer
+from eventmicro._server import NatsServer
 
 EXAMPLES = """examples:
   eventmicro server                       # one node with JetStream on a free port

@@ -18,21 +18,15 @@ mismatch raises a `PayloadError` saying what was expected and what came.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import datetime as dt
-import enum
 import json
-import types
-import typing
-import uuid
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from eventmicro._convert import convert, describe, to_json
 from eventmicro._errors import (
     ContentTypeMismatch,
     PayloadDecodeError,
@@ -135,7 +129,7 @@ def encode_payload(value: object) -> Payload:
         return Payload(_utf8(text, cls), JSON, type_name_of(cls))
     if dataclasses.is_dataclass(value) or isinstance(value, dict | list | tuple):
         try:
-            body = json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            body = json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PayloadEncodeError(f"{cls.__name__} is not JSON-serializable: {exc}") from exc
         return Payload(_utf8(body, cls), JSON, type_name_of(cls))
@@ -152,36 +146,6 @@ def _utf8(text: str, cls: type) -> bytes:
         raise PayloadEncodeError(
             f"{cls.__name__} holds text that is not valid Unicode ({exc.reason})"
         ) from exc
-
-
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {_json_key(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_to_json(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return _to_json(value.value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json", by_alias=True)
-    return value
-
-
-def _json_key(key: object) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, enum.Enum):
-        return str(key.value)
-    if isinstance(key, int | uuid.UUID):
-        return str(key)
-    raise TypeError(f"dict keys must be strings, not {type(key).__name__}")
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -298,181 +262,7 @@ def _parse_json(data: Any, target: object) -> Any:
     try:
         return json.loads(data, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadDecodeError(_describe(target), "the body is not valid JSON") from exc
-
-
-# --- JSON value -> typed value --------------------------------------------------------------
-
-_hints_cache: dict[type, dict[str, Any]] = {}
-
-
-def convert(value: Any, target: Any, path: str = "") -> Any:
-    """Convert a parsed JSON value to ``target`` (dataclasses, containers, enums, datetimes...)."""
-    try:
-        return _convert(value, target, path)
-    except PayloadDecodeError:
-        raise
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: {exc}") from exc
-
-
-def _fail(target: Any, path: str, value: Any) -> PayloadDecodeError:
-    return PayloadDecodeError(
-        _describe(target), f"{path or '<root>'}: expected {_describe(target)}, got {_json_name(value)}"
-    )
-
-
-def _convert(value: Any, target: Any, path: str) -> Any:
-    if target is Any or target is object:
-        return value
-    origin = typing.get_origin(target)
-    if origin is typing.Annotated:
-        return _convert(value, typing.get_args(target)[0], path)
-    if target is None or target is type(None):
-        if value is not None:
-            raise _fail(target, path, value)
-        return None
-    if origin is typing.Union or origin is types.UnionType:
-        for option in typing.get_args(target):
-            try:
-                return _convert(value, option, path)
-            except (PayloadDecodeError, TypeError, ValueError):
-                continue
-        raise _fail(target, path, value)
-    if origin is typing.Literal:
-        if value not in typing.get_args(target):
-            raise _fail(target, path, value)
-        return value
-    if origin in (list, set, frozenset, tuple) or target in (list, set, frozenset, tuple):
-        if not isinstance(value, list):
-            raise _fail(target, path, value)
-        args = typing.get_args(target)
-        kind = origin or target
-        if kind is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(args) != len(value):
-                raise _fail(target, path, value)
-            return tuple(
-                _convert(v, a, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
-            )
-        item = args[0] if args else Any
-        return kind(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict or target is dict:
-        if not isinstance(value, dict):
-            raise _fail(target, path, value)
-        key_type, value_type = typing.get_args(target) or (str, Any)
-        return {
-            _convert_key(k, key_type, _join(path, k)): _convert(v, value_type, _join(path, k))
-            for k, v in value.items()
-        }
-    if not isinstance(target, type):
-        raise PayloadDecodeError(_describe(target), "unsupported annotation")
-    if dataclasses.is_dataclass(target):
-        return _convert_dataclass(value, target, path)
-    if pydantic is not None and issubclass(target, pydantic.BaseModel):
-        return target.model_validate(value)
-    if issubclass(target, enum.Enum):
-        return _leaf(target, value, path, target)
-    if target is bool:
-        if not isinstance(value, bool):
-            raise _fail(target, path, value)
-        return value
-    if target is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(target, path, value)
-        return value
-    if target is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(target, path, value)
-        return float(value)
-    if target is str:
-        if not isinstance(value, str):
-            raise _fail(target, path, value)
-        return value
-    parse = _TEXT_PARSERS.get(target)
-    if parse is not None:
-        return _leaf(parse, _need_str(value, target, path), path, target)
-    if target is Decimal:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise _fail(target, path, value)
-        return _leaf(Decimal, str(value), path, target)
-    raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: unsupported type")
-
-
-def _b64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
-
-
-_TEXT_PARSERS: Final[dict[Any, Callable[[str], Any]]] = {
-    dt.datetime: dt.datetime.fromisoformat,
-    dt.date: dt.date.fromisoformat,
-    dt.time: dt.time.fromisoformat,
-    uuid.UUID: uuid.UUID,
-    bytes: _b64,
-}
-
-
-def _leaf(parse: Callable[[Any], Any], value: Any, path: str, target: Any) -> Any:
-    """Parse a leaf value; a failure names the field path."""
-    try:
-        return parse(value)
-    except (TypeError, ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
-        raise PayloadDecodeError(_describe(target), f"{path or '<root>'}: {exc}") from exc
-
-
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _convert_key(key: str, key_type: Any, path: str) -> Any:
-    """JSON object keys are strings; turn them back into int, UUID or enum keys."""
-    if key_type is int:
-        return _leaf(int, key, path, int)
-    if isinstance(key_type, type) and issubclass(key_type, enum.Enum):
-        for member in key_type:
-            if str(member.value) == key:
-                return member
-        raise PayloadDecodeError(_describe(key_type), f"{path}: {key!r} is not a {key_type.__name__}")
-    return _convert(key, key_type, path)
-
-
-def _need_str(value: Any, target: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(target, path, value)
-    return value
-
-
-def _convert_dataclass(value: Any, target: type, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise _fail(target, path, value)
-    hints = _hints_cache.get(target)
-    if hints is None:
-        hints = _hints_cache[target] = typing.get_type_hints(target, include_extras=True)
-    kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(target):
-        if not field.init:
-            continue
-        if field.name in value:
-            kwargs[field.name] = _convert(value[field.name], hints[field.name], _join(path, field.name))
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise PayloadDecodeError(target.__name__, f"missing field '{_join(path, field.name)}'")
-    return target(**kwargs)
-
-
-def _describe(target: Any) -> str:
-    return target.__name__ if isinstance(target, type) else str(target).replace("typing.", "")
-
-
-def _json_name(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)
+        raise PayloadDecodeError(describe(target), "the body is not valid JSON") from exc
 
 
 # --- registry -----------------------------------------------------------------------------

@@ -9,188 +9,32 @@ what it is given; `Event.create` is the convenient constructor that fills ``id``
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
-import secrets
 import time as _time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from eventmicro._attributes import (
+    CORE_ATTRIBUTES,
+    SPECVERSION,
+    EventData,
+    ExtensionValue,
+    check_attribute_name,
+    check_extension_value,
+    validate_attributes,
+)
+from eventmicro._clock import _clock, _ids, _tick, parse_time
 from eventmicro._codecs import PROTOBUF, _proto_meta, _proto_targets, decode_payload, encode_payload
 from eventmicro._errors import (
     ConfigurationError,
     InvalidAttribute,
-    MissingAttribute,
-    UnsupportedSpecVersion,
 )
 
 T = TypeVar("T")
 
-__all__ = [
-    "CORE_ATTRIBUTES",
-    "Event",
-    "EventData",
-    "ExtensionValue",
-    "check_attribute_name",
-    "check_string",
-    "format_time",
-    "is_known_time",
-    "new_event_id",
-    "parse_time",
-]
-
-SPECVERSION: Final = "1.0"
-REQUIRED_ATTRIBUTES: Final = ("id", "source", "specversion", "type")
-OPTIONAL_ATTRIBUTES: Final = ("datacontenttype", "dataschema", "subject", "time")
-CORE_ATTRIBUTES: Final = frozenset(REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES)
-_STRING_ATTRIBUTES: Final = ("datacontenttype", "dataschema", "subject")
-
-EventData = Any
-"""Event data: raw ``bytes`` off the wire, ``str``, a parsed JSON value, or ``None``."""
-ExtensionValue = str | int | bool | bytes | datetime
-"""The CloudEvents types an extension may hold (URI types travel as ``str``)."""
-
-_NAME_RE: Final = re.compile(r"[a-z0-9]+")
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
-
-
-def _forbidden_class() -> str:
-    # CloudEvents String: no C0/C1 controls, no Unicode noncharacters, no surrogates.
-    ranges = ["\x00-\x1f", "\x7f-\x9f", "\ufdd0-\ufdef", "\ud800-\udfff"]
-    ranges += [f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)]
-    return "[" + "".join(ranges) + "]"
-
-
-_FORBIDDEN_RE: Final = re.compile(_forbidden_class())
-_RFC3339_RE: Final = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)")
-
-
-def check_attribute_name(name: str) -> None:
-    """Raise `InvalidAttribute` unless ``name`` is a legal CloudEvents attribute name."""
-    if name == "data" or not _NAME_RE.fullmatch(name):
-        reason = (
-            "'data' is reserved" if name == "data" else "names use only lowercase ASCII letters and digits"
-        )
-        raise InvalidAttribute(name, reason)
-
-
-def check_string(name: str, value: str) -> None:
-    """Raise `InvalidAttribute` if ``value`` holds a character the CloudEvents String type forbids."""
-    found = _FORBIDDEN_RE.search(value)
-    if found is not None:
-        raise InvalidAttribute(name, f"contains the forbidden character U+{ord(found.group()):04X}")
-
-
-class _Second:
-    """One remembered UTC second: its "YYYY-MM-DDTHH:MM:SS" text and its datetime fields."""
-
-    __slots__ = ("epoch", "fields", "text")
-
-    def __init__(self) -> None:
-        self.epoch: int | None = None
-        self.text = ""
-        self.fields = (1, 1, 1, 0, 0, 0)
-
-
-_parsed_second = _Second()  # the last second validated while parsing
-
-
-def is_known_time(value: str) -> bool:
-    """True when ``value`` is eventmicro's own time form within a second already validated."""
-    return (
-        len(value) == 27
-        and value[19] == "."
-        and value[26] == "Z"
-        and value[:19] == _parsed_second.text
-        and value[20:26].isdigit()
-    )
-
-
-def parse_time(name: str, value: str) -> datetime:
-    """Parse an RFC 3339 timestamp into an aware `datetime` (nanoseconds are truncated)."""
-    # Fast path: eventmicro's own form, YYYY-MM-DDTHH:MM:SS.ffffffZ, within a second seen before.
-    if is_known_time(value):
-        year, month, day, hour, minute, second = _parsed_second.fields
-        return datetime(year, month, day, hour, minute, second, int(value[20:26]), UTC)
-    if not _RFC3339_RE.fullmatch(value):
-        raise InvalidAttribute(name, f"{value!r} is not an RFC 3339 timestamp")
-    try:
-        parsed = datetime.fromisoformat(value if value[10] == "T" and value[-1] != "z" else value.upper())
-    except ValueError as exc:
-        raise InvalidAttribute(name, f"{value!r} is not a valid timestamp") from exc
-    if parsed.tzinfo is UTC and value[10] == "T" and value[19:20] in (".", "Z"):
-        _parsed_second.text = value[:19]
-        _parsed_second.fields = (
-            parsed.year,
-            parsed.month,
-            parsed.day,
-            parsed.hour,
-            parsed.minute,
-            parsed.second,
-        )
-    return parsed
-
-
-_second: list[Any] = [None, ""]  # [(ordinal, hour, minute, second), "YYYY-MM-DDTHH:MM:SS"]
-
-
-def format_time(value: datetime) -> str:
-    """Write an aware `datetime` as RFC 3339 in UTC with a ``Z`` suffix.
-
-    >>> format_time(datetime(2018, 4, 5, 3, 56, 24, tzinfo=UTC))
-    '2018-04-05T03:56:24Z'
-    """
-    if value.tzinfo is not UTC:
-        offset = value.utcoffset()
-        if offset is None:
-            raise InvalidAttribute("time", "a timestamp must be timezone-aware")
-        if offset:
-            value = value.astimezone(UTC)
-    key = (value.toordinal(), value.hour, value.minute, value.second)
-    if _second[0] != key:
-        _second[1] = value.replace(microsecond=0, tzinfo=None).isoformat()
-        _second[0] = key
-    micro = value.microsecond
-    if micro:
-        return f"{_second[1]}.{micro:06d}Z"
-    return f"{_second[1]}Z"
-
-
-_clock = _Second()  # the current second of Event.of's clock
-
-
-def _tick(second: int) -> None:
-    whole = datetime.fromtimestamp(second, UTC)
-    _clock.text = whole.replace(tzinfo=None).isoformat()
-    _clock.epoch = second
-
-
-class _IdSource:
-    """Unique event ids: a random per-process prefix and a counter (reset after fork)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.prefix = secrets.token_hex(8)
-        self.counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self.prefix}-{next(self.counter):x}"
-
-
-_ids = _IdSource()
-os.register_at_fork(after_in_child=_ids.reset)
-
-
-def new_event_id() -> str:
-    """Return an id unique within this process and, with overwhelming odds, across processes."""
-    return _ids.next()
+__all__ = ["Event"]
 
 
 class Event:
@@ -211,7 +55,7 @@ class Event:
 
     def __init__(self, attributes: Mapping[str, Any], data: EventData = None) -> None:
         attrs = dict(attributes)
-        _validate(attrs)
+        validate_attributes(attrs)
         self._attributes = attrs
         self._data = data
         self._headers: dict[str, str] | None = None
@@ -282,7 +126,7 @@ class Event:
                 if name in CORE_ATTRIBUTES:
                     raise InvalidAttribute(name, "is a core attribute, not an extension")
                 check_attribute_name(name)
-                _check_extension_value(name, extension)
+                check_extension_value(name, extension)
             attributes.update(extensions)
         return cls._validated(attributes, data)
 
@@ -454,44 +298,3 @@ def _template(event_type: str, source: str, content_type: str, dataschema: str |
                 raise InvalidAttribute(name, "must be a non-empty string")
             headers["ce-" + name] = encode_header_value(name, value)
     return headers
-
-
-def _validate(attrs: dict[str, Any]) -> None:
-    for name in REQUIRED_ATTRIBUTES:
-        value = attrs.get(name)
-        if value is None:
-            raise MissingAttribute(name)
-        if type(value) is not str or not value:
-            raise InvalidAttribute(name, "must be a non-empty string")
-    if attrs["specversion"] != SPECVERSION:
-        raise UnsupportedSpecVersion(attrs["specversion"])
-    for name, value in attrs.items():
-        if name in CORE_ATTRIBUTES:
-            if name == "time":
-                if not isinstance(value, datetime) or value.utcoffset() is None:
-                    raise InvalidAttribute("time", "must be a timezone-aware datetime")
-            elif name in _STRING_ATTRIBUTES and (not isinstance(value, str) or not value):
-                raise InvalidAttribute(name, "must be a non-empty string")
-            continue
-        check_attribute_name(name)
-        _check_extension_value(name, value)
-
-
-def _check_extension_value(name: str, value: object) -> None:
-    if isinstance(value, bool | bytes):
-        return
-    if isinstance(value, str):
-        if not value:
-            raise InvalidAttribute(name, "must not be empty")
-        return
-    if isinstance(value, int):
-        if not _INT32_MIN <= value <= _INT32_MAX:
-            raise InvalidAttribute(name, "integers must fit in 32 signed bits")
-        return
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise InvalidAttribute(name, "timestamps must be timezone-aware")
-        return
-    raise InvalidAttribute(
-        name, f"type {type(value).__name__} is not a CloudEvents type (str, int, bool, bytes, datetime)"
-    )

@@ -29,14 +29,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
 from eventmicro._errors import ServerNotFound, ServerStartError
 
-__all__ = ["NatsCluster", "NatsServer", "find_server_binary"]
+__all__ = ["NatsServer", "find_server_binary", "free_port"]
 
 ENV_BINARY: Final = "EVENTMICRO_NATS_SERVER"
 _HOST: Final = "127.0.0.1"
@@ -320,90 +319,3 @@ class NatsServer:
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"NatsServer({self.name!r}, port={self.port}, {state})"
-
-
-class NatsCluster:
-    """An N-node nats-server cluster on loopback: full-mesh routes, a JetStream store per node.
-
-    `url` lists every node (comma-separated, as ``NATS_URL`` takes it). Nodes are
-    `NatsServer` objects: kill, stop and restart them one by one for fault tests.
-    """
-
-    def __init__(
-        self,
-        size: int = 3,
-        *,
-        jetstream: bool = True,
-        binary: str | os.PathLike[str] | None = None,
-        extra_config: str = "",
-        name: str = "eventmicro",
-    ) -> None:
-        if size < 2:
-            raise ValueError("a cluster needs at least 2 nodes")
-        self.name = name
-        self.nodes = [
-            NatsServer(jetstream=jetstream, binary=binary, extra_config=extra_config, name=f"{name}-n{i + 1}")
-            for i in range(size)
-        ]
-        ports = [free_port() for _ in self.nodes]
-        for node, port in zip(self.nodes, ports, strict=True):
-            node.cluster_name = name
-            node.cluster_port = port
-            node.routes = tuple(ports)
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
-    @property
-    def url(self) -> str:
-        return ",".join(self.urls)
-
-    def start(self, timeout: float = 30.0) -> Self:
-        """Start every node, then wait until all routes are up and JetStream is healthy."""
-        deadline = time.monotonic() + timeout
-        try:
-            for node in self.nodes:
-                # A clustered JetStream node is healthy only once its peers are up.
-                node.start(deadline - time.monotonic(), wait_healthy=False)
-            for node in self.nodes:
-                node.wait_healthy(deadline - time.monotonic(), routes=len(self.nodes) - 1)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_formed(self, timeout: float = 30.0) -> None:
-        """Wait until every running node sees all other running nodes and is healthy."""
-        deadline = time.monotonic() + timeout
-        running = [node for node in self.nodes if node.is_running]
-        for node in running:
-            node.wait_healthy(deadline - time.monotonic(), routes=len(running) - 1)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.close()
-
-    def __iter__(self) -> Iterator[NatsServer]:
-        return iter(self.nodes)
-
-    def __len__(self) -> int:
-        return len(self.nodes)
-
-    def __getitem__(self, index: int) -> NatsServer:
-        return self.nodes[index]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

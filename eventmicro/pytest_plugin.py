@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from eventmicro._adapter import Connection
+from eventmicro._cluster import NatsCluster
 from eventmicro._config import ConnectOptions
-from eventmicro._server import NatsCluster, NatsServer
+from eventmicro._server import NatsServer
 
 __all__ = ["fresh_nats_server", "nats_cluster", "nats_connection", "nats_server", "nats_url"]
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from eventmicro import Event, EventMicroError, InvalidAttribute
 from eventmicro import cloudevents_nats as binding
-from eventmicro._event import check_string
+from eventmicro._attributes import check_string
 from eventmicro.cloudevents_nats import NATSMessage
 
 # Characters the CloudEvents String type allows: everything but C0/C1 controls,

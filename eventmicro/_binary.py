@@ -1,0 +1,242 @@
+"""Binary content mode: attributes in ``ce-`` headers, the data as the payload, byte for byte."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any, Final, overload
+
+from cloudevents.core.base import BaseCloudEvent, EventFactory
+from cloudevents.core.formats.base import Format
+
+from eventmicro._attributes import (
+    CORE_ATTRIBUTES,
+    REQUIRED_ATTRIBUTES,
+    SPECVERSION,
+    check_attribute_name,
+    check_string,
+)
+from eventmicro._clock import is_known_time, parse_time
+from eventmicro._errors import (
+    InvalidAttribute,
+    MissingAttribute,
+)
+from eventmicro._event import Event
+from eventmicro._headervalues import (
+    _UNCACHED,
+    _decode_value,
+    _encoded,
+    encode_header_value,
+)
+from eventmicro._wire import (
+    _CACHE_LIMIT,
+    _MAX_NAME,
+    CE_PREFIX,
+    TRACEPARENT,
+    TRACESTATE,
+    NATSMessage,
+    SupportsNATSMessage,
+    _build,
+    _check_required,
+    _warn_long_name,
+    _write_data,
+)
+
+__all__ = ["from_binary", "to_binary"]
+
+_HEADER_FOR: Final = {name: CE_PREFIX + name for name in CORE_ATTRIBUTES}
+_ATTRIBUTE_OF: dict[str, str] = {CE_PREFIX + name: name for name in CORE_ATTRIBUTES}
+
+
+# --- binary mode --------------------------------------------------------------------------
+
+
+def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage:
+    """Binary mode: every attribute in its own ``ce-`` header, the data as the payload.
+
+    ``event_format`` serializes non-bytes data (``None``: data must be ``bytes``, ``str`` or
+    ``None``). A ``traceparent`` extension is also copied to a plain ``traceparent`` header
+    (and ``tracestate`` likewise), as the distributed-tracing extension asks.
+    """
+    if isinstance(event, Event):
+        ready = event._headers
+        if ready is not None:  # made by Event.of: its headers were encoded when it was made
+            data = event._data
+            return NATSMessage(
+                ready.copy(), data if data.__class__ is bytes else _write_data(event, None, event_format)
+            )
+        attributes = event._attributes  # validated already; no copy needed
+        headers = _binary_headers(attributes, event._time_text)
+    else:
+        attributes = event.get_attributes()
+        headers = _binary_headers(attributes, None)
+    if "ce-datacontenttype" not in headers and not isinstance(event.get_data(), bytes | None):
+        # Structured mode implies application/json; moving to binary mode writes it out (§1 2.).
+        headers["ce-datacontenttype"] = "application/json"
+    return NATSMessage(headers, _write_data(event, attributes.get("datacontenttype"), event_format))
+
+
+def _binary_headers(attributes: Mapping[str, Any], time_text: str | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if time_text is not None:
+        headers["ce-time"] = time_text  # a lazily parsed time goes out as the text it came in
+    for name, value in attributes.items():
+        if value is None:
+            continue
+        header = _HEADER_FOR.get(name)
+        if header is None:
+            check_attribute_name(name)
+            if len(name) > _MAX_NAME:
+                _warn_long_name(name, stacklevel=4)
+            header = CE_PREFIX + name
+        if value.__class__ is str:
+            text = _encoded.get(value)
+            if text is None:
+                text = encode_header_value(name, value)
+                if name not in _UNCACHED:
+                    if len(_encoded) >= _CACHE_LIMIT:
+                        _encoded.clear()
+                    _encoded[value] = text
+            headers[header] = text
+        else:
+            headers[header] = encode_header_value(name, value)
+    for name in REQUIRED_ATTRIBUTES:
+        if attributes.get(name) is None:
+            raise MissingAttribute(name)
+    traceparent = headers.get("ce-traceparent")
+    if traceparent is not None:
+        headers[TRACEPARENT] = traceparent
+        tracestate = headers.get("ce-tracestate")
+        if tracestate is not None:
+            headers[TRACESTATE] = tracestate
+    return headers
+
+
+@overload
+def from_binary(
+    message: SupportsNATSMessage, event_format: Format | None, event_factory: None = None
+) -> Event: ...
+
+
+@overload
+def from_binary(
+    message: SupportsNATSMessage, event_format: Format | None, event_factory: EventFactory
+) -> BaseCloudEvent: ...
+
+
+def from_binary(
+    message: SupportsNATSMessage,
+    event_format: Format | None,
+    event_factory: EventFactory | None = None,
+) -> BaseCloudEvent:
+    """Read a binary-mode message. ``event_format=None`` keeps the payload as raw ``bytes``.
+
+    ``ce-datacontenttype`` wins over ``Content-Type``, which is read only as a fallback
+    (sdk-go writes it). The factory defaults to `eventmicro.Event`.
+    """
+    headers = message.headers or {}
+    fast = _core_only(headers)
+    if fast is not None:
+        attributes, time_text = fast
+    else:
+        attributes = _read_headers(headers)
+        time_text = attributes.pop("time", None)
+        _check_required(attributes)
+    if time_text is not None and not is_known_time(time_text):
+        attributes["time"] = parse_time("time", time_text)  # validates; remembers the second
+    data: Any = (
+        message.data
+        if event_format is None
+        else event_format.read_data(message.data, attributes.get("datacontenttype"))
+    )
+    if event_factory is None:
+        return Event._validated(attributes, data, time_text)
+    if time_text is not None and "time" not in attributes:
+        attributes["time"] = parse_time("time", time_text)
+    return _build(event_factory, attributes, data)
+
+
+_GET7: Final = operator.itemgetter(
+    "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype", "ce-dataschema"
+)
+
+
+_GET6: Final = operator.itemgetter(
+    "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype"
+)
+
+
+_statics: dict[tuple[str, str, str, str, str | None], dict[str, Any]] = {}
+
+
+def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
+    """Fast path for what eventmicro sends: exactly the canonical core headers, with or
+    without ``ce-dataschema``. Returns the attributes (without "time") and the time text;
+    ``None`` sends the message down the general path, which also names any error.
+    """
+    try:
+        if len(headers) == 7:
+            specversion, event_id, source, type_, time, content_type, schema = _GET7(headers)
+        elif len(headers) == 6:
+            specversion, event_id, source, type_, time, content_type = _GET6(headers)
+            schema = None
+        else:
+            return None
+    except KeyError:
+        return None
+    if not event_id or not event_id.isprintable() or "%" in event_id or event_id[0] == '"':
+        return None
+    key = (specversion, source, type_, content_type, schema)
+    static = _statics.get(key)
+    if static is None:
+        if specversion != SPECVERSION or not (source and type_ and content_type and schema != ""):
+            return None
+        static = {
+            "specversion": specversion,
+            "source": _decode_value("ce-source", "source", source),
+            "type": _decode_value("ce-type", "type", type_),
+            "datacontenttype": _decode_value("ce-datacontenttype", "datacontenttype", content_type),
+        }
+        if schema is not None:
+            static["dataschema"] = _decode_value("ce-dataschema", "dataschema", schema)
+        if len(_statics) >= _CACHE_LIMIT:
+            _statics.clear()
+        _statics[key] = static
+    attributes = static.copy()
+    attributes["id"] = event_id
+    return attributes, time
+
+
+def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
+    """Every header, any case: ``ce-`` ones become attributes, ``Content-Type`` a fallback."""
+    attributes: dict[str, Any] = {}
+    content_type: str | None = None
+    folded: list[str] = []  # attributes whose header name was not in canonical lowercase
+    for header, raw in headers.items():
+        name = _ATTRIBUTE_OF.get(header)
+        if name is None:
+            lowered = header.lower()
+            if not lowered.startswith(CE_PREFIX):
+                if lowered == "content-type":
+                    content_type = raw
+                continue
+            name = lowered[3:]
+            check_attribute_name(name)
+            if lowered == header:  # a canonical extension header: remember its name
+                if len(_ATTRIBUTE_OF) < _CACHE_LIMIT:
+                    _ATTRIBUTE_OF[header] = name
+            else:
+                if name in attributes or name in folded:
+                    raise InvalidAttribute(name, "appears in more than one header")
+                folded.append(name)
+        value = _decode_value(header, name, raw)
+        if not value:
+            raise InvalidAttribute(name, "must not be empty")
+        attributes[name] = value
+    for name in folded:
+        if CE_PREFIX + name in headers:
+            raise InvalidAttribute(name, "appears in more than one header")
+    if "datacontenttype" not in attributes and content_type is not None and content_type.strip():
+        check_string("datacontenttype", content_type)
+        attributes["datacontenttype"] = content_type.strip()
+    return attributes

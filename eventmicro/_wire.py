@@ -1,0 +1,146 @@
+"""What both content modes share: the message shape, constants, required checks, data writing."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple, Protocol
+
+from cloudevents.core.base import BaseCloudEvent, EventFactory
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.base import Format
+
+from eventmicro._attributes import (
+    REQUIRED_ATTRIBUTES,
+    SPECVERSION,
+)
+from eventmicro._errors import (
+    EnvelopeError,
+    InvalidAttribute,
+    MissingAttribute,
+    UnsupportedSpecVersion,
+)
+from eventmicro._event import Event
+
+__all__ = [
+    "CE_PREFIX",
+    "CONTENT_TYPE_HEADER",
+    "STRUCTURED_CONTENT_TYPE",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "CloudEventsWarning",
+    "Mode",
+    "NATSMessage",
+    "SupportsNATSMessage",
+    "is_json_content_type",
+]
+
+CE_PREFIX: Final = "ce-"
+CONTENT_TYPE_HEADER: Final = "Content-Type"
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+_JSON_CT: Final = re.compile(r"(?:application|text)/(?:[a-z0-9.\-]+\+)?json(?:\s*;.*)?", re.I | re.S)
+# Values such as type, source and content types repeat in every event: remember their codings.
+_CACHE_LIMIT: Final = 4096
+_STRING_OPTIONAL: Final = ("datacontenttype", "dataschema", "subject")
+_MAX_NAME: Final = 20
+
+
+class CloudEventsWarning(UserWarning):
+    """A CloudEvents SHOULD that an event breaks (for example an attribute name over 20 chars)."""
+
+
+class Mode(enum.Enum):
+    """The content mode of a CloudEvent on NATS."""
+
+    BINARY = "binary"
+    STRUCTURED = "structured"
+
+
+class SupportsNATSMessage(Protocol):
+    """Anything with ``headers`` and ``data``: `NATSMessage`, nats-py's ``Msg``, eventmicro's ``Message``."""
+
+    @property
+    def headers(self) -> Mapping[str, str] | None: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class NATSMessage(NamedTuple):
+    """A NATS message as the binding sees it: headers and the payload bytes (immutable)."""
+
+    headers: dict[str, str]
+    data: bytes
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """True for ``*/json`` and ``*/*+json`` media types (and for a missing one, per the JSON format)."""
+    return content_type is None or _JSON_CT.fullmatch(content_type.strip()) is not None
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _warn_long_name(name: str, stacklevel: int = 3) -> None:
+    warnings.warn(
+        f"CloudEvents attribute name {name!r} is longer than 20 characters",
+        CloudEventsWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _check_required(attributes: dict[str, Any]) -> None:
+    specversion = attributes.get("specversion")
+    if specversion is None:
+        raise MissingAttribute("specversion")
+    if specversion != SPECVERSION:
+        raise UnsupportedSpecVersion(str(specversion))
+    for name in REQUIRED_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None:
+            raise MissingAttribute(name)
+        if not value:
+            raise InvalidAttribute(name, "must not be empty")
+
+
+def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
+    if factory is None:
+        for name in _STRING_OPTIONAL:
+            value = attributes.get(name)
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+        return Event._validated(attributes, data)
+    try:
+        return factory(attributes, data)
+    except EnvelopeError:
+        raise
+    except (BaseCloudEventException, ValueError, TypeError) as exc:
+        raise EnvelopeError(f"the event factory rejected the event: {exc}") from exc
+
+
+def _write_data(event: BaseCloudEvent, content_type: Any, event_format: Format | None) -> bytes:
+    data = event.get_data()
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    if event_format is not None:
+        try:
+            return event_format.write_data(data, content_type)
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
+    if is_json_content_type(content_type):
+        # A parsed JSON value (from structured mode) goes back to its JSON text; a JSON string
+        # value stays a JSON string, quotes included.
+        try:
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise EnvelopeError(f"event data is not JSON-serializable: {exc}") from exc
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    raise EnvelopeError(f"data of type {type(data).__name__} needs an event format to be serialized")
