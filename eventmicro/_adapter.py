@@ -15,6 +15,7 @@ Connection lifecycle::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -152,7 +153,8 @@ class Connection:
         self.options = options or ConnectOptions.from_env()
         self._nc: _NatsClient | None = None
         self._state = ConnectionState.NEW
-        self._last_error: BaseException | None = None
+        self._connect_errors: list[BaseException] = []  # what nats-py reported during open()
+        self._connect_failed = asyncio.Event()
         self._closed = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -209,13 +211,14 @@ class Connection:
 
     async def _connect_once(self) -> _NatsClient:
         opts = self.options
-        self._last_error = None
+        self._connect_errors = []
         kwargs: dict[str, Any] = {
             "servers": list(opts.servers),
             "name": opts.name,
             "connect_timeout": opts.connect_timeout,
-            "reconnect_time_wait": opts.reconnect_wait,
-            # Bounded during the first connect; nats-py would otherwise loop forever here.
+            # One pass over the servers per attempt, no pause inside it: tenacity paces the
+            # attempts. nats-py would otherwise retry forever here. Restored once connected.
+            "reconnect_time_wait": 0,
             "max_reconnect_attempts": 1,
             "drain_timeout": opts.drain_timeout,
             "pending_size": opts.pending_size,
@@ -236,21 +239,50 @@ class Connection:
             kwargs["tls"] = _ssl_context(opts)
             if opts.tls.hostname:
                 kwargs["tls_hostname"] = opts.tls.hostname
+        nc = _NatsClient()
         try:
-            nc = await nats.connect(**kwargs)
+            await self._bounded_connect(nc, kwargs)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            cause = self._last_error or exc
-            if isinstance(cause, nats.errors.AuthorizationError) or "authorization" in str(cause).lower():
+            await _abandon(nc)
+            errors = [*self._connect_errors, exc]
+            if any(_is_refusal(error) for error in errors):
                 raise AuthorizationError(
                     "the NATS server refused the credentials (authorization violation)",
                     servers=opts.redacted_servers,
                 ) from exc
+            cause = self._connect_errors[0] if self._connect_errors else exc
             raise ConnectError(
                 f"cannot connect to NATS at {', '.join(opts.redacted_servers)}: {_describe(cause)}",
                 servers=opts.redacted_servers,
             ) from exc
         nc.options["max_reconnect_attempts"] = opts.max_reconnect_attempts
+        nc.options["reconnect_time_wait"] = opts.reconnect_wait
         return nc
+
+    async def _bounded_connect(self, nc: _NatsClient, kwargs: dict[str, Any]) -> None:
+        """``nc.connect`` that ends when nats-py reports a TLS or credential failure.
+
+        After a failed TLS upgrade nats-py 2.16 waits forever on the old socket
+        (nats-io/nats.py#718); its error callback has already told us, so stop there. A
+        deadline covers every other way an attempt could stall.
+        """
+        self._connect_failed = asyncio.Event()
+        connecting = asyncio.ensure_future(nc.connect(**kwargs))
+        failed = asyncio.ensure_future(self._connect_failed.wait())
+        budget = 3 * self.options.connect_timeout * 2 * len(self.options.servers) + 1.0
+        try:
+            await asyncio.wait({connecting, failed}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if connecting.done():
+            connecting.result()  # success, or the error nats-py raised
+            return
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        if self._connect_failed.is_set():
+            raise ConnectionError("nats-py reported a TLS or credential failure")  # details: error_cb
+        raise TimeoutError(f"connect did not finish in {budget:g}s")
 
     def _log_retry(self, state: RetryCallState) -> None:
         outcome = state.outcome
@@ -389,7 +421,10 @@ class Connection:
     # --- callbacks -----------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        self._last_error = exc
+        if self._state is ConnectionState.NEW:
+            self._connect_errors.append(exc)
+            if isinstance(exc, ssl.SSLError) or _is_refusal(exc):
+                self._connect_failed.set()
         if isinstance(exc, nats.errors.SlowConsumerError):
             log.warning("slow consumer on '%s': messages dropped", exc.subject)
         else:
@@ -410,6 +445,20 @@ class Connection:
             self._state = ConnectionState.CLOSED
             self._closed.set()
             log.warning("NATS connection closed by the client library")
+
+
+def _is_refusal(error: BaseException) -> bool:
+    return (
+        isinstance(error, nats.errors.AuthorizationError) or "authorization violation" in str(error).lower()
+    )
+
+
+async def _abandon(nc: _NatsClient) -> None:
+    """Close a client whose connect failed; bounded, since the failure may be a hang."""
+    try:
+        await asyncio.wait_for(nc.close(), 2.0)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        log.debug("closing the failed connection attempt: %s", _describe(exc))
 
 
 def _ssl_context(opts: ConnectOptions) -> ssl.SSLContext:

@@ -49,6 +49,7 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "event_type",
+    "is_json_media",
     "type_name_of",
 ]
 
@@ -159,6 +160,11 @@ def _media(content_type: str | None) -> str | None:
 
 def _is_json(media: str | None) -> bool:
     return media is not None and (media.endswith("/json") or media.endswith("+json"))
+
+
+def is_json_media(content_type: str) -> bool:
+    """True for ``*/json`` and ``*/*+json`` media types, whatever their case and parameters."""
+    return _is_json(_media(content_type))
 
 
 def decode_payload(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -137,6 +137,14 @@ class ConnectOptions:
         if overrides.get("servers") is not None:
             values["servers"] = _split_urls(overrides["servers"])
         return replace(cls(), **values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr and f.name != "servers" and getattr(self, f.name) != f.default
+        )
+        return f"ConnectOptions(servers={self.redacted_servers!r}{', ' + shown if shown else ''})"
 
     @property
     def redacted_servers(self) -> tuple[str, ...]:

@@ -284,7 +284,7 @@ _templates: dict[tuple[str, str, str, str | None], dict[str, str]] = {}
 
 def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> dict[str, str]:
     """The binary-mode headers that events of one (type, source, content) share, encoded once."""
-    from eventmicro.cloudevents_nats import encode_header_value
+    from eventmicro._headervalues import encode_header_value  # it imports this module
 
     headers = {"ce-specversion": SPECVERSION, "ce-id": "", "ce-source": "", "ce-type": "", "ce-time": ""}
     for name, value in (

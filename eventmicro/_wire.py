@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import warnings
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple, Protocol
@@ -17,6 +16,7 @@ from eventmicro._attributes import (
     REQUIRED_ATTRIBUTES,
     SPECVERSION,
 )
+from eventmicro._codecs import is_json_media
 from eventmicro._errors import (
     EnvelopeError,
     InvalidAttribute,
@@ -43,7 +43,6 @@ CONTENT_TYPE_HEADER: Final = "Content-Type"
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
-_JSON_CT: Final = re.compile(r"(?:application|text)/(?:[a-z0-9.\-]+\+)?json(?:\s*;.*)?", re.I | re.S)
 # Values such as type, source and content types repeat in every event: remember their codings.
 _CACHE_LIMIT: Final = 4096
 _STRING_OPTIONAL: Final = ("datacontenttype", "dataschema", "subject")
@@ -80,7 +79,7 @@ class NATSMessage(NamedTuple):
 
 def is_json_content_type(content_type: str | None) -> bool:
     """True for ``*/json`` and ``*/*+json`` media types (and for a missing one, per the JSON format)."""
-    return content_type is None or _JSON_CT.fullmatch(content_type.strip()) is not None
+    return content_type is None or is_json_media(content_type)
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ async def test_close_drains_messages_already_received(nats_server: NatsServer) -
         for n in range(3):
             await sender.publish("drain.me", str(n).encode())
         await sender.flush()
-        await started.wait()
+        await asyncio.wait_for(started.wait(), 10)
         closing = asyncio.create_task(conn.close())
         async with asyncio.timeout(10):
             while state_of(conn) is not ConnectionState.DRAINING:  # noqa: ASYNC110 - another task's state
