@@ -94,7 +94,7 @@ def headers_size(headers: Mapping[str, str]) -> int:
 
 def _fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
     """0 when the message fits ``limit``; else its exact size. Cheap bound first."""
-    if not headers:
+    if headers is None:  # nats-py sends HPUB, header block included, for any dict, even {}
         return 0 if body <= limit else body
     rough = _HEADER_LINE + 2
     for key, value in headers.items():

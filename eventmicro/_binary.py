@@ -17,15 +17,13 @@ from eventmicro._attributes import (
     check_string,
 )
 from eventmicro._clock import is_known_time, parse_time
-from eventmicro._errors import (
-    InvalidAttribute,
-    MissingAttribute,
-)
+from eventmicro._errors import EnvelopeError, InvalidAttribute, MissingAttribute
 from eventmicro._event import Event
 from eventmicro._headervalues import (
     _UNCACHED,
     _decode_value,
     _encoded,
+    decode_header_value,
     encode_header_value,
 )
 from eventmicro._wire import (
@@ -144,11 +142,13 @@ def from_binary(
         _check_required(attributes)
     if time_text is not None and not is_known_time(time_text):
         attributes["time"] = parse_time("time", time_text)  # validates; remembers the second
-    data: Any = (
-        message.data
-        if event_format is None
-        else event_format.read_data(message.data, attributes.get("datacontenttype"))
-    )
+    if event_format is None:
+        data: Any = message.data
+    else:
+        try:
+            data = event_format.read_data(message.data, attributes.get("datacontenttype"))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise EnvelopeError(f"the event format could not read the data: {exc}") from exc
     if event_factory is None:
         return Event._validated(attributes, data, time_text)
     if time_text is not None and "time" not in attributes:
@@ -199,9 +199,13 @@ def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
         }
         if schema is not None:
             static["dataschema"] = _decode_value("ce-dataschema", "dataschema", schema)
+        if not all(static.values()):
+            return None  # an empty value once decoded: the general path names it
         if len(_statics) >= _CACHE_LIMIT:
             _statics.clear()
         _statics[key] = static
+    if not time.isprintable() or "%" in time or time[:1] == '"':
+        time = decode_header_value("ce-time", time)
     attributes = static.copy()
     attributes["id"] = event_id
     return attributes, time
@@ -221,6 +225,8 @@ def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
                     content_type = raw
                 continue
             name = lowered[3:]
+            if not header.isascii():
+                raise InvalidAttribute(header, "header names are ASCII")
             check_attribute_name(name)
             if lowered == header:  # a canonical extension header: remember its name
                 if len(_ATTRIBUTE_OF) < _CACHE_LIMIT:
@@ -236,7 +242,12 @@ def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
     for name in folded:
         if CE_PREFIX + name in headers:
             raise InvalidAttribute(name, "appears in more than one header")
-    if "datacontenttype" not in attributes and content_type is not None and content_type.strip():
+    if (
+        "datacontenttype" not in attributes
+        and content_type is not None
+        and content_type.strip()
+        and not content_type.strip().lower().startswith("application/cloudevents")
+    ):
         check_string("datacontenttype", content_type)
         attributes["datacontenttype"] = content_type.strip()
     return attributes

@@ -39,6 +39,7 @@ def is_known_time(value: str) -> bool:
         and value[19] == "."
         and value[26] == "Z"
         and value[:19] == _parsed_second.text
+        and value[20:26].isascii()
         and value[20:26].isdigit()
     )
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError, EncodeError, Message
 
 from eventmicro._convert import convert, describe, to_json
 from eventmicro._errors import (
@@ -117,7 +117,7 @@ def encode_payload(value: object) -> Payload:
         if meta is None:
             full_name = value.DESCRIPTOR.full_name
             meta = _proto_meta[cls] = (full_name, TYPE_URL_PREFIX + full_name)
-        return Payload(value.SerializeToString(), PROTOBUF, meta[0], meta[1])
+        return Payload(_serialize(value), PROTOBUF, meta[0], meta[1])
     if isinstance(value, bytes | bytearray | memoryview):
         return Payload(bytes(value), OCTET_STREAM)
     if isinstance(value, str):
@@ -138,6 +138,13 @@ def encode_payload(value: object) -> Payload:
         f"no codec for {cls.__name__}: use a protobuf message, a dataclass, a pydantic model, "
         "a dict or list, bytes or str"
     )
+
+
+def _serialize(message: Message) -> bytes:
+    try:
+        return message.SerializeToString()
+    except EncodeError as exc:  # a proto2 message with required fields unset
+        raise PayloadEncodeError(f"{message.DESCRIPTOR.full_name} cannot be serialized: {exc}") from exc
 
 
 def _utf8(text: str, cls: type) -> bytes:
@@ -202,16 +209,23 @@ def decode_payload(
         if isinstance(data, bytes):
             return cast(T, data)
         if isinstance(data, str):
-            return cast(T, data.encode("utf-8"))
+            try:
+                return cast(T, data.encode("utf-8"))
+            except UnicodeEncodeError as exc:
+                raise PayloadDecodeError("bytes", "the text is not valid Unicode") from exc
         raise PayloadDecodeError("bytes", f"the data is a JSON {type(data).__name__}")
     if target is str and not _is_json(media):
         if media is not None and not media.startswith("text/"):
             raise ContentTypeMismatch("text/*", content_type)
         if isinstance(data, str):
             return cast(T, data)
+        if data is None:
+            return cast(T, "")
+        if not isinstance(data, bytes):
+            raise PayloadDecodeError("str", f"the data is a JSON {type(data).__name__}, not text")
         try:
-            return cast(T, (data or b"").decode("utf-8"))
-        except (UnicodeDecodeError, AttributeError) as exc:
+            return cast(T, data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
             raise PayloadDecodeError("str", "the body is not valid UTF-8 text") from exc
     if media is not None and not _is_json(media):
         raise ContentTypeMismatch(JSON, content_type)
@@ -238,7 +252,7 @@ def _decode_protobuf(
     ):
         raise UnexpectedType((full_name,), dataschema[len(TYPE_URL_PREFIX) :])
     message = target()
-    if media is None or media in _PROTOBUF_TYPES:
+    if media in _PROTOBUF_TYPES or (media is None and isinstance(data, bytes)):
         if not isinstance(data, bytes):
             raise PayloadDecodeError(full_name, "protobuf data must be bytes")
         try:
@@ -246,13 +260,13 @@ def _decode_protobuf(
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise PayloadDecodeError(full_name, "the body is not a valid protobuf message") from exc
         return message
-    if _is_json(media):
+    if media is None or _is_json(media):  # parsed structured data with no content type is JSON
         try:
-            if isinstance(data, bytes | str):
+            if isinstance(data, bytes):  # JSON text off the wire
                 json_format.Parse(data, message, ignore_unknown_fields=True)
-            else:
+            else:  # an already-parsed JSON value; a string is a JSON string, never re-parsed
                 json_format.ParseDict(data, message, ignore_unknown_fields=True)
-        except (json_format.ParseError, ValueError, TypeError) as exc:
+        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise PayloadDecodeError(full_name, f"the JSON body does not fit: {exc}") from exc
         return message
     raise ContentTypeMismatch(PROTOBUF, content_type)
@@ -267,7 +281,7 @@ def _parse_json(data: Any, target: object) -> Any:
         return data  # already parsed (structured mode)
     try:
         return json.loads(data, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise PayloadDecodeError(describe(target), "the body is not valid JSON") from exc
 
 

@@ -26,7 +26,14 @@ from eventmicro._attributes import (
     validate_attributes,
 )
 from eventmicro._clock import _clock, _ids, _tick, parse_time
-from eventmicro._codecs import PROTOBUF, _proto_meta, _proto_targets, decode_payload, encode_payload
+from eventmicro._codecs import (
+    PROTOBUF,
+    _proto_meta,
+    _proto_targets,
+    _serialize,
+    decode_payload,
+    encode_payload,
+)
 from eventmicro._errors import (
     ConfigurationError,
     InvalidAttribute,
@@ -151,7 +158,7 @@ class Event:
         payload_type: str | None
         dataschema: str | None
         if meta is not None:  # a protobuf class seen before: the common case, without a Payload
-            data: bytes = value.SerializeToString()  # type: ignore[attr-defined]
+            data = _serialize(value)  # type: ignore[arg-type]
             content_type, payload_type, dataschema = PROTOBUF, meta[0], meta[1]
         else:
             data, content_type, payload_type, dataschema = encode_payload(value)
@@ -250,6 +257,8 @@ class Event:
         return value
 
     def get_extension(self, extension_name: str) -> Any:
+        if extension_name == "time":
+            return self.get_time()
         return self._attributes.get(extension_name)
 
     def get_data(self) -> EventData:

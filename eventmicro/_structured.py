@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Final, overload
 
 from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -73,9 +74,10 @@ def to_structured(event: BaseCloudEvent, event_format: Format | None) -> NATSMes
     _put_data(document, event.get_data(), attributes.get("datacontenttype"))
     try:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        body = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         raise EnvelopeError(f"event data is not JSON-serializable: {exc}") from exc
-    return NATSMessage({CONTENT_TYPE_HEADER: STRUCTURED_CONTENT_TYPE}, text.encode("utf-8"))
+    return NATSMessage({CONTENT_TYPE_HEADER: STRUCTURED_CONTENT_TYPE}, body)
 
 
 @overload
@@ -104,17 +106,16 @@ def from_structured(
         except (ValueError, TypeError, KeyError, BaseCloudEventException) as exc:
             raise StructuredFormatError(f"structured event could not be read: {exc}") from exc
     try:
-        document = json.loads(message.data.decode("utf-8"))
+        document = _strict_json(message.data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise StructuredFormatError("structured event body is not valid UTF-8") from exc
-    except ValueError as exc:
-        raise StructuredFormatError(f"structured event body is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise StructuredFormatError(f"structured event body is not valid JSON ({exc})") from exc
     if not isinstance(document, dict):
         raise StructuredFormatError(
             f"structured event body must be a JSON object, not {type(document).__name__}"
         )
-    has_data, has_base64 = "data" in document, "data_base64" in document
-    if has_data and has_base64:
+    if document.get("data") is not None and document.get("data_base64") is not None:
         raise StructuredFormatError("'data' and 'data_base64' are mutually exclusive")
     data: Any = document.pop("data", None)
     encoded = document.pop("data_base64", None)
@@ -134,6 +135,50 @@ def from_structured(
     _check_required(attributes)
     # JSON values stay as parsed; a JSON string stays a string, never re-parsed (§3.1.2).
     return _build(event_factory, attributes, data)
+
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _strict_json(text: str) -> Any:
+    """``json.loads`` that refuses NaN and Infinity, duplicate member names and lone surrogates.
+
+    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting).
+    """
+    value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_members)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _check_unicode(value)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"member {key!r} appears twice")
+            seen.add(key)
+    return document
+
+
+def _check_unicode(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("a string holds a lone surrogate") from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key)
+            _check_unicode(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item)
 
 
 def _json_attribute(name: str, value: Any) -> Any:
@@ -182,11 +227,13 @@ def _put_data(document: dict[str, Any], data: Any, content_type: Any) -> None:
     if data is None:
         return
     if isinstance(data, bytes | bytearray):
-        if is_json_content_type(content_type):
+        # Bytes labelled JSON travel as a JSON value (no base64 of JSON); any other bytes, and
+        # bytes with no content type at all, go to data_base64 (JSON format §3.1.1).
+        if content_type is not None and is_json_content_type(content_type):
             try:
-                document["data"] = json.loads(data)
+                document["data"] = _strict_json(data.decode("utf-8"))
                 return
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass  # not JSON after all: keep it lossless as base64
         document["data_base64"] = base64.b64encode(data).decode("ascii")
     else:

@@ -128,18 +128,16 @@ def _write_data(event: BaseCloudEvent, content_type: Any, event_format: Format |
         return b""
     if isinstance(data, bytes):
         return data
-    if event_format is not None:
-        try:
+    try:
+        if is_json_content_type(content_type):
+            # A parsed JSON value (from structured mode) goes back to its JSON text; a JSON
+            # string value stays a JSON string, quotes included (the SDK's format would not).
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return text.encode("utf-8")
+        if event_format is not None:
             return event_format.write_data(data, content_type)
-        except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
-    if is_json_content_type(content_type):
-        # A parsed JSON value (from structured mode) goes back to its JSON text; a JSON string
-        # value stays a JSON string, quotes included.
-        try:
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"event data is not JSON-serializable: {exc}") from exc
-    if isinstance(data, str):
-        return data.encode("utf-8")
+        if isinstance(data, str):
+            return data.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
     raise EnvelopeError(f"data of type {type(data).__name__} needs an event format to be serialized")

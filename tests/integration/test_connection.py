@@ -206,3 +206,15 @@ def test_connect_options_from_the_environment() -> None:
     assert ConnectOptions.from_env(environ={"NATS_URL": "nats://a:4222"}).servers == ("nats://a:4222",)
     assert ConnectOptions.from_env(environ={}).servers == ("nats://127.0.0.1:4222",)
     assert ConnectOptions.from_env("nats://x:1", environ=env).servers == ("nats://x:1",)
+
+
+async def test_an_empty_header_dict_still_counts_its_header_block(fresh_nats_server: NatsServer) -> None:
+    # nats-py sends HPUB for any dict, even {}: 12 more bytes than the body alone
+    async with Connection(options(fresh_nats_server.url)) as conn:
+        limit = conn.max_payload
+        with pytest.raises(PayloadTooLarge) as caught:
+            await conn.publish("edge", b"a" * limit, headers={})
+        assert caught.value.size == limit + len(b"NATS/1.0\r\n\r\n")
+        await conn.publish("edge", b"a" * limit)  # no headers at all: exactly the limit fits
+        await conn.flush()
+        assert conn.is_connected

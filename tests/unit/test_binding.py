@@ -334,7 +334,7 @@ def test_sdk_events_and_json_format_work_with_the_binding() -> None:
         {"hello": "world"},
     )
     message = binding.to_binary_event(sdk_event)
-    assert message.data == b'{"hello": "world"}'
+    assert json.loads(message.data) == {"hello": "world"}
     back = binding.from_nats_event(message)
     assert back.get_data() == {"hello": "world"}
     assert back.get_time() == TIME
@@ -364,3 +364,115 @@ def test_event_of_needs_a_type_for_plain_json() -> None:
 
     with pytest.raises(ConfigurationError, match="no CloudEvent type"):
         Event.of({"a": 1}, source="/s")
+
+
+# --- regressions found in review: each decoder path gives the same answer ------------------
+
+CANONICAL = {
+    "ce-specversion": "1.0",
+    "ce-id": "1",
+    "ce-source": "/s",
+    "ce-type": "t",
+    "ce-time": "2020-01-01T00:00:00Z",
+    "ce-datacontenttype": "text/plain",
+}
+
+
+@pytest.mark.parametrize("header", ["ce-source", "ce-type", "ce-datacontenttype"])
+@pytest.mark.parametrize("extra", [{}, {"ce-subject": "x"}], ids=["fast-path", "general-path"])
+def test_an_empty_quoted_value_is_rejected_on_every_path(header: str, extra: dict[str, str]) -> None:
+    with pytest.raises(InvalidAttribute, match="must not be empty"):
+        binary({**CANONICAL, header: '""', **extra})
+
+
+@pytest.mark.parametrize("extra", [{}, {"ce-subject": "x"}], ids=["fast-path", "general-path"])
+@pytest.mark.parametrize("time", ['"2020-01-01T00:00:00Z"', "2020-01-01T00:00:00%2B00:00"])
+def test_a_quoted_or_encoded_time_is_decoded_on_every_path(time: str, extra: dict[str, str]) -> None:
+    event = binary({**CANONICAL, "ce-time": time, **extra})
+    assert event.get_time() == datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("digits", ["²²²²²²", "１２３４５６"])
+def test_non_ascii_digits_in_a_time_are_rejected_even_within_a_known_second(digits: str) -> None:
+    binary({**CANONICAL, "ce-time": "2020-01-01T00:00:00.000001Z"})  # the second is now known
+    with pytest.raises(InvalidAttribute):
+        binary({**CANONICAL, "ce-time": f"2020-01-01T00:00:00.{digits}Z"})
+
+
+def test_a_lazily_parsed_time_is_also_seen_through_get_extension() -> None:
+    event = binary({**CANONICAL, "ce-time": "2021-02-03T04:05:06.000007Z"})
+    assert event.get_extension("time") == datetime(2021, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert event.get_attributes()["time"] == event.get_time()
+
+
+def test_absurdly_nested_json_is_an_envelope_error_not_a_recursion_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":' + deep + b"}"
+    with pytest.raises(StructuredFormatError):
+        binding.from_nats(NATSMessage({"Content-Type": "application/cloudevents+json"}, body), None)
+    headers = {**CANONICAL, "ce-datacontenttype": "application/json"}
+    with pytest.raises(EnvelopeError):
+        binding.from_nats_event(NATSMessage(headers, deep))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"\\ud800"}',
+        b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":NaN}',
+        b'{"specversion":"1.0","id":"1","id":"2","source":"/s","type":"t"}',
+    ],
+    ids=["lone-surrogate", "nan", "duplicate-member"],
+)
+def test_structured_bodies_that_are_not_strict_json_are_rejected(body: bytes) -> None:
+    with pytest.raises(StructuredFormatError):
+        binding.from_nats(NATSMessage({}, body), None)
+
+
+def test_structured_data_null_next_to_data_base64_means_unset() -> None:
+    body = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":null,"data_base64":"AAE="}'
+    assert binding.from_nats(NATSMessage({}, body), None).get_data() == b"\x00\x01"
+
+
+def test_bytes_without_a_content_type_go_to_data_base64() -> None:
+    event = Event.create(type="t", source="/s", data=b"123")
+    document = json.loads(binding.to_structured(event, None).data)
+    assert document["data_base64"] == "MTIz"
+    assert "data" not in document
+    assert binding.from_nats(binding.to_structured(event, None), None).get_data() == b"123"
+
+
+def test_bytes_labelled_json_that_are_not_json_stay_lossless() -> None:
+    event = Event.create(type="t", source="/s", data=b"NaN", datacontenttype="application/json")
+    document = json.loads(binding.to_structured(event, None).data)
+    assert base64.b64decode(document["data_base64"]) == b"NaN"
+
+
+@pytest.mark.parametrize("to_binary", [binding.to_binary_event, lambda e: binding.to_binary(e, None)])
+def test_a_json_string_value_goes_to_binary_mode_as_json_text(to_binary: object) -> None:
+    body = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"hello"}'
+    event = binding.from_nats(NATSMessage({}, body), None)
+    message = to_binary(event)  # type: ignore[operator]
+    assert message.headers["ce-datacontenttype"] == "application/json"
+    assert message.data == b'"hello"'
+    assert binding.from_nats(message, None).data_as(str) == "hello"
+
+
+def test_lone_surrogates_in_event_data_are_errors_when_encoding() -> None:
+    text = Event.create(type="t", source="/s", data="\ud800", datacontenttype="text/plain")
+    with pytest.raises(EnvelopeError):
+        binding.to_binary(text, None)
+    with pytest.raises(EnvelopeError):
+        binding.to_structured(text, None)
+
+
+def test_the_structured_marker_is_not_taken_as_datacontenttype() -> None:
+    headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t"}
+    event = binary({**headers, "Content-Type": "application/cloudevents+json"})
+    assert event.get_datacontenttype() is None
+
+
+def test_non_ascii_header_names_are_rejected() -> None:
+    headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-\u212aind": "x"}
+    with pytest.raises(InvalidAttribute, match="ASCII"):
+        binary(headers)

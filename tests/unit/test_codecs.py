@@ -1004,3 +1004,30 @@ def test_protobuf_json_from_a_newer_schema_ignores_unknown_fields() -> None:
     body = b'{"orderId": "o-7", "addedInV2": {"x": 1}}'
     accepted = decode_payload(body, "application/json", orders.OrderAccepted)
     assert accepted.order_id == "o-7"
+
+
+def test_a_structured_json_string_is_not_parsed_again_for_protobuf_targets() -> None:
+    from google.protobuf.struct_pb2 import Struct
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    with pytest.raises(PayloadDecodeError):
+        decode_payload('{"a": 1}', "application/json", Struct)
+    stamp = decode_payload("1970-01-01T00:00:01Z", "application/json", Timestamp)
+    assert stamp.seconds == 1
+
+
+def test_parsed_structured_data_without_a_content_type_reads_as_json_for_protobuf() -> None:
+    from google.protobuf.struct_pb2 import Struct
+
+    assert dict(decode_payload({"a": 1}, None, Struct)) == {"a": 1.0}
+
+
+@pytest.mark.parametrize("data", [0, False, [], {}])
+def test_text_targets_refuse_non_text_json_values(data: object) -> None:
+    with pytest.raises(PayloadDecodeError):
+        decode_payload(data, "text/plain", str)
+
+
+def test_deeply_nested_json_is_a_payload_decode_error() -> None:
+    with pytest.raises(PayloadDecodeError):
+        decode_payload(b"[" * 100_000 + b"]" * 100_000, "application/json", list)
