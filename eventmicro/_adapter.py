@@ -391,7 +391,9 @@ class Connection:
     ) -> Subscription:
         """Subscribe ``handler`` to ``subject`` (in a queue group when ``queue`` is given).
 
-        nats-py runs one subscription's handler calls one at a time, in order.
+        Returns once the server holds the subscription: anything published afterwards, by
+        any connection, reaches it. nats-py runs one subscription's handler calls one at a
+        time, in order.
         """
 
         async def deliver(msg: _NatsMsg) -> None:
@@ -401,6 +403,9 @@ class Connection:
             sub = await self._client.subscribe(
                 subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_msgs_limit
             )
+            await _round_trip(self._client, 5.0)
+        except nats.errors.TimeoutError as exc:
+            raise Timeout(subject, 5.0) from exc
         except nats.errors.Error as exc:
             raise _translate(exc, subject) from exc
         return Subscription(sub, subject, queue)
@@ -408,7 +413,7 @@ class Connection:
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
         try:
-            await self._client.flush(timeout=math.ceil(timeout))
+            await _round_trip(self._client, timeout)
         except nats.errors.TimeoutError as exc:
             raise Timeout("<flush>", timeout) from exc
         except nats.errors.Error as exc:
@@ -445,6 +450,17 @@ class Connection:
             self._state = ConnectionState.CLOSED
             self._closed.set()
             log.warning("NATS connection closed by the client library")
+
+
+async def _round_trip(nc: _NatsClient, timeout: float) -> None:
+    """Send everything buffered, then PING and wait for the PONG.
+
+    nats-py 2.16's ``flush()`` writes its PING straight to the socket while earlier commands
+    (a SUB, a PUB) may still wait in its buffer for the flusher task, so the PONG can come back
+    before the server has seen them. Pushing the buffer out first restores the guarantee.
+    """
+    await nc._flush_pending(force_flush=True)
+    await nc.flush(timeout=math.ceil(timeout))
 
 
 def _is_refusal(error: BaseException) -> bool:

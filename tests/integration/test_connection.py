@@ -218,3 +218,19 @@ async def test_an_empty_header_dict_still_counts_its_header_block(fresh_nats_ser
         await conn.publish("edge", b"a" * limit)  # no headers at all: exactly the limit fits
         await conn.flush()
         assert conn.is_connected
+
+
+async def test_a_subscription_receives_what_is_published_right_after_subscribe_returns(
+    nats_server: NatsServer,
+) -> None:
+    # nats-py 2.16 alone loses a few in a few hundred: its flush() can overtake a buffered SUB.
+    async with (
+        Connection(options(nats_server.url)) as subscriber,
+        Connection(options(nats_server.url)) as publisher,
+    ):
+        for n in range(500):
+            inbox = Inbox()
+            subscription = await subscriber.subscribe(f"ready.{n}", inbox)
+            await publisher.publish(f"ready.{n}", b"x")
+            await inbox.wait_for(1, timeout=5)
+            await subscription.unsubscribe()

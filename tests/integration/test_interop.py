@@ -32,8 +32,15 @@ async def next_message(client: Client, subject: str) -> asyncio.Future[Msg]:
             future.set_result(msg)
 
     await client.subscribe(subject, cb=handler)
-    await client.flush()
+    await settle(client)
     return future
+
+
+async def settle(client: Client) -> None:
+    """nats-py 2.16's flush() can PING before a buffered SUB is written (eventmicro's own
+    Connection works around it, see _adapter._round_trip); push the buffer out first."""
+    await client._flush_pending(force_flush=True)
+    await client.flush()
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
@@ -130,7 +137,7 @@ async def test_request_reply_between_plain_nats_py_and_the_binding(
         await plain.publish(msg.reply, reply.SerializeToString(), headers=headers)
 
     await plain.subscribe("interop.place", cb=responder)
-    await plain.flush()
+    await settle(plain)
     wire = binding.to_binary(Event.of(orders.PlaceOrder(customer_id="c-9"), source="/caller"), None)
     answer = await nats_connection.request("interop.place", wire.data, headers=wire.headers, timeout=5)
     accepted = binding.from_nats(answer, None).data_as(orders.OrderAccepted)
