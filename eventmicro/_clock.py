@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import secrets
+import time as _time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -13,33 +14,35 @@ from eventmicro._errors import (
     InvalidAttribute,
 )
 
-__all__ = ["format_time", "is_known_time", "new_event_id", "parse_time"]
+__all__ = ["format_time", "is_known_time", "new_event_id", "now_text", "parse_time"]
 
 _RFC3339_RE: Final = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)")
 
 
-class _Second:
-    """One remembered UTC second: its "YYYY-MM-DDTHH:MM:SS" text and its datetime fields."""
-
-    __slots__ = ("epoch", "fields", "text")
-
-    def __init__(self) -> None:
-        self.epoch: int | None = None
-        self.text = ""
-        self.fields = (1, 1, 1, 0, 0, 0)
+Fields = tuple[int, int, int, int, int, int]
 
 
-_parsed_second = _Second()  # the last second validated while parsing
+class _Memo:
+    """One remembered value, replaced as a whole tuple: a thread never sees half an update."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+# ("YYYY-MM-DDTHH:MM:SS.", its datetime fields): the last UTC second validated while parsing
+# (the sentinel matches nothing).
+_parsed = _Memo(("\0", (1, 1, 1, 0, 0, 0)))
 
 
 def is_known_time(value: str) -> bool:
     """True when ``value`` is eventmicro's own time form within a second already validated."""
     return (
         len(value) == 27
-        and value[19] == "."
+        and value.startswith(_parsed.value[0])
         and value[26] == "Z"
-        and value[:19] == _parsed_second.text
-        and value[20:26].isascii()
+        and value.isascii()
         and value[20:26].isdigit()
     )
 
@@ -47,9 +50,12 @@ def is_known_time(value: str) -> bool:
 def parse_time(name: str, value: str) -> datetime:
     """Parse an RFC 3339 timestamp into an aware `datetime` (nanoseconds are truncated)."""
     # Fast path: eventmicro's own form, YYYY-MM-DDTHH:MM:SS.ffffffZ, within a second seen before.
-    if is_known_time(value):
-        year, month, day, hour, minute, second = _parsed_second.fields
-        return datetime(year, month, day, hour, minute, second, int(value[20:26]), UTC)
+    prefix, fields = _parsed.value
+    if len(value) == 27 and value.startswith(prefix) and value[26] == "Z" and value.isascii():
+        fraction = value[20:26]
+        if fraction.isdigit():
+            year, month, day, hour, minute, second = fields
+            return datetime(year, month, day, hour, minute, second, int(fraction), UTC)
     if not _RFC3339_RE.fullmatch(value):
         raise InvalidAttribute(name, f"{value!r} is not an RFC 3339 timestamp")
     try:
@@ -57,19 +63,13 @@ def parse_time(name: str, value: str) -> datetime:
     except ValueError as exc:
         raise InvalidAttribute(name, f"{value!r} is not a valid timestamp") from exc
     if parsed.tzinfo is UTC and value[10] == "T" and value[19:20] in (".", "Z"):
-        _parsed_second.text = value[:19]
-        _parsed_second.fields = (
-            parsed.year,
-            parsed.month,
-            parsed.day,
-            parsed.hour,
-            parsed.minute,
-            parsed.second,
-        )
+        whole: Fields = (parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
+        _parsed.value = (value[:19] + ".", whole)
     return parsed
 
 
-_second: list[Any] = [None, ""]  # [(ordinal, hour, minute, second), "YYYY-MM-DDTHH:MM:SS"]
+# ((ordinal, hour, minute, second), "YYYY-MM-DDTHH:MM:SS"): the last second formatted.
+_formatted = _Memo(((0, 0, 0, 0), ""))
 
 
 def format_time(value: datetime) -> str:
@@ -85,22 +85,34 @@ def format_time(value: datetime) -> str:
         if offset:
             value = value.astimezone(UTC)
     key = (value.toordinal(), value.hour, value.minute, value.second)
-    if _second[0] != key:
-        _second[1] = value.replace(microsecond=0, tzinfo=None).isoformat()
-        _second[0] = key
+    cached, text = _formatted.value
+    if cached != key:
+        text = value.replace(microsecond=0, tzinfo=None).isoformat()
+        _formatted.value = (key, text)
     micro = value.microsecond
     if micro:
-        return f"{_second[1]}.{micro:06d}Z"
-    return f"{_second[1]}Z"
+        return f"{text}.{micro:06d}Z"
+    return f"{text}Z"
 
 
-_clock = _Second()  # the current second of Event.of's clock
+# (epoch second, "YYYY-MM-DDTHH:MM:SS"): the current second of Event.of's clock.
+_clock = _Memo((-1, ""))
 
 
-def _tick(second: int) -> None:
-    whole = datetime.fromtimestamp(second, UTC)
-    _clock.text = whole.replace(tzinfo=None).isoformat()
-    _clock.epoch = second
+def now_text() -> str:
+    """The current UTC time as RFC 3339 text with microseconds, cheaply (one format a second)."""
+    second, micro = divmod(_time.time_ns() // 1000, 1_000_000)
+    epoch, text = _clock.value
+    if epoch != second:
+        text = tick(second)
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
+
+
+def tick(second: int) -> str:
+    """Remember and return the "YYYY-MM-DDTHH:MM:SS" text of a new current second."""
+    text = datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()
+    _clock.value = (second, text)
+    return text
 
 
 class _IdSource:

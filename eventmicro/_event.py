@@ -25,7 +25,7 @@ from eventmicro._attributes import (
     check_extension_value,
     validate_attributes,
 )
-from eventmicro._clock import _clock, _ids, _tick, parse_time
+from eventmicro._clock import _clock, _ids, parse_time, tick
 from eventmicro._codecs import (
     PROTOBUF,
     _proto_meta,
@@ -186,26 +186,21 @@ class Event:
                 _templates.clear()
             _templates[key] = template
         event_id = f"{_ids.prefix}-{next(_ids.counter):x}"
+        # now_text(), inlined: this runs for every event published
         second, micro = divmod(_time.time_ns() // 1000, 1_000_000)
-        if _clock.epoch != second:
-            _tick(second)
-        time_text = f"{_clock.text}.{micro:06d}Z" if micro else f"{_clock.text}Z"
-        attributes: dict[str, Any] = {
-            "specversion": SPECVERSION,
-            "id": event_id,
-            "source": source,
-            "type": event_type,
-            "datacontenttype": content_type,
-        }
-        if dataschema is not None:
-            attributes["dataschema"] = dataschema
+        epoch, text = _clock.value
+        if epoch != second:
+            text = tick(second)
+        time_text = f"{text}.{micro:06d}Z" if micro else f"{text}Z"
+        attributes = template[1].copy()
+        attributes["id"] = event_id
+        headers = template[0].copy()
+        headers["ce-id"] = event_id
+        headers["ce-time"] = time_text
         event = cls.__new__(cls)
         event._attributes = attributes
         event._data = data
         event._time_text = time_text
-        headers = template.copy()
-        headers["ce-id"] = event_id
-        headers["ce-time"] = time_text
         event._headers = headers
         return event
 
@@ -288,14 +283,18 @@ class Event:
         )
 
 
-_templates: dict[tuple[str, str, str, str | None], dict[str, str]] = {}
+# What events of one (type, source, content type, schema) share: their binary-mode headers,
+# encoded once, and their attributes. Event.of copies both and adds the id and time.
+Template = tuple[dict[str, str], dict[str, Any]]
+_templates: dict[tuple[str, str, str, str | None], Template] = {}
 
 
-def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> dict[str, str]:
-    """The binary-mode headers that events of one (type, source, content) share, encoded once."""
+def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> Template:
+    """Encode (and so validate) the shared attributes once."""
     from eventmicro._headervalues import encode_header_value  # it imports this module
 
     headers = {"ce-specversion": SPECVERSION, "ce-id": "", "ce-source": "", "ce-type": "", "ce-time": ""}
+    attributes: dict[str, Any] = {"specversion": SPECVERSION, "id": ""}
     for name, value in (
         ("source", source),
         ("type", event_type),
@@ -306,4 +305,5 @@ def _template(event_type: str, source: str, content_type: str, dataschema: str |
             if value.__class__ is not str or not value:
                 raise InvalidAttribute(name, "must be a non-empty string")
             headers["ce-" + name] = encode_header_value(name, value)
-    return headers
+            attributes[name] = value
+    return headers, attributes
