@@ -57,11 +57,14 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
     (and ``tracestate`` likewise), as the distributed-tracing extension asks.
     """
     if isinstance(event, Event):
-        ready = event._headers
-        if ready is not None:  # made by Event.of: its headers were encoded when it was made
+        shared = event._headers
+        if shared is not None:  # made by Event.of: the shared headers were encoded already
+            headers = shared.copy()
+            headers["ce-id"] = event._attributes["id"]  # generated: header-safe as it is
+            headers["ce-time"] = event._time_text  # type: ignore[assignment]  # set by Event.of
             data = event._data
             return NATSMessage(
-                ready.copy(), data if data.__class__ is bytes else _write_data(event, None, event_format)
+                headers, data if data.__class__ is bytes else _write_data(event, None, event_format)
             )
         attributes = event._attributes  # validated already; no copy needed
         headers = _binary_headers(attributes, event._time_text)

@@ -56,7 +56,8 @@ class Event:
     """
 
     # _time_text: the RFC 3339 text of "time" when it came off (or goes onto) the wire; the
-    # datetime in _attributes["time"] is then made on first use. _headers: binary-mode headers
+    # datetime in _attributes["time"] is then made on first use. _headers: the binary-mode
+    # headers Event.of's events share (encoded once per type and source), without id and time.
     # encoded when Event.of made the event.
     __slots__ = ("_attributes", "_data", "_headers", "_time_text")
 
@@ -194,14 +195,11 @@ class Event:
         time_text = f"{text}.{micro:06d}Z" if micro else f"{text}Z"
         attributes = template[1].copy()
         attributes["id"] = event_id
-        headers = template[0].copy()
-        headers["ce-id"] = event_id
-        headers["ce-time"] = time_text
         event = cls.__new__(cls)
         event._attributes = attributes
         event._data = data
         event._time_text = time_text
-        event._headers = headers
+        event._headers = template[0]  # shared, never mutated: to_binary copies it
         return event
 
     def data_as(self, target: type[T]) -> T:
