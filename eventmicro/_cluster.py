@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Self
 
-from eventmicro._server import NatsServer, free_port
+from eventmicro._server import NatsServer, _Process, free_port
 
 __all__ = ["NatsCluster"]
 
 
-class NatsCluster:
+class NatsCluster(_Process):
     """An N-node nats-server cluster on loopback: full-mesh routes, a JetStream store per node.
 
     `url` lists every node (comma-separated, as ``NATS_URL`` takes it). Nodes are
@@ -87,14 +86,3 @@ class NatsCluster:
 
     def __getitem__(self, index: int) -> NatsServer:
         return self.nodes[index]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

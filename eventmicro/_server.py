@@ -78,7 +78,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class NatsServer:
+class _Process:
+    """``with`` starts (and waits until ready); leaving it stops and cleans up."""
+
+    def start(self, timeout: float = 15.0) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class NatsServer(_Process):
     """One nats-server process on loopback, with JetStream in its own store by default.
 
     ``port=0`` picks a free port at the first start; `restart` reuses the same port and store.
@@ -304,17 +325,6 @@ class NatsServer:
 
     async def arestart(self, timeout: float = 15.0) -> Self:
         return await asyncio.to_thread(self.restart, timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
