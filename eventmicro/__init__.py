@@ -9,9 +9,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from eventmicro._adapter import Connection, ConnectionState, Message, Subscription
+from eventmicro._client import Client
 from eventmicro._cluster import NatsCluster
 from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_payload, event_type, type_name_of
 from eventmicro._config import ConnectOptions, TLSOptions
+from eventmicro._context import Context
+from eventmicro._discovery import discover
 from eventmicro._errors import (
     AuthorizationError,
     ConfigurationError,
@@ -37,6 +40,17 @@ from eventmicro._errors import (
 )
 from eventmicro._event import Event
 from eventmicro._server import NatsServer, find_server_binary
+from eventmicro._service import Service
+from eventmicro._service_errors import (
+    BadRequest,
+    Conflict,
+    DeadlineExceeded,
+    InternalError,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+    register_error,
+)
 
 try:
     __version__ = version("eventmicro")
@@ -56,23 +70,30 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 
 __all__ = [
     "AuthorizationError",
+    "BadRequest",
+    "Client",
     "ConfigurationError",
+    "Conflict",
     "ConnectError",
     "ConnectOptions",
     "Connection",
     "ConnectionClosed",
     "ConnectionState",
     "ContentTypeMismatch",
+    "Context",
+    "DeadlineExceeded",
     "EnvelopeError",
     "Event",
     "EventMicroError",
     "HeaderDecodeError",
+    "InternalError",
     "InvalidAttribute",
     "Message",
     "MissingAttribute",
     "NatsCluster",
     "NatsServer",
     "NoResponders",
+    "NotFound",
     "Payload",
     "PayloadDecodeError",
     "PayloadEncodeError",
@@ -80,6 +101,9 @@ __all__ = [
     "PayloadTooLarge",
     "ServerNotFound",
     "ServerStartError",
+    "Service",
+    "ServiceError",
+    "ServiceUnavailable",
     "StructuredFormatError",
     "Subscription",
     "TLSOptions",
@@ -90,8 +114,10 @@ __all__ = [
     "__version__",
     "connect",
     "decode_payload",
+    "discover",
     "encode_payload",
     "event_type",
     "find_server_binary",
+    "register_error",
     "type_name_of",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "encode_payload",
     "event_type",
     "is_json_media",
+    "python_type_name",
     "type_name_of",
 ]
 
@@ -92,6 +93,15 @@ def event_type(name: str) -> Callable[[C], C]:
         return cls
 
     return mark
+
+
+def python_type_name(value_or_type: object) -> str:
+    """The CloudEvent type of a value or class, falling back to ``<module>.<qualname>``.
+
+    Used for RPC requests and replies, whose types need no registration.
+    """
+    cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
+    return type_name_of(cls) or f"{cls.__module__}.{cls.__qualname__}"
 
 
 def type_name_of(value_or_type: object) -> str | None:

@@ -41,7 +41,9 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
     exported = eventmicro.__all__
     assert list(exported) == sorted(exported)
     assert set(exported) == {
-        "AuthorizationError", "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
+        "AuthorizationError", "BadRequest", "Client", "Conflict", "Context", "DeadlineExceeded",
+        "InternalError", "NotFound", "Service", "ServiceError", "ServiceUnavailable", "discover",
+        "register_error", "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",
         "EventMicroError", "HeaderDecodeError", "InvalidAttribute", "Message", "MissingAttribute",
         "NatsCluster", "NatsServer", "NoResponders", "Payload", "PayloadDecodeError", "PayloadEncodeError",

@@ -1,0 +1,195 @@
+"""The client: call services by name (typed RPC with deadlines and safe retries), publish events.
+
+Retry policy::
+
+    NoResponders / 503 ServiceUnavailable   retried (nothing ran)
+    Timeout / 504 DeadlineExceeded          retried only for idempotent calls
+    anything else                            raised at once
+
+    attempts back off exponentially with jitter; the whole sequence stays within the deadline
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from eventmicro import cloudevents_nats as binding
+from eventmicro._adapter import Connection
+from eventmicro._attributes import ExtensionValue
+from eventmicro._codecs import decode_payload, python_type_name
+from eventmicro._errors import NoResponders, Timeout
+from eventmicro._event import Event
+from eventmicro._names import event_subject
+from eventmicro._service_errors import DeadlineExceeded, ServiceUnavailable, error_from_reply
+
+__all__ = ["TIMEOUT_EXTENSION", "Client", "Trace"]
+
+log = logging.getLogger("eventmicro.client")
+T = TypeVar("T")
+
+TIMEOUT_EXTENSION: Final = "timeoutms"  # the caller's remaining budget, in milliseconds
+CORRELATION_EXTENSION: Final = "correlationid"
+DEFAULT_TIMEOUT: Final = 5.0
+MAX_ATTEMPTS: Final = 4
+
+
+class Trace:
+    """What travels from a handler into the calls and events it causes."""
+
+    __slots__ = ("correlation_id", "deadline", "traceparent", "tracestate")
+
+    def __init__(
+        self,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.correlation_id = correlation_id
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.deadline = deadline  # time.monotonic() at which the current work must be done
+
+    def extensions(self) -> dict[str, ExtensionValue]:
+        out: dict[str, ExtensionValue] = {}
+        if self.correlation_id:
+            out[CORRELATION_EXTENSION] = self.correlation_id
+        if self.traceparent:
+            out["traceparent"] = self.traceparent
+            if self.tracestate:
+                out["tracestate"] = self.tracestate
+        return out
+
+
+class Client:
+    """Typed calls and events over one `Connection`.
+
+    >>> async def main(conn: Connection) -> None:   # doctest: +SKIP
+    ...     client = Client(conn)
+    ...     reply = await client.call("orders.place", PlaceOrder(...), returns=OrderAccepted)
+    """
+
+    def __init__(self, connection: Connection, *, source: str = "/eventmicro/client") -> None:
+        self.connection = connection
+        self.source = source
+
+    async def call(
+        self,
+        name: str,
+        request: object,
+        *,
+        returns: type[T],
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt_timeout: float | None = None,
+        trace: Trace | None = None,
+    ) -> T:
+        """Call endpoint ``name`` (its subject, e.g. ``"orders.place"``) and decode the reply.
+
+        The deadline is ``timeout`` seconds from now, or what is left of the calling handler's
+        deadline (``trace``), whichever comes first. Each attempt waits at most
+        ``attempt_timeout`` (default: until the deadline), so an idempotent call can be retried
+        after a lost attempt. Raises the service's `ServiceError` (rebuilt by code and id),
+        `NoResponders` when nobody serves ``name``, or `Timeout`.
+        """
+        now = time.monotonic()
+        deadline = now + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        if trace is not None and trace.deadline is not None:
+            deadline = min(deadline, trace.deadline)
+        if deadline <= now:
+            raise DeadlineExceeded(f"no time left to call {name}")
+        retry_on = (NoResponders, ServiceUnavailable) + ((Timeout, DeadlineExceeded) if idempotent else ())
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(MAX_ATTEMPTS),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, retry_on) and time.monotonic() < deadline - 0.01
+            ),
+            before_sleep=lambda state: _log_attempt(name, state),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._call_once(
+                    name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
+                )
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _call_once(
+        self,
+        name: str,
+        request: object,
+        returns: type[T],
+        *,
+        deadline: float,
+        attempt_timeout: float | None,
+        trace: Trace | None,
+    ) -> T:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Timeout(name, 0.0)
+        if attempt_timeout is not None:
+            remaining = min(remaining, attempt_timeout)
+        extensions: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
+        extensions[TIMEOUT_EXTENSION] = max(1, int(remaining * 1000))
+        event = Event.of(request, source=self.source, type=python_type_name(request), extensions=extensions)
+        wire = binding.to_binary(event, None)
+        reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)
+        error = error_from_reply(reply.headers, reply.data)
+        if error is not None:
+            raise error
+        return _decode_reply(reply.headers, reply.data, returns)
+
+    async def publish(
+        self,
+        message: object,
+        *,
+        subject: str | None = None,
+        type: str | None = None,  # noqa: A002 - the CloudEvents attribute is called "type"
+        source: str | None = None,
+        trace: Trace | None = None,
+        extensions: Mapping[str, ExtensionValue] | None = None,
+    ) -> Event:
+        """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``)."""
+        merged: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
+        if extensions:
+            merged.update(extensions)
+        event = Event.of(message, source=source or self.source, type=type, extensions=merged or None)
+        wire = binding.to_binary(event, None)
+        await self.connection.publish(
+            subject or event_subject(event.get_type()), wire.data, headers=wire.headers
+        )
+        return event
+
+
+def _decode_reply(headers: Mapping[str, str] | None, data: bytes, returns: type[T]) -> T:
+    if returns is type(None):
+        return None  # T is NoneType here
+    if headers is not None and any(k.lower() == "ce-specversion" for k in headers):
+        return binding.from_nats(binding.NATSMessage(dict(headers), data), None).data_as(returns)
+    content_type: Any = None
+    if headers:
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    return decode_payload(data, content_type, returns)  # a foreign service's plain reply
+
+
+def _log_attempt(name: str, state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.debug(
+        "call %s attempt %d failed (%s); retrying in %.3fs",
+        name,
+        state.attempt_number,
+        error,
+        state.upcoming_sleep,
+    )

@@ -1,0 +1,195 @@
+"""Discovery over the NATS Service API (ADR-32): ``$SRV.PING``, ``$SRV.INFO``, ``$SRV.STATS``.
+
+Every instance answers all three verbs on ``$SRV.<VERB>``, ``$SRV.<VERB>.<name>`` and
+``$SRV.<VERB>.<name>.<id>`` (no queue group: every instance answers). INFO's endpoint metadata
+names the request and reply types (``eventmicro.request``, ``eventmicro.reply``, and the
+protobuf type URLs), and the service metadata the event types it subscribes to, so tools can
+build requests without the Python code. `discover` collects the answers of all instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Final
+
+from eventmicro._adapter import Connection, Message, Subscription
+from eventmicro._codecs import TYPE_URL_PREFIX, type_name_of
+from eventmicro._handlers import HandlerKind, HandlerSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro._running import Running
+
+__all__ = ["DiscoveryResponder", "discover"]
+
+log = logging.getLogger("eventmicro.discovery")
+
+PREFIX: Final = "$SRV"
+VERBS: Final = ("PING", "INFO", "STATS")
+RESPONSE_TYPES: Final = {
+    "PING": "io.nats.micro.v1.ping_response",
+    "INFO": "io.nats.micro.v1.info_response",
+    "STATS": "io.nats.micro.v1.stats_response",
+}
+
+
+class DiscoveryResponder:
+    """Answers the ``$SRV`` verbs for one running instance."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+
+    async def subscribe(self) -> list[Subscription]:
+        service, instance = self.running.service.name, self.running.id
+        subscriptions = []
+        for verb in VERBS:
+            answer = self._answerer(verb)
+            for subject in (
+                f"{PREFIX}.{verb}",
+                f"{PREFIX}.{verb}.{service}",
+                f"{PREFIX}.{verb}.{service}.{instance}",
+            ):
+                subscriptions.append(await self.running.connection.subscribe(subject, answer))
+        return subscriptions
+
+    def _answerer(self, verb: str) -> Callable[[Message], Any]:
+        build = {"PING": self.ping, "INFO": self.info, "STATS": self.stats}[verb]
+
+        async def answer(msg: Message) -> None:
+            if msg.reply:
+                await self.running.connection.publish(msg.reply, json.dumps(build()).encode())
+
+        return answer
+
+    def _base(self, verb: str) -> dict[str, Any]:
+        service = self.running.service
+        return {
+            "type": RESPONSE_TYPES[verb],
+            "name": service.name,
+            "id": self.running.id,
+            "version": service.version,
+            "metadata": self.metadata(),
+        }
+
+    def metadata(self) -> dict[str, str]:
+        metadata = dict(self.running.service.metadata)
+        subscribed = sorted(
+            {
+                name
+                for spec in self.running.service.handlers
+                if spec.kind is HandlerKind.EVENT
+                for name in _names(spec)
+            }
+        )
+        if subscribed:
+            metadata["eventmicro.subscribes"] = ",".join(subscribed)
+        return metadata
+
+    def ping(self) -> dict[str, Any]:
+        return self._base("PING")
+
+    def info(self) -> dict[str, Any]:
+        response = self._base("INFO")
+        response["description"] = self.running.service.description
+        response["endpoints"] = [
+            {
+                "name": spec.name,
+                "subject": spec.subject,
+                "queue_group": spec.queue,
+                "metadata": _endpoint_metadata(spec),
+            }
+            for spec in self._endpoints()
+        ]
+        return response
+
+    def stats(self) -> dict[str, Any]:
+        response = self._base("STATS")
+        started = self.running.started.astimezone(UTC).isoformat(timespec="microseconds")
+        response["started"] = started.replace("+00:00", "Z")
+        endpoints = []
+        for spec in self._endpoints():
+            counts = self.running.stats[spec.name]
+            average = counts.processing_time // counts.num_requests if counts.num_requests else 0
+            endpoints.append(
+                {
+                    "name": spec.name,
+                    "subject": spec.subject,
+                    "queue_group": spec.queue,
+                    "num_requests": counts.num_requests,
+                    "num_errors": counts.num_errors,
+                    "last_error": counts.last_error,
+                    "processing_time": counts.processing_time,
+                    "average_processing_time": average,
+                }
+            )
+        response["endpoints"] = endpoints
+        events = {
+            name: {"received": c.num_requests, "errors": c.num_errors, "last_error": c.last_error}
+            for name, c in self.running.event_stats.items()
+        }
+        if events:
+            response["data"] = {"events": events}
+        return response
+
+    def _endpoints(self) -> list[HandlerSpec]:
+        return [spec for spec in self.running.service.handlers if spec.kind is HandlerKind.RPC]
+
+
+def _label(cls: Any) -> str:
+    if cls is None or cls is type(None):
+        return "none"
+    name = type_name_of(cls)
+    if name:
+        return name
+    return f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', repr(cls))}"
+
+
+def _names(spec: HandlerSpec) -> list[str]:
+    return [_label(cls) for cls in spec.message_types]
+
+
+def _endpoint_metadata(spec: HandlerSpec) -> dict[str, str]:
+    request, reply = spec.message_types[0], spec.reply_type
+    metadata = {"eventmicro.request": _label(request), "eventmicro.reply": _label(reply)}
+    for key, cls in (("eventmicro.request_schema", request), ("eventmicro.reply_schema", reply)):
+        name = type_name_of(cls) if isinstance(cls, type) else None
+        if name and hasattr(cls, "DESCRIPTOR"):
+            metadata[key] = TYPE_URL_PREFIX + name
+    if spec.idempotent:
+        metadata["eventmicro.idempotent"] = "true"
+    return metadata
+
+
+async def discover(
+    connection: Connection, verb: str = "PING", name: str | None = None, *, window: float = 0.5
+) -> list[dict[str, Any]]:
+    """Ask every instance (of ``name``, or of every service) and collect answers for ``window`` s.
+
+    Answers that are not JSON objects are skipped (and logged).
+    """
+    verb = verb.upper()
+    if verb not in VERBS:
+        raise ValueError(f"verb must be one of {', '.join(VERBS)}")
+    answers: list[dict[str, Any]] = []
+
+    async def collect(msg: Message) -> None:
+        try:
+            document = json.loads(msg.data)
+        except ValueError:
+            log.warning("discovery: an answer on %s is not JSON", msg.subject)
+            return
+        if isinstance(document, dict):
+            answers.append(document)
+
+    inbox = connection.new_inbox()
+    subscription = await connection.subscribe(inbox, collect)
+    try:
+        subject = f"{PREFIX}.{verb}" + (f".{name}" if name else "")
+        await connection.publish(subject, b"", reply=inbox)
+        await asyncio.sleep(window)  # a collection window: how long to wait for every instance
+    finally:
+        await subscription.unsubscribe()
+    return answers

@@ -1,0 +1,106 @@
+"""Handler specs: what a decorator records about a function, checked when the decorator runs.
+
+A handler is ``async def f(message: T) -> R`` or ``async def f(message: T, ctx: Context) -> R``.
+``T`` (the request or event type) and, for RPC, ``R`` (the reply type) come from the
+annotations; an event handler may take a union of types and is dispatched by CloudEvent type.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventmicro._codecs import type_name_of
+from eventmicro._errors import ConfigurationError
+
+__all__ = ["HandlerKind", "HandlerSpec", "inspect_handler"]
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class HandlerKind(enum.Enum):
+    """What a handler serves."""
+
+    RPC = "rpc"
+    EVENT = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A registered handler: its function, its types and how it is served."""
+
+    kind: HandlerKind
+    name: str
+    function: Handler
+    message_types: tuple[type, ...]
+    reply_type: Any
+    takes_context: bool
+    subject: str
+    queue: str | None
+    concurrency: int
+    idempotent: bool = False
+
+    @property
+    def type_names(self) -> dict[str, type]:
+        """CloudEvent type -> Python type, for the message types that have a type name."""
+        return {name: cls for cls in self.message_types if (name := type_name_of(cls))}
+
+
+def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, ...], Any, bool]:
+    """The message types, reply type and whether the handler takes a context.
+
+    Raises `ConfigurationError` naming the function when its shape is wrong.
+    """
+    label = getattr(function, "__qualname__", repr(function))
+    if not inspect.iscoroutinefunction(function):
+        raise ConfigurationError(f"handler {label} must be an 'async def' function")
+    parameters = list(inspect.signature(function).parameters.values())
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) not in (1, 2) or len(positional) != len(parameters):
+        raise ConfigurationError(
+            f"handler {label} must take (message) or (message, ctx), not {len(parameters)} parameters"
+        )
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError) as exc:
+        raise ConfigurationError(f"handler {label} has annotations that cannot be resolved: {exc}") from exc
+    first = positional[0].name
+    if first not in hints:
+        raise ConfigurationError(f"handler {label} needs a type annotation on '{first}' (the message type)")
+    message_types = _types_of(hints[first], label)
+    if kind is HandlerKind.RPC and len(message_types) != 1:
+        raise ConfigurationError(f"RPC handler {label} takes exactly one request type")
+    if kind is HandlerKind.EVENT and len(message_types) > 1:
+        for cls in message_types:
+            if not type_name_of(cls):
+                raise ConfigurationError(
+                    f"handler {label}: {cls.__name__} in a union needs a CloudEvent type "
+                    "(a protobuf message, or @event_type on the class)"
+                )
+    if "return" not in hints:
+        raise ConfigurationError(f"handler {label} needs a return annotation ('-> None' for no reply)")
+    reply = hints["return"]
+    if kind is HandlerKind.EVENT and reply not in (None, type(None)):
+        raise ConfigurationError(f"event handler {label} must return None")
+    return message_types, reply, len(positional) == 2
+
+
+def _types_of(annotation: Any, label: str) -> tuple[type, ...]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        members = typing.get_args(annotation)
+    else:
+        members = (annotation,)
+    for member in members:
+        if not isinstance(member, type) and typing.get_origin(member) not in (dict, list):
+            raise ConfigurationError(f"handler {label}: {member!r} is not a message type")
+    return tuple(typing.cast(type, m) for m in members)

@@ -1,0 +1,75 @@
+"""Names and subjects: service names and versions (ADR-32), endpoint and event subjects.
+
+==========================  ========================================================
+what                        rule
+==========================  ========================================================
+service name                ``[A-Za-z0-9_-]+`` (ADR-32)
+service version             SemVer 2.0 (``1.0.0``, ``1.0.0-rc.1+b5``; not ``1.0``)
+RPC endpoint subject        ``<service>.<endpoint>``; queue group: the service name
+event subject               ``events.<type>`` (``events.shop.orders.v1.OrderPlaced``)
+event handler queue group   ``<service>.<handler>``; none with ``broadcast=True``
+==========================  ========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from eventmicro._errors import ConfigurationError
+
+__all__ = [
+    "EVENT_PREFIX",
+    "check_service_name",
+    "check_subject",
+    "check_version",
+    "endpoint_subject",
+    "event_subject",
+]
+
+EVENT_PREFIX: Final = "events"
+_NAME: Final = re.compile(r"[A-Za-z0-9\-_]+")
+# The official regex from semver.org.
+_SEMVER: Final = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
+_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
+
+
+def check_service_name(name: str) -> str:
+    """Return ``name`` if ADR-32 allows it; raise `ConfigurationError` otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(f"service name {name!r} may use only letters, digits, '-' and '_' (ADR-32)")
+    return name
+
+
+def check_version(version: str) -> str:
+    """Return ``version`` if it is SemVer 2.0; raise `ConfigurationError` otherwise."""
+    if not isinstance(version, str) or not _SEMVER.fullmatch(version):
+        raise ConfigurationError(f"service version {version!r} is not SemVer (for example '1.0.0')")
+    return version
+
+
+def check_subject(subject: str, *, wildcards: bool = False) -> str:
+    """Return a valid NATS subject; raise `ConfigurationError` otherwise."""
+    tokens = subject.split(".") if isinstance(subject, str) else [""]
+    last = len(tokens) - 1
+    for i, part in enumerate(tokens):
+        wildcard = wildcards and (part == "*" or (part == ">" and i == last))
+        if not wildcard and (not _TOKEN.fullmatch(part) or "*" in part or ">" in part):
+            raise ConfigurationError(f"{subject!r} is not a valid NATS subject")
+    if subject.startswith("$SRV"):
+        raise ConfigurationError("subjects starting with $SRV are reserved for discovery")
+    return subject
+
+
+def endpoint_subject(service: str, endpoint: str) -> str:
+    """The default subject of an RPC endpoint."""
+    return f"{service}.{endpoint}"
+
+
+def event_subject(event_type: str) -> str:
+    """The default subject of an event type."""
+    return f"{EVENT_PREFIX}.{event_type}"

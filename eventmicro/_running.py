@@ -1,0 +1,268 @@
+"""A running service instance: its subscriptions, bounded concurrent dispatch, replies, stats.
+
+Each message is handed to a task of the instance's task group once the handler's semaphore
+admits it; while the limit is reached the subscription's delivery waits, so a slow handler
+holds back its own subscription (nats-py buffers, bounded) and nothing grows without bound.
+Every inbound message gets exactly one outcome, decided in `_serve_rpc` / `_serve_event`:
+a reply, an error reply, or a log record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import string
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventmicro import cloudevents_nats as binding
+from eventmicro._adapter import Connection, Message, Subscription
+from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client, Trace
+from eventmicro._codecs import TypeRegistry, python_type_name
+from eventmicro._context import Context
+from eventmicro._discovery import DiscoveryResponder
+from eventmicro._errors import EventMicroError, NoResponders
+from eventmicro._event import Event
+from eventmicro._handlers import HandlerKind, HandlerSpec
+from eventmicro._service_errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InternalError,
+    ServiceError,
+    ServiceUnavailable,
+    error_reply,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro._service import Service
+
+__all__ = ["EndpointStats", "Running"]
+
+log = logging.getLogger("eventmicro.service")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """ADR-32 counters of one endpoint (processing time in nanoseconds)."""
+
+    num_requests: int = 0
+    num_errors: int = 0
+    last_error: str = ""
+    processing_time: int = 0
+
+
+class Running:
+    """One serving instance of a `Service` on a `Connection` (made by ``Service.serving``)."""
+
+    def __init__(self, service: Service, connection: Connection, *, drain_timeout: float) -> None:
+        self.service = service
+        self.connection = connection
+        self.drain_timeout = drain_timeout
+        self.id = "".join(secrets.choice(_ALPHABET) for _ in range(22))
+        self.started = datetime.now(UTC)
+        self.client = Client(connection, source=f"/{service.name}/{self.id}")
+        self.stats = {spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.RPC}
+        self.event_stats = {
+            spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
+        }
+        self._intake: list[Subscription] = []
+        self._discovery: list[Subscription] = []
+        self._group = asyncio.TaskGroup()
+        self._registries = {spec.name: TypeRegistry(spec.type_names.values()) for spec in service.handlers}
+
+    async def start(self) -> None:
+        """Run start hooks, then subscribe every handler and the ``$SRV`` verbs."""
+        for hook in self.service.on_start:
+            await hook()
+        await self._group.__aenter__()
+        for spec in self.service.handlers:
+            subscription = await self.connection.subscribe(
+                spec.subject, self._dispatcher(spec), queue=spec.queue
+            )
+            self._intake.append(subscription)
+        self._discovery = await DiscoveryResponder(self).subscribe()
+        log.info("service %s %s instance %s started", self.service.name, self.service.version, self.id)
+
+    async def stop(self) -> None:
+        """Stop intake, let in-flight handlers finish (bounded), stop discovery, run stop hooks."""
+        for subscription in self._intake:
+            with contextlib.suppress(EventMicroError):
+                await subscription.drain()
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                await self._group.__aexit__(None, None, None)
+        except TimeoutError:
+            log.warning(
+                "service %s: in-flight handlers did not finish in %ss", self.service.name, self.drain_timeout
+            )
+        for subscription in self._discovery:
+            with contextlib.suppress(EventMicroError):
+                await subscription.unsubscribe()
+        with contextlib.suppress(EventMicroError):
+            await self.connection.flush()
+        for hook in self.service.on_stop:
+            await hook()
+        log.info("service %s instance %s stopped", self.service.name, self.id)
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _dispatcher(self, spec: HandlerSpec) -> Callable[[Message], Awaitable[None]]:
+        limit = asyncio.Semaphore(spec.concurrency)
+        serve = self._serve_rpc if spec.kind is HandlerKind.RPC else self._serve_event
+
+        async def on_message(msg: Message) -> None:
+            received = time.monotonic()
+            await limit.acquire()  # back-pressure: the subscription waits while the limit is reached
+            self._group.create_task(_release_after(limit, serve(spec, msg, received)))
+
+        return on_message
+
+    async def _serve_rpc(self, spec: HandlerSpec, msg: Message, received: float) -> None:
+        stats = self.stats[spec.name]
+        stats.num_requests += 1
+        started = time.perf_counter_ns()
+        try:
+            reply = await self._answer(spec, msg, received)
+        except ServiceError as error:
+            stats.num_errors += 1
+            stats.last_error = f"{error.instance_code}:{error.detail}"
+            headers, body = error_reply(error)
+            reply = binding.NATSMessage(headers, body)
+        stats.processing_time += time.perf_counter_ns() - started
+        if not msg.reply:
+            return
+        try:
+            await self.connection.publish(msg.reply, reply.data, headers=reply.headers or None)
+        except EventMicroError as exc:
+            stats.num_errors += 1
+            stats.last_error = f"500:{exc.message}"
+            log.error(
+                "service %s: reply of %s could not be sent: %s", self.service.name, spec.name, exc.message
+            )
+
+    async def _answer(self, spec: HandlerSpec, msg: Message, received: float) -> binding.NATSMessage:
+        """The reply to one request, or a `ServiceError` raised for the error reply."""
+        try:
+            event = binding.from_nats(msg, None)
+            request: Any = event.data_as(spec.message_types[0])
+        except EventMicroError as exc:
+            expected = _type_label(spec.message_types[0])
+            raise BadRequest(f"the request is not a valid {expected}: {exc.message}") from exc
+        trace = _trace(event, received)
+        if trace.deadline is not None and trace.deadline <= time.monotonic():
+            raise DeadlineExceeded("the caller's deadline passed before the request was handled")
+        ctx = Context(self.service, spec.name, event, self.client, trace)
+        try:
+            async with asyncio.timeout(None if trace.deadline is None else trace.deadline - time.monotonic()):
+                result = await (spec.function(request, ctx) if spec.takes_context else spec.function(request))
+        except TimeoutError as exc:  # our deadline, or a call of the handler's that timed out
+            raise DeadlineExceeded("the handler did not finish before the caller's deadline") from exc
+        except ServiceError:
+            raise
+        except NoResponders as exc:  # a service this one calls is not there
+            raise ServiceUnavailable("a service this one depends on is unavailable") from exc
+        except Exception as exc:
+            log.exception("service %s: handler %s failed", self.service.name, spec.name)
+            raise InternalError() from exc
+        if result is None:
+            if spec.reply_type not in (None, type(None)):
+                log.error(
+                    "service %s: handler %s returned None, declared %s",
+                    self.service.name,
+                    spec.name,
+                    spec.reply_type,
+                )
+                raise InternalError()
+            return binding.NATSMessage({}, b"")
+        if isinstance(spec.reply_type, type) and not isinstance(result, spec.reply_type):
+            log.error(
+                "service %s: handler %s returned %s, declared %s",
+                self.service.name, spec.name, type(result).__name__, spec.reply_type.__name__,
+            )  # fmt: skip
+            raise InternalError()
+        try:
+            extensions = {CORRELATION_EXTENSION: trace.correlation_id} if trace.correlation_id else None
+            reply = Event.of(
+                result, source=self.client.source, type=python_type_name(result), extensions=extensions
+            )
+            return binding.to_binary(reply, None)
+        except EventMicroError as exc:
+            log.error(
+                "service %s: reply of %s could not be encoded: %s", self.service.name, spec.name, exc.message
+            )
+            raise InternalError() from exc
+
+    async def _serve_event(self, spec: HandlerSpec, msg: Message, received: float) -> None:
+        stats = self.event_stats[spec.name]
+        stats.num_requests += 1
+        started = time.perf_counter_ns()
+        try:
+            event = binding.from_nats(msg, None)
+            if len(spec.message_types) == 1 and "*" not in spec.subject and ">" not in spec.subject:
+                value: Any = event.data_as(spec.message_types[0])
+            else:
+                value = self._registries[spec.name].decode(
+                    event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
+                )
+        except EventMicroError as exc:
+            stats.num_errors += 1
+            stats.last_error = f"{exc.code}:{exc.message}"
+            log.warning(
+                "service %s: event on %s not handled by %s: %s",
+                self.service.name,
+                msg.subject,
+                spec.name,
+                exc.message,
+            )
+            return
+        ctx = Context(self.service, spec.name, event, self.client, _trace(event, received))
+        try:
+            await (spec.function(value, ctx) if spec.takes_context else spec.function(value))
+        except Exception as exc:  # the handler's failure is logged; the service keeps serving
+            stats.num_errors += 1
+            stats.last_error = f"{getattr(exc, 'code', 500)}:{type(exc).__name__}"
+            log.exception(
+                "service %s: event handler %s failed on %s", self.service.name, spec.name, event.get_id()
+            )
+        finally:
+            stats.processing_time += time.perf_counter_ns() - started
+
+
+async def _release_after(limit: asyncio.Semaphore, work: Awaitable[None]) -> None:
+    try:
+        await work
+    finally:
+        limit.release()
+
+
+def _trace(event: Event, received: float) -> Trace:
+    budget = event.get_extension(TIMEOUT_EXTENSION)
+    deadline = None
+    if budget is not None:
+        try:
+            deadline = received + int(budget) / 1000
+        except ValueError:
+            deadline = None
+    correlation = event.get_extension(CORRELATION_EXTENSION)
+    return Trace(
+        correlation_id=str(correlation) if correlation else event.get_id(),
+        traceparent=_text(event.get_extension("traceparent")),
+        tracestate=_text(event.get_extension("tracestate")),
+        deadline=deadline,
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _type_label(cls: type) -> str:
+    from eventmicro._codecs import type_name_of
+
+    return type_name_of(cls) or cls.__name__

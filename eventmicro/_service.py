@@ -1,0 +1,230 @@
+"""A service: a name, a version, and the handlers its decorators registered.
+
+::
+
+    svc = Service("orders", version="1.0.0")
+
+    @svc.rpc                                   # orders.place, queue group "orders"
+    async def place(req: PlaceOrder, ctx: Context) -> OrderAccepted: ...
+
+    @svc.subscribe                             # events.shop.orders.v1.OrderPlaced,
+    async def audit(event: OrderPlaced) -> None: ...   # queue group "orders.audit"
+
+    async with svc.serving(connection): ...    # or: svc.run()
+
+Event delivery (nameko's words)::
+
+    service pool (default)   one copy per service, balanced across its instances
+    broadcast=True           a copy for every instance
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar, overload
+
+from eventmicro._adapter import Connection
+from eventmicro._codecs import type_name_of
+from eventmicro._config import ConnectOptions
+from eventmicro._errors import ConfigurationError
+from eventmicro._handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
+from eventmicro._names import (
+    check_service_name,
+    check_subject,
+    check_version,
+    endpoint_subject,
+    event_subject,
+)
+
+__all__ = ["DEFAULT_CONCURRENCY", "Service"]
+
+log = logging.getLogger("eventmicro.service")
+F = TypeVar("F", bound=Handler)
+Hook = Callable[[], Awaitable[None]]
+
+DEFAULT_CONCURRENCY: Final = 64
+
+
+class Service:
+    """A named, versioned service (ADR-32 rules) and its handlers."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = check_service_name(name)
+        self.version = check_version(version)
+        self.description = description
+        self.metadata = dict(metadata or {})
+        if any(key.startswith("_nats") for key in self.metadata):
+            raise ConfigurationError("metadata keys starting with '_nats' are reserved (ADR-33)")
+        self.handlers: list[HandlerSpec] = []
+        self.on_start: list[Hook] = []
+        self.on_stop: list[Hook] = []
+        self.source = f"/{name}"
+
+    # --- decorators -------------------------------------------------------------------------
+
+    @overload
+    def rpc(self, function: F) -> F: ...
+    @overload
+    def rpc(
+        self,
+        *,
+        name: str | None = None,
+        subject: str | None = None,
+        concurrency: int = ...,
+        idempotent: bool = ...,
+    ) -> Callable[[F], F]: ...
+    def rpc(
+        self,
+        function: F | None = None,
+        *,
+        name: str | None = None,
+        subject: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        idempotent: bool = False,
+    ) -> F | Callable[[F], F]:
+        """Register an RPC endpoint (subject ``<service>.<name>``, queue group: the service name).
+
+        The request type comes from the first parameter's annotation, the reply type from the
+        return annotation. ``idempotent=True`` lets clients retry it after a timeout.
+        """
+
+        def register(fn: F) -> F:
+            types_, reply, takes_ctx = inspect_handler(fn, HandlerKind.RPC)
+            endpoint = name or fn.__name__
+            self._add(
+                HandlerSpec(
+                    kind=HandlerKind.RPC,
+                    name=endpoint,
+                    function=fn,
+                    message_types=types_,
+                    reply_type=reply,
+                    takes_context=takes_ctx,
+                    subject=check_subject(subject or endpoint_subject(self.name, endpoint)),
+                    queue=self.name,
+                    concurrency=_positive(concurrency, fn),
+                    idempotent=idempotent,
+                )
+            )
+            return fn
+
+        return register(function) if function is not None else register
+
+    @overload
+    def subscribe(self, function: F) -> F: ...
+    @overload
+    def subscribe(
+        self,
+        *,
+        subject: str | None = None,
+        broadcast: bool = ...,
+        concurrency: int = ...,
+        name: str | None = None,
+    ) -> Callable[[F], F]: ...
+    def subscribe(
+        self,
+        function: F | None = None,
+        *,
+        subject: str | None = None,
+        broadcast: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        name: str | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register an event handler.
+
+        The subject defaults to ``events.<type>`` of the annotated type; a handler taking a
+        union of types, or a wildcard subject, is dispatched by the event's CloudEvent type.
+        """
+
+        def register(fn: F) -> F:
+            types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)
+            handler = name or fn.__name__
+            if subject is None:
+                if len(types_) != 1 or not type_name_of(types_[0]):
+                    raise ConfigurationError(
+                        f"handler {fn.__qualname__} needs subject=... (its type has no CloudEvent type, "
+                        "or it takes several types)"
+                    )
+                topic = event_subject(type_name_of(types_[0]) or "")
+            else:
+                topic = check_subject(subject, wildcards=True)
+            self._add(
+                HandlerSpec(
+                    kind=HandlerKind.EVENT,
+                    name=handler,
+                    function=fn,
+                    message_types=types_,
+                    reply_type=None,
+                    takes_context=takes_ctx,
+                    subject=topic,
+                    queue=None if broadcast else f"{self.name}.{handler}",
+                    concurrency=_positive(concurrency, fn),
+                )
+            )
+            return fn
+
+        return register(function) if function is not None else register
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Register an ``async def hook()`` run before the service takes requests."""
+        self.on_start.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Register an ``async def hook()`` run after the service has drained."""
+        self.on_stop.append(hook)
+        return hook
+
+    def _add(self, spec: HandlerSpec) -> None:
+        for other in self.handlers:
+            if other.kind is spec.kind and other.name == spec.name:
+                raise ConfigurationError(
+                    f"service {self.name} already has a {spec.kind.value} handler {spec.name!r}"
+                )
+        self.handlers.append(spec)
+
+    # --- running ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serving(self, connection: Connection, *, drain_timeout: float = 30.0) -> AsyncIterator[Any]:
+        """Serve on ``connection`` inside the block; leaving it drains and stops gracefully."""
+        from eventmicro._running import Running
+
+        running = Running(self, connection, drain_timeout=drain_timeout)
+        await running.start()
+        try:
+            yield running
+        finally:
+            await running.stop()
+
+    def run(self, url: str | None = None, *, options: ConnectOptions | None = None) -> int:
+        """Connect, serve until SIGINT/SIGTERM, then drain, stop and return 0."""
+        return asyncio.run(self._run(options or ConnectOptions.from_env(url)))
+
+    async def _run(self, options: ConnectOptions) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Connection(options) as connection, self.serving(connection):
+            log.info("service %s %s serving (pid %d)", self.name, self.version, os.getpid())
+            await stop.wait()
+            log.info("service %s stopping", self.name)
+        return 0
+
+
+def _positive(concurrency: int, fn: Handler) -> int:
+    if concurrency < 1:
+        raise ConfigurationError(f"handler {fn.__qualname__}: concurrency must be at least 1")
+    return concurrency

@@ -1,0 +1,456 @@
+"""Services: decorators, typed RPC, error mapping, deadlines, retries, events, concurrency, $SRV."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+from eventmicro import (
+    BadRequest,
+    Client,
+    ConfigurationError,
+    Connection,
+    ConnectOptions,
+    Context,
+    DeadlineExceeded,
+    Event,
+    InternalError,
+    NatsServer,
+    NoResponders,
+    NotFound,
+    Service,
+    ServiceError,
+    Timeout,
+    discover,
+    event_type,
+    register_error,
+)
+from eventmicro import cloudevents_nats as binding
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+
+@register_error
+class OutOfStock(ServiceError):
+    code = 409
+    status = "Conflict"
+    error_id = "shop.inventory.OutOfStock"
+
+
+@event_type("shop.notes.v1.NoteAdded")
+@dataclasses.dataclass
+class NoteAdded:
+    text: str
+    count: int = 1
+
+
+@dataclasses.dataclass
+class Sum:
+    numbers: list[int]
+
+
+@dataclasses.dataclass
+class Total:
+    total: int
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms), failing after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - some conditions (counters) have no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def open_connection(url: str) -> Connection:
+    return await Connection(ConnectOptions.from_env(url, environ={}, connect_attempts=3)).open()
+
+
+@pytest_asyncio.fixture
+async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
+    connection = await open_connection(nats_server.url)
+    yield connection
+    await connection.close()
+
+
+# --- definition -------------------------------------------------------------------------------
+
+
+def test_service_names_and_versions_follow_adr_32() -> None:
+    with pytest.raises(ConfigurationError, match=r"orders\.v1"):
+        Service("orders.v1", version="1.0.0")
+    with pytest.raises(ConfigurationError, match="SemVer"):
+        Service("orders", version="1.0")
+    Service("orders-v1", version="1.0.0-rc.1")
+
+
+def test_decorators_check_the_handler_when_they_run() -> None:
+    svc = Service("shape", version="1.0.0")
+
+    def sync(req: orders.PlaceOrder) -> orders.OrderAccepted:
+        return orders.OrderAccepted()
+
+    with pytest.raises(ConfigurationError, match=r"sync must be an 'async def'"):
+        svc.rpc(sync)  # type: ignore[type-var]
+
+    async def unannotated(req):  # type: ignore[no-untyped-def]
+        return None
+
+    with pytest.raises(ConfigurationError, match="unannotated needs a type annotation"):
+        svc.rpc(unannotated)
+
+    async def three(a: orders.PlaceOrder, b: Context, c: int) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="three must take"):
+        svc.rpc(three)
+
+    async def no_return(req: orders.PlaceOrder):  # type: ignore[no-untyped-def]
+        return None
+
+    with pytest.raises(ConfigurationError, match="no_return needs a return annotation"):
+        svc.rpc(no_return)
+
+    async def fine(req: orders.PlaceOrder, ctx: Context) -> orders.OrderAccepted:
+        return orders.OrderAccepted()
+
+    assert svc.rpc(fine) is fine  # registered, returned unchanged
+    assert svc.handlers[0].subject == "shape.fine"
+    assert svc.handlers[0].queue == "shape"
+
+
+# --- RPC ----------------------------------------------------------------------------------------
+
+
+def shop() -> Service:
+    svc = Service("orders", version="1.2.0", description="Takes orders", metadata={"team": "shop"})
+    calls: list[str] = []
+
+    @svc.rpc
+    async def place(req: orders.PlaceOrder, ctx: Context) -> orders.OrderAccepted:
+        calls.append(req.customer_id)
+        if req.customer_id == "broke":
+            raise OutOfStock("sku-1 is out of stock")
+        if req.customer_id == "bug":
+            raise RuntimeError("secret internal detail s3cret")
+        total = sum(item.quantity * item.unit_price_cents for item in req.items)
+        await ctx.publish(orders.OrderPlaced(order_id="o-1", customer_id=req.customer_id, total_cents=total))
+        return orders.OrderAccepted(order_id="o-1", total_cents=total)
+
+    @svc.rpc(name="sum")
+    async def add(req: Sum) -> Total:
+        return Total(total=sum(req.numbers))
+
+    svc.metadata["calls"] = ""  # visible in INFO
+    svc.calls = calls  # type: ignore[attr-defined]
+    return svc
+
+
+async def test_typed_rpc_round_trips_with_protobuf_and_json(
+    nats_server: NatsServer, conn: Connection
+) -> None:
+    svc = shop()
+    got: list[orders.OrderPlaced] = []
+    listener = Service("listener", version="1.0.0")
+
+    @listener.subscribe
+    async def on_placed(event: orders.OrderPlaced) -> None:
+        got.append(event)
+
+    async with svc.serving(conn), listener.serving(conn):
+        caller = await open_connection(nats_server.url)
+        client = Client(caller)
+        request = orders.PlaceOrder(
+            customer_id="c-1", items=[orders.LineItem(sku="s", quantity=2, unit_price_cents=5)]
+        )
+        reply = await client.call("orders.place", request, returns=orders.OrderAccepted, timeout=5)
+        assert reply == orders.OrderAccepted(order_id="o-1", total_cents=10)
+        assert await client.call("orders.sum", Sum([1, 2, 3]), returns=Total) == Total(6)
+        await caller.close()
+        await eventually(lambda: bool(got))
+    assert got[0].customer_id == "c-1"
+
+
+async def test_errors_come_back_typed_and_never_leak_internals(
+    nats_server: NatsServer, conn: Connection
+) -> None:
+    svc = shop()
+    async with svc.serving(conn) as running:
+        client = Client(conn)
+        with pytest.raises(OutOfStock) as caught:
+            await client.call(
+                "orders.place", orders.PlaceOrder(customer_id="broke"), returns=orders.OrderAccepted
+            )
+        assert caught.value.instance_code == 409
+        assert caught.value.detail == "sku-1 is out of stock"
+        with pytest.raises(InternalError) as internal:
+            await client.call(
+                "orders.place", orders.PlaceOrder(customer_id="bug"), returns=orders.OrderAccepted
+            )
+        assert "s3cret" not in str(internal.value)
+        assert "RuntimeError" not in str(internal.value)
+        # the wire: ADR-32 headers and eventmicro's JSON body
+        wire = binding.to_binary(Event.of(orders.PlaceOrder(customer_id="broke"), source="/t"), None)
+        raw = await conn.request("orders.place", wire.data, headers=wire.headers, timeout=5)
+        assert raw.headers is not None
+        assert raw.headers["Nats-Service-Error-Code"] == "409"
+        assert raw.headers["Nats-Service-Error"] == "sku-1 is out of stock"
+        assert json.loads(raw.data) == {
+            "id": "shop.inventory.OutOfStock",
+            "code": 409,
+            "status": "Conflict",
+            "detail": "sku-1 is out of stock",
+        }
+        stats = running.stats["place"]
+        assert stats.num_requests == 3
+        assert stats.num_errors == 3
+        assert stats.last_error == "409:sku-1 is out of stock"
+
+
+async def test_a_request_that_does_not_decode_gets_400_and_the_handler_is_not_called(
+    conn: Connection,
+) -> None:
+    svc = shop()
+    async with svc.serving(conn):
+        for body, headers in [(b"not a cloudevent", None), (b"\xff\xfe", {"ce-specversion": "1.0"})]:
+            raw = await conn.request("orders.place", body, headers=headers, timeout=5)
+            assert raw.headers is not None
+            assert raw.headers["Nats-Service-Error-Code"] == "400"
+            assert "shop.orders.v1.PlaceOrder" in raw.headers["Nats-Service-Error"]
+        wrong = binding.to_binary(Event.of(orders.OrderAccepted(order_id="x"), source="/t"), None)
+        with pytest.raises(BadRequest, match="PlaceOrder"):
+            await Client(conn).call(
+                "orders.place", orders.OrderAccepted(order_id="x"), returns=orders.OrderAccepted
+            )
+        assert wrong.headers["ce-type"] == "shop.orders.v1.OrderAccepted"
+    assert svc.calls == []  # type: ignore[attr-defined]
+
+
+async def test_no_responders_fails_fast_and_is_retried_a_bounded_number_of_times(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventmicro.client")
+    with pytest.raises(NoResponders):
+        await Client(conn).call("nobody.there", Sum([1]), returns=Total, timeout=10)
+    attempts = [r for r in caplog.records if "attempt" in r.getMessage()]
+    assert len(attempts) == 3  # four attempts, three retries logged
+
+
+async def test_timeouts_are_retried_only_for_idempotent_calls(conn: Connection) -> None:
+    svc = Service("slow", version="1.0.0")
+    invocations: list[int] = []
+
+    @svc.rpc
+    async def wait(req: Sum) -> Total:
+        invocations.append(1)
+        await asyncio.sleep(10)
+        return Total(0)
+
+    async with svc.serving(conn, drain_timeout=0.1):
+        client = Client(conn)
+        with pytest.raises((Timeout, DeadlineExceeded)):
+            await client.call("slow.wait", Sum([]), returns=Total, timeout=2.0, attempt_timeout=0.2)
+        assert len(invocations) == 1  # not idempotent: a lost attempt is not repeated
+        with pytest.raises((Timeout, DeadlineExceeded)):
+            await client.call(
+                "slow.wait", Sum([]), returns=Total, timeout=2.0, attempt_timeout=0.2, idempotent=True
+            )
+        assert len(invocations) == 1 + 4  # idempotent: every attempt the policy allows
+
+
+async def test_the_deadline_travels_into_nested_calls(conn: Connection) -> None:
+    front, back = Service("front", version="1.0.0"), Service("back", version="1.0.0")
+    seen: list[float | None] = []
+
+    @back.rpc
+    async def budget(req: Sum, ctx: Context) -> Total:
+        seen.append(ctx.remaining())
+        return Total(0)
+
+    @front.rpc
+    async def relay(req: Sum, ctx: Context) -> Total:
+        return await ctx.call("back.budget", req, returns=Total, timeout=60)
+
+    async with front.serving(conn), back.serving(conn):
+        await Client(conn).call("front.relay", Sum([]), returns=Total, timeout=2)
+    assert seen[0] is not None
+    assert 0 < seen[0] <= 2
+
+
+async def test_a_request_whose_deadline_passed_while_queued_is_not_executed(conn: Connection) -> None:
+    svc = Service("queue", version="1.0.0")
+    started: list[int] = []
+    release = asyncio.Event()
+
+    @svc.rpc(concurrency=1)
+    async def work(req: Sum) -> Total:
+        started.append(req.numbers[0])
+        await release.wait()
+        return Total(req.numbers[0])
+
+    async with svc.serving(conn):
+        client = Client(conn)
+        first = asyncio.create_task(client.call("queue.work", Sum([1]), returns=Total, timeout=10))
+        await eventually(lambda: bool(started))
+        with pytest.raises((Timeout, DeadlineExceeded)):
+            await client.call("queue.work", Sum([2]), returns=Total, timeout=0.2)
+        release.set()
+        assert (await first) == Total(1)
+        await conn.flush()
+    assert started == [1]  # the second request waited past its deadline and never ran
+
+
+async def test_concurrency_is_parallel_and_bounded(conn: Connection) -> None:
+    svc = Service("par", version="1.0.0")
+    active, peak = 0, {"free": 0, "bounded": 0}
+
+    async def body(key: str) -> Total:
+        nonlocal active
+        active += 1
+        peak[key] = max(peak[key], active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        return Total(0)
+
+    @svc.rpc
+    async def free(req: Sum) -> Total:
+        return await body("free")
+
+    @svc.rpc(concurrency=3)
+    async def bounded(req: Sum) -> Total:
+        return await body("bounded")
+
+    async with svc.serving(conn):
+        client = Client(conn)
+        await asyncio.gather(
+            *(client.call("par.free", Sum([]), returns=Total, timeout=20) for _ in range(50))
+        )
+        await asyncio.gather(
+            *(client.call("par.bounded", Sum([]), returns=Total, timeout=20) for _ in range(12))
+        )
+    assert peak["free"] >= 25  # 50 calls overlapped, not one after another
+    assert peak["bounded"] == 3
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+async def test_events_are_shared_by_instances_unless_broadcast(nats_server: NatsServer) -> None:
+    def make(log: list[str], label: str) -> Service:
+        svc = Service("notes", version="1.0.0")
+
+        @svc.subscribe
+        async def pooled(note: NoteAdded) -> None:
+            log.append(f"pooled:{label}:{note.text}")
+
+        @svc.subscribe(broadcast=True)
+        async def everyone(note: NoteAdded) -> None:
+            log.append(f"broadcast:{label}:{note.text}")
+
+        return svc
+
+    log: list[str] = []
+    a, b, publisher = [await open_connection(nats_server.url) for _ in range(3)]
+    async with make(log, "a").serving(a), make(log, "b").serving(b):
+        client = Client(publisher)
+        for n in range(20):
+            await client.publish(NoteAdded(text=str(n)))
+        await eventually(lambda: len(log) >= 60)
+    for connection in (a, b, publisher):
+        await connection.close()
+    pooled = [entry for entry in log if entry.startswith("pooled")]
+    assert sorted(entry.rsplit(":", 1)[1] for entry in pooled) == sorted(str(n) for n in range(20))
+    assert {entry.split(":")[1] for entry in pooled} == {"a", "b"}  # balanced across instances
+    assert len([entry for entry in log if entry.startswith("broadcast")]) == 40  # every instance
+
+
+async def test_wildcard_subscribers_dispatch_by_type_and_survive_unknown_types(conn: Connection) -> None:
+    svc = Service("audit", version="1.0.0")
+    seen: list[object] = []
+
+    @svc.subscribe(subject="events.shop.>")
+    async def record(event: orders.OrderPlaced | NoteAdded) -> None:
+        seen.append(event)
+
+    async with svc.serving(conn) as running:
+        client = Client(conn)
+        await client.publish(orders.OrderPlaced(order_id="o-9"))
+        await client.publish({"x": 1}, type="shop.unknown.v1.Thing")
+        await client.publish(NoteAdded(text="hi"))
+        await eventually(lambda: len(seen) >= 2 and running.event_stats["record"].num_errors >= 1)
+    assert seen == [orders.OrderPlaced(order_id="o-9"), NoteAdded(text="hi")]
+    assert "shop.unknown.v1.Thing" in running.event_stats["record"].last_error
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+async def test_srv_ping_info_stats_follow_adr_32(conn: Connection) -> None:
+    svc = shop()
+    async with svc.serving(conn) as running:
+        client = Client(conn)
+        await client.call("orders.sum", Sum([1]), returns=Total)
+        with pytest.raises(OutOfStock):
+            await client.call(
+                "orders.place", orders.PlaceOrder(customer_id="broke"), returns=orders.OrderAccepted
+            )
+        for subject in ("$SRV.PING", "$SRV.PING.orders", f"$SRV.PING.orders.{running.id}"):
+            ping = json.loads((await conn.request(subject, b"", timeout=5)).data)
+            assert ping["type"] == "io.nats.micro.v1.ping_response"
+            assert {"name", "id", "version", "metadata"} <= ping.keys()
+        info = json.loads((await conn.request("$SRV.INFO.orders", b"", timeout=5)).data)
+        assert info["type"] == "io.nats.micro.v1.info_response"
+        assert info["description"] == "Takes orders"
+        place = next(e for e in info["endpoints"] if e["name"] == "place")
+        assert place["subject"] == "orders.place"
+        assert place["queue_group"] == "orders"
+        assert place["metadata"]["eventmicro.request"] == "shop.orders.v1.PlaceOrder"
+        assert (
+            place["metadata"]["eventmicro.reply_schema"] == "type.googleapis.com/shop.orders.v1.OrderAccepted"
+        )
+        stats = json.loads((await conn.request(f"$SRV.STATS.orders.{running.id}", b"", timeout=5)).data)
+        assert stats["type"] == "io.nats.micro.v1.stats_response"
+        assert stats["started"].endswith("Z")
+        by_name = {e["name"]: e for e in stats["endpoints"]}
+        assert by_name["place"]["num_errors"] == 1
+        assert by_name["place"]["last_error"] == "409:sku-1 is out of stock"
+        assert by_name["sum"]["num_requests"] == 1
+        assert isinstance(by_name["sum"]["processing_time"], int)
+        assert by_name["sum"]["average_processing_time"] == by_name["sum"]["processing_time"]
+        found = await discover(conn, "PING", "orders", window=0.3)
+        assert [p["id"] for p in found] == [running.id]
+
+
+async def test_a_foreign_nats_micro_service_is_called_and_its_errors_raised(nats_server: NatsServer) -> None:
+    import nats
+    from nats.micro import add_service
+    from nats.micro.request import Request
+
+    foreign = await nats.connect(nats_server.url)
+
+    async def echo(request: Request) -> None:
+        if request.data == b"missing":
+            await request.respond_error("404", "no such thing")
+        else:
+            await request.respond(request.data.upper())
+
+    service = await add_service(foreign, name="foreign", version="1.0.0")
+    await service.add_endpoint(name="echo", handler=echo)
+    await foreign.flush()
+    conn = await open_connection(nats_server.url)
+    try:
+        client = Client(conn)
+        assert await client.call("echo", "hi", returns=bytes) == b"HI"
+        with pytest.raises(NotFound) as caught:
+            await client.call("echo", "missing", returns=bytes)
+        assert caught.value.detail == "no such thing"
+        found = await discover(conn, "INFO", "foreign", window=0.3)
+        assert found[0]["endpoints"][0]["name"] == "echo"
+    finally:
+        await conn.close()
+        await service.stop()
+        await foreign.close()
