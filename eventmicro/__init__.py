@@ -39,6 +39,7 @@ from eventmicro._errors import (
     UnsupportedSpecVersion,
 )
 from eventmicro._event import Event
+from eventmicro._middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro._server import NatsServer, find_server_binary
 from eventmicro._service import Service
 from eventmicro._service_errors import (
@@ -89,6 +90,7 @@ __all__ = [
     "InternalError",
     "InvalidAttribute",
     "Message",
+    "Middleware",
     "MissingAttribute",
     "NatsCluster",
     "NatsServer",
@@ -118,6 +120,8 @@ __all__ = [
     "encode_payload",
     "event_type",
     "find_server_binary",
+    "logging_middleware",
     "register_error",
+    "timing_middleware",
     "type_name_of",
 ]

@@ -29,6 +29,7 @@ from eventmicro._discovery import DiscoveryResponder
 from eventmicro._errors import EventMicroError, NoResponders
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
+from eventmicro._middleware import Invoke, compose
 from eventmicro._service_errors import (
     BadRequest,
     DeadlineExceeded,
@@ -115,20 +116,21 @@ class Running:
     def _dispatcher(self, spec: HandlerSpec) -> Callable[[Message], Awaitable[None]]:
         limit = asyncio.Semaphore(spec.concurrency)
         serve = self._serve_rpc if spec.kind is HandlerKind.RPC else self._serve_event
+        invoke = compose(_plain(spec), self.service.middleware)  # the chain, composed once
 
         async def on_message(msg: Message) -> None:
             received = time.monotonic()
             await limit.acquire()  # back-pressure: the subscription waits while the limit is reached
-            self._group.create_task(_release_after(limit, serve(spec, msg, received)))
+            self._group.create_task(_release_after(limit, serve(spec, invoke, msg, received)))
 
         return on_message
 
-    async def _serve_rpc(self, spec: HandlerSpec, msg: Message, received: float) -> None:
+    async def _serve_rpc(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
         stats = self.stats[spec.name]
         stats.num_requests += 1
         started = time.perf_counter_ns()
         try:
-            reply = await self._answer(spec, msg, received)
+            reply = await self._answer(spec, invoke, msg, received)
         except ServiceError as error:
             stats.num_errors += 1
             stats.last_error = f"{error.instance_code}:{error.detail}"
@@ -146,7 +148,9 @@ class Running:
                 "service %s: reply of %s could not be sent: %s", self.service.name, spec.name, exc.message
             )
 
-    async def _answer(self, spec: HandlerSpec, msg: Message, received: float) -> binding.NATSMessage:
+    async def _answer(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+    ) -> binding.NATSMessage:
         """The reply to one request, or a `ServiceError` raised for the error reply."""
         try:
             event = binding.from_nats(msg, None)
@@ -160,7 +164,7 @@ class Running:
         ctx = Context(self.service, spec.name, event, self.client, trace)
         try:
             async with asyncio.timeout(None if trace.deadline is None else trace.deadline - time.monotonic()):
-                result = await (spec.function(request, ctx) if spec.takes_context else spec.function(request))
+                result = await invoke(request, ctx)
         except TimeoutError as exc:  # our deadline, or a call of the handler's that timed out
             raise DeadlineExceeded("the handler did not finish before the caller's deadline") from exc
         except ServiceError:
@@ -198,7 +202,7 @@ class Running:
             )
             raise InternalError() from exc
 
-    async def _serve_event(self, spec: HandlerSpec, msg: Message, received: float) -> None:
+    async def _serve_event(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
         stats = self.event_stats[spec.name]
         stats.num_requests += 1
         started = time.perf_counter_ns()
@@ -223,7 +227,7 @@ class Running:
             return
         ctx = Context(self.service, spec.name, event, self.client, _trace(event, received))
         try:
-            await (spec.function(value, ctx) if spec.takes_context else spec.function(value))
+            await invoke(value, ctx)
         except Exception as exc:  # the handler's failure is logged; the service keeps serving
             stats.num_errors += 1
             stats.last_error = f"{getattr(exc, 'code', 500)}:{type(exc).__name__}"
@@ -232,6 +236,17 @@ class Running:
             )
         finally:
             stats.processing_time += time.perf_counter_ns() - started
+
+
+def _plain(spec: HandlerSpec) -> Invoke:
+    function = spec.function
+    if spec.takes_context:
+        return function
+
+    async def without_context(message: Any, ctx: Context) -> Any:
+        return await function(message)
+
+    return without_context
 
 
 async def _release_after(limit: asyncio.Semaphore, work: Awaitable[None]) -> None:

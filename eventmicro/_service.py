@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, overload
 
 from eventmicro._adapter import Connection
@@ -33,6 +33,7 @@ from eventmicro._codecs import type_name_of
 from eventmicro._config import ConnectOptions
 from eventmicro._errors import ConfigurationError
 from eventmicro._handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
+from eventmicro._middleware import Middleware
 from eventmicro._names import (
     check_service_name,
     check_subject,
@@ -60,6 +61,7 @@ class Service:
         version: str,
         description: str = "",
         metadata: Mapping[str, str] | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -70,6 +72,7 @@ class Service:
         self.handlers: list[HandlerSpec] = []
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
+        self.middleware: list[Middleware] = list(middleware)
         self.source = f"/{name}"
 
     # --- decorators -------------------------------------------------------------------------
@@ -175,6 +178,10 @@ class Service:
             return fn
 
         return register(function) if function is not None else register
+
+    def use(self, middleware: Middleware) -> None:
+        """Add a middleware (after those already given); takes effect when the service starts."""
+        self.middleware.append(middleware)
 
     def on_startup(self, hook: Hook) -> Hook:
         """Register an ``async def hook()`` run before the service takes requests."""

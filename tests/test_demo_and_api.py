@@ -43,7 +43,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
     assert set(exported) == {
         "AuthorizationError", "BadRequest", "Client", "Conflict", "Context", "DeadlineExceeded",
         "InternalError", "NotFound", "Service", "ServiceError", "ServiceUnavailable", "discover",
-        "register_error", "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
+        "register_error", "Middleware", "logging_middleware", "timing_middleware",
+        "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",
         "EventMicroError", "HeaderDecodeError", "InvalidAttribute", "Message", "MissingAttribute",
         "NatsCluster", "NatsServer", "NoResponders", "Payload", "PayloadDecodeError", "PayloadEncodeError",

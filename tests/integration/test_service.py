@@ -454,3 +454,136 @@ async def test_a_foreign_nats_micro_service_is_called_and_its_errors_raised(nats
         await conn.close()
         await service.stop()
         await foreign.close()
+
+
+# --- middleware, hooks, trace ----------------------------------------------------------------
+
+
+async def test_middleware_runs_in_order_and_logging_records_each_call(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eventmicro import logging_middleware, timing_middleware
+    from eventmicro._middleware import Invoke
+
+    order: list[str] = []
+    durations: list[tuple[str, float]] = []
+
+    def tag(label: str) -> Callable[[Invoke], Invoke]:
+        def wrap(invoke: Invoke) -> Invoke:
+            async def tagged(message: object, ctx: Context) -> object:
+                order.append(label)
+                return await invoke(message, ctx)
+
+            return tagged
+
+        return wrap
+
+    svc = Service(
+        "mw",
+        version="1.0.0",
+        middleware=[
+            tag("outer"),
+            logging_middleware(),
+            timing_middleware(lambda h, s: durations.append((h, s))),
+        ],
+    )
+    svc.use(tag("inner"))
+
+    @svc.rpc
+    async def echo(req: Sum) -> Total:
+        order.append("handler")
+        return Total(sum(req.numbers))
+
+    caplog.set_level(logging.INFO, logger="eventmicro.handled")
+    async with svc.serving(conn):
+        assert await Client(conn).call("mw.echo", Sum([2, 3]), returns=Total) == Total(5)
+    assert order == ["outer", "inner", "handler"]
+    assert durations[0][0] == "echo"
+    record = next(r for r in caplog.records if r.name == "eventmicro.handled")
+    fields = record.eventmicro  # type: ignore[attr-defined]
+    assert fields["service"] == "mw"
+    assert fields["handler"] == "echo"
+    assert fields["outcome"] == "ok"
+    assert fields["event_type"].endswith("Sum")
+
+
+async def test_start_and_stop_hooks_run_around_serving(conn: Connection) -> None:
+    svc = Service("hooks", version="1.0.0")
+    events: list[str] = []
+
+    @svc.on_startup
+    async def opened() -> None:
+        events.append("start")
+
+    @svc.on_shutdown
+    async def closed() -> None:
+        events.append("stop")
+
+    @svc.rpc
+    async def ping(req: Sum) -> Total:
+        events.append("call")
+        return Total(0)
+
+    async with svc.serving(conn):
+        assert events == ["start"]
+        await Client(conn).call("hooks.ping", Sum([]), returns=Total)
+    assert events == ["start", "call", "stop"]
+
+
+async def test_events_published_by_a_handler_carry_the_callers_correlation_and_trace(
+    conn: Connection,
+) -> None:
+    svc = Service("tracer", version="1.0.0")
+    published: list[Event] = []
+
+    @svc.rpc
+    async def act(req: Sum, ctx: Context) -> Total:
+        published.append(await ctx.publish(NoteAdded(text="done")))
+        return Total(0)
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with svc.serving(conn):
+        request = Event.of(
+            Sum([]),
+            source="/caller",
+            type="tests.Sum",
+            extensions={"traceparent": parent, "correlationid": "corr-1"},
+        )
+        wire = binding.to_binary(request, None)
+        reply = await conn.request("tracer.act", wire.data, headers=wire.headers, timeout=5)
+    assert reply.headers is not None
+    assert reply.headers["ce-correlationid"] == "corr-1"
+    event = published[0]
+    assert event.get_extension("correlationid") == "corr-1"
+    assert event.get_extension("traceparent") == parent
+    assert event.get_source().startswith("/tracer")
+
+
+async def test_plain_nats_py_discovers_and_calls_an_eventmicro_service(nats_server: NatsServer) -> None:
+    import nats
+
+    svc = shop()
+    conn = await open_connection(nats_server.url)
+    foreign = await nats.connect(nats_server.url)
+    try:
+        async with svc.serving(conn):
+            info = json.loads((await foreign.request("$SRV.INFO.orders", b"", timeout=5)).data)
+            endpoint = next(e for e in info["endpoints"] if e["name"] == "place")
+            headers = {  # what a Go or JS client writes by hand from the discovered metadata
+                "ce-specversion": "1.0",
+                "ce-id": "go-42",
+                "ce-source": "/go-client",
+                "ce-type": endpoint["metadata"]["eventmicro.request"],
+                "ce-datacontenttype": "application/protobuf",
+            }
+            body = orders.PlaceOrder(customer_id="go").SerializeToString()
+            reply = await foreign.request(endpoint["subject"], body, headers=headers, timeout=5)
+            assert reply.headers is not None
+            assert reply.headers["ce-type"] == endpoint["metadata"]["eventmicro.reply"]
+            assert orders.OrderAccepted.FromString(reply.data).order_id == "o-1"
+            failed = await foreign.request(endpoint["subject"], b"junk", headers=headers, timeout=5)
+            assert failed.headers is not None
+            assert failed.headers["Nats-Service-Error-Code"] == "400"
+    finally:
+        await foreign.close()
+        await conn.close()
