@@ -32,6 +32,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
+from bench import services
 from eventmicro import cloudevents_nats as binding
 from eventmicro._clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -205,6 +206,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100_000, help="events per throughput run")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions (medians are reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--suite", choices=("all", "binding", "services"), default="all")
+    parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
+    parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
     args = parser.parse_args()
 
     print(
@@ -215,6 +219,21 @@ def main() -> int:
     )
     print(f"event: {TYPE}, {len(sample_event().SerializeToString())} bytes serialized\n")
 
+    results: dict[str, object] = {}
+    if args.suite in ("all", "binding"):
+        results.update(binding_suite(args))
+    if args.suite in ("all", "services"):
+        print(f"\n(c) services: RPC, queue groups, events, I/O-bound handlers ({args.repeat} rounds)")
+        with eventmicro.NatsServer(jetstream=False) as server:
+            figures = services.run(server, args.repeat, args.calls, args.events)
+        results["services"] = {"rounds": figures, "medians": services.report(figures)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def binding_suite(args: argparse.Namespace) -> dict[str, object]:
     print("(a) encode + decode of one event, binary mode (median of runs, µs per event)")
     codec = codec_round_trips(repeat=args.repeat, number=20_000)
     for name, micros in codec.items():
@@ -229,10 +248,7 @@ def main() -> int:
             f"  {variant:26s} {medians[variant]:>10,.0f} msgs/s"
             f"   x{medians[variant] / base:.2f} of hand-built"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"codec_us": codec, "rates": rates, "medians": medians}, indent=2))
-    return 0
+    return {"codec_us": codec, "rates": rates, "medians": medians}
 
 
 if __name__ == "__main__":

@@ -19,17 +19,19 @@ import contextlib
 import enum
 import logging
 import math
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, ClassVar, Final, Self
 
 import nats
 import nats.errors
 from nats.aio.client import Client as _NatsClient
 from nats.aio.msg import Msg as _NatsMsg
 from nats.aio.subscription import Subscription as _NatsSubscription
+from nats.protocol import command as prot_command
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -103,6 +105,68 @@ def _fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
         return 0
     size = body + headers_size(headers)
     return 0 if size <= limit else size
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token: a header name
+
+
+class _Client(_NatsClient):
+    """nats-py's client with faster header handling and the same bytes on the wire.
+
+    nats-py 2.16 checks every header name for whitespace one character at a time when
+    parsing, and validates and encodes every name again when publishing; with CloudEvents in
+    binary mode (seven or more headers a message) that was most of its per-message cost.
+    """
+
+    _names: ClassVar[dict[str, bytes]] = {}  # header name -> b"Name: ", validated once
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue  # a malformed name: skipped, as nats-py does
+            if key and key.split() != [key]:
+                continue  # whitespace inside a name: skipped, as nats-py does
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
+    async def _send_publish(
+        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: dict[str, Any] | None
+    ) -> None:
+        if headers is None or subject == "":
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        names = self._names
+        block = bytearray(b"NATS/1.0\r\n")
+        for name, value in headers.items():
+            prefix = names.get(name)
+            if prefix is None:
+                key = name.strip()
+                if not key:
+                    continue
+                if not _TOKEN.fullmatch(key):
+                    raise nats.errors.BadHeaderError(key)
+                prefix = key.encode() + b": "
+                if len(names) < 4096:
+                    names[name] = prefix
+            text = value.strip()
+            if "\r" in text or "\n" in text:
+                text = text.translate(_NEWLINES)
+            block += prefix
+            block += text.encode()
+            block += b"\r\n"
+        block += b"\r\n"
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
 
 class Subscription:
@@ -239,7 +303,7 @@ class Connection:
             kwargs["tls"] = _ssl_context(opts)
             if opts.tls.hostname:
                 kwargs["tls_hostname"] = opts.tls.hostname
-        nc = _NatsClient()
+        nc = _Client()
         try:
             await self._bounded_connect(nc, kwargs)
         except (nats.errors.Error, OSError, TimeoutError) as exc:

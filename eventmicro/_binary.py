@@ -62,6 +62,8 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
             headers = shared.copy()
             headers["ce-id"] = event._attributes["id"]  # generated: header-safe as it is
             headers["ce-time"] = event._time_text  # type: ignore[assignment]  # set by Event.of
+            if event._extra is not None:
+                headers.update(event._extra)
             data = event._data
             return NATSMessage(
                 headers, data if data.__class__ is bytes else _write_data(event, None, event_format)
@@ -169,6 +171,11 @@ _GET6: Final = operator.itemgetter(
 )
 
 
+# read by the itemgetters above; every other header of the fast path goes through _ATTRIBUTE_OF
+_CORE_HEADER_NAMES: Final = frozenset(
+    ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype", "ce-dataschema")
+)
+_PLAIN_TRACE: Final = frozenset({"traceparent", "tracestate"})
 _statics: dict[tuple[str, str, str, str, str | None], dict[str, Any]] = {}
 
 
@@ -177,12 +184,23 @@ def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
     without ``ce-dataschema``. Returns the attributes (without "time") and the time text;
     ``None`` sends the message down the general path, which also names any error.
     """
+    extensions: list[tuple[str, str, str]] = []
     try:
         if len(headers) == 7:
             specversion, event_id, source, type_, time, content_type, schema = _GET7(headers)
         elif len(headers) == 6:
             specversion, event_id, source, type_, time, content_type = _GET6(headers)
             schema = None
+        elif len(headers) > 7:  # core headers plus extensions (RPC budgets, trace context)
+            specversion, event_id, source, type_, time, content_type = _GET6(headers)
+            schema = headers.get("ce-dataschema")
+            for header, raw in headers.items():
+                if header in _CORE_HEADER_NAMES or header in _PLAIN_TRACE:
+                    continue
+                name = _ATTRIBUTE_OF.get(header)  # canonical extension names seen before
+                if name is None:
+                    return None
+                extensions.append((header, name, raw))
         else:
             return None
     except KeyError:
@@ -211,6 +229,11 @@ def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
         time = decode_header_value("ce-time", time)
     attributes = static.copy()
     attributes["id"] = event_id
+    for header, name, raw in extensions:
+        value = _decode_value(header, name, raw)
+        if not value:
+            return None
+        attributes[name] = value
     return attributes, time
 
 

@@ -109,9 +109,19 @@ class Client:
             deadline = min(deadline, trace.deadline)
         if deadline <= now:
             raise DeadlineExceeded(f"no time left to call {name}")
-        retry_on = (NoResponders, ServiceUnavailable) + ((Timeout, DeadlineExceeded) if idempotent else ())
+        retry_on: tuple[type[Exception], ...] = (NoResponders, ServiceUnavailable)
+        if idempotent:
+            retry_on += (Timeout, DeadlineExceeded)
+        try:  # the first attempt without the retry machinery: most calls need nothing more
+            return await self._call_once(
+                name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
+            )
+        except retry_on as first:
+            if time.monotonic() >= deadline - 0.01:
+                raise
+            log.debug("call %s attempt 1 failed (%s); retrying", name, first)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(MAX_ATTEMPTS),
+            stop=stop_after_attempt(MAX_ATTEMPTS - 1),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
             retry=retry_if_exception(
                 lambda e: isinstance(e, retry_on) and time.monotonic() < deadline - 0.01

@@ -176,6 +176,8 @@ async def discover(
     answers: list[dict[str, Any]] = []
 
     async def collect(msg: Message) -> None:
+        if not msg.data:  # the server's no-responders notice (status 503): nobody there yet
+            return
         try:
             document = json.loads(msg.data)
         except ValueError:

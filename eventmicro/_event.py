@@ -59,7 +59,7 @@ class Event:
     # datetime in _attributes["time"] is then made on first use. _headers: the binary-mode
     # headers Event.of's events share (encoded once per type and source), without id and time.
     # encoded when Event.of made the event.
-    __slots__ = ("_attributes", "_data", "_headers", "_time_text")
+    __slots__ = ("_attributes", "_data", "_extra", "_headers", "_time_text")
 
     def __init__(self, attributes: Mapping[str, Any], data: EventData = None) -> None:
         attrs = dict(attributes)
@@ -67,6 +67,7 @@ class Event:
         self._attributes = attrs
         self._data = data
         self._headers: dict[str, str] | None = None
+        self._extra: dict[str, str] | None = None
         self._time_text: str | None = None
 
     @classmethod
@@ -79,6 +80,7 @@ class Event:
         event._attributes = attributes
         event._data = data
         event._headers = None
+        event._extra = None
         event._time_text = time_text
         return event
 
@@ -169,7 +171,7 @@ class Event:
                 f"{value.__class__.__name__} has no CloudEvent type: pass type=... "
                 "or decorate its class with @event_type"
             )
-        if subject is not None or extensions:
+        if subject is not None:
             return cls.create(
                 type=event_type,
                 source=source,
@@ -200,6 +202,10 @@ class Event:
         event._data = data
         event._time_text = time_text
         event._headers = template[0]  # shared, never mutated: to_binary copies it
+        event._extra = None
+        if extensions:
+            event._extra = _extension_headers(extensions)  # validates them
+            attributes.update(extensions)
         return event
 
     def data_as(self, target: type[T]) -> T:
@@ -285,6 +291,35 @@ class Event:
 # encoded once, and their attributes. Event.of copies both and adds the id and time.
 Template = tuple[dict[str, str], dict[str, Any]]
 _templates: dict[tuple[str, str, str, str | None], Template] = {}
+
+
+_extension_names: set[str] = set()  # names already checked
+
+
+def _extension_headers(extensions: Mapping[str, ExtensionValue]) -> dict[str, str]:
+    """Binary-mode headers of extension attributes (plus plain trace headers), validated."""
+    from eventmicro._headervalues import encode_header_value  # it imports this module
+
+    headers: dict[str, str] = {}
+    for name, value in extensions.items():
+        if name not in _extension_names:
+            if name in CORE_ATTRIBUTES:
+                raise InvalidAttribute(name, "is a core attribute, not an extension")
+            check_attribute_name(name)
+            if len(name) > 20:
+                from eventmicro._wire import _warn_long_name  # it imports this module
+
+                _warn_long_name(name, stacklevel=4)
+            elif len(_extension_names) < 4096:
+                _extension_names.add(name)
+        check_extension_value(name, value)
+        headers["ce-" + name] = encode_header_value(name, value)
+    traceparent = headers.get("ce-traceparent")
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+        if "ce-tracestate" in headers:
+            headers["tracestate"] = headers["ce-tracestate"]
+    return headers
 
 
 def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> Template:

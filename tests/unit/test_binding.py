@@ -476,3 +476,28 @@ def test_non_ascii_header_names_are_rejected() -> None:
     headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-\u212aind": "x"}
     with pytest.raises(InvalidAttribute, match="ASCII"):
         binary(headers)
+
+
+def test_event_of_with_extensions_matches_the_general_encoder() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    fast = Event.of(
+        orders.OrderAccepted(order_id="x"), source="/s", extensions={"traceparent": parent, "n": 3}
+    )
+    general = Event(fast.get_attributes(), fast.get_data())
+    assert binding.to_binary(fast, None) == binding.to_binary(general, None)
+    assert binding.to_binary(fast, None).headers["traceparent"] == parent
+    with pytest.warns(CloudEventsWarning):
+        Event.of(b"x", source="/s", type="t", extensions={"averyveryverylongname1": "x"})
+    with pytest.raises(InvalidAttribute):
+        Event.of(b"x", source="/s", type="t", extensions={"Bad": "x"})
+
+
+def test_the_fast_path_keeps_subject_and_extensions() -> None:
+    for _ in range(2):  # the first message teaches the decoder the extension's name
+        event = Event.of(
+            orders.OrderPlaced(order_id="o"), source="/s", subject="o-1", extensions={"tenant": "t1"}
+        )
+        back = binding.from_nats(binding.to_binary(event, None), None)
+        assert back.get_subject() == "o-1"
+        assert back.get_extension("tenant") == "t1"
+        assert back == Event(event.get_attributes(), event.get_data())

@@ -1,0 +1,57 @@
+"""A responder process for the queue-group benchmark: ``python bench/responder.py MODE URL``.
+
+MODE ``raw`` answers ``bench.raw`` with plain nats-py in queue group ``q``; MODE ``eventmicro``
+serves ``bench.work`` as an eventmicro service. Both run until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import nats
+from nats.aio.msg import Msg
+
+from eventmicro import ConnectOptions, Service
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+svc = Service("bench", version="1.0.0")
+
+
+@svc.rpc
+async def work(req: orders.PlaceOrder) -> orders.OrderAccepted:
+    return orders.OrderAccepted(order_id=req.customer_id, total_cents=len(req.items))
+
+
+async def raw(url: str) -> int:
+    nc = await nats.connect(url)
+
+    async def answer(msg: Msg) -> None:
+        request = orders.PlaceOrder.FromString(msg.data)
+        await nc.publish(
+            msg.reply,
+            orders.OrderAccepted(
+                order_id=request.customer_id, total_cents=len(request.items)
+            ).SerializeToString(),
+        )
+
+    await nc.subscribe("bench.raw", queue="q", cb=answer)
+    await nc._flush_pending(force_flush=True)  # the SUB is out before the PING (see eventmicro._adapter)
+    await nc.flush()
+    await nc.publish("bench.ready", b"raw")
+    await nc.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await nc.drain()
+    return 0
+
+
+if __name__ == "__main__":
+    mode, address = sys.argv[1], sys.argv[2]
+    if mode == "raw":
+        sys.exit(asyncio.run(raw(address)))
+    sys.exit(svc.run(options=ConnectOptions.from_env(address, environ={})))
