@@ -55,14 +55,10 @@ class Context:
         type: str | None = None,  # noqa: A002 - the CloudEvents attribute is called "type"
         extensions: Mapping[str, ExtensionValue] | None = None,
     ) -> Event:
-        """Publish an event from this service, in this invocation's trace."""
+        """Publish an event from this service instance (source ``/<service>/<instance>``), in
+        this invocation's trace."""
         return await self._client.publish(
-            message,
-            subject=subject,
-            type=type,
-            source=self.service.source,
-            trace=self.trace,
-            extensions=extensions,
+            message, subject=subject, type=type, trace=self.trace, extensions=extensions
         )
 
     async def call(

@@ -82,12 +82,16 @@ class Running:
         for hook in self.service.on_start:
             await hook()
         await self._group.__aenter__()
-        for spec in self.service.handlers:
-            subscription = await self.connection.subscribe(
-                spec.subject, self._dispatcher(spec), queue=spec.queue
-            )
-            self._intake.append(subscription)
-        self._discovery = await DiscoveryResponder(self).subscribe()
+        try:
+            for spec in self.service.handlers:
+                subscription = await self.connection.subscribe(
+                    spec.subject, self._dispatcher(spec), queue=spec.queue
+                )
+                self._intake.append(subscription)
+            self._discovery = await DiscoveryResponder(self).subscribe()
+        except BaseException:
+            await self.stop()  # undo what was started: no half-serving instance
+            raise
         log.info("service %s %s instance %s started", self.service.name, self.service.version, self.id)
 
     async def stop(self) -> None:

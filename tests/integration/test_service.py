@@ -587,3 +587,17 @@ async def test_plain_nats_py_discovers_and_calls_an_eventmicro_service(nats_serv
     finally:
         await foreign.close()
         await conn.close()
+
+
+async def test_events_from_a_handler_name_the_service_instance(conn: Connection) -> None:
+    svc = Service("source", version="1.0.0")
+    published: list[Event] = []
+
+    @svc.rpc
+    async def act(req: Sum, ctx: Context) -> Total:
+        published.append(await ctx.publish(NoteAdded(text="x")))
+        return Total(0)
+
+    async with svc.serving(conn) as running:
+        await Client(conn).call("source.act", Sum([]), returns=Total)
+    assert published[0].get_source() == f"/source/{running.id}"
