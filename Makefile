@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+JS_DEPS := tests/interop/js/node_modules/.package-lock.json
 
 .PHONY: demo test lint typecheck unit schemas schemas-check bench clean
 
@@ -12,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# the NATS JavaScript client, for the interop tests (npm is on the project's machines)
+$(JS_DEPS): tests/interop/js/package-lock.json
+	cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error
 
 demo: $(STAMP)
 	$(BIN)/eventmicro demo
@@ -25,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(JS_DEPS)
 	$(BIN)/pytest
 
 schemas: $(STAMP)
@@ -38,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/js/node_modules
