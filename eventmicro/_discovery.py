@@ -86,6 +86,9 @@ class DiscoveryResponder:
         )
         if subscribed:
             metadata["eventmicro.subscribes"] = ",".join(subscribed)
+        published = sorted({_label(cls) for cls in self.running.service.publishes})
+        if published:
+            metadata["eventmicro.publishes"] = ",".join(published)
         return metadata
 
     def ping(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class Service:
         description: str = "",
         metadata: Mapping[str, str] | None = None,
         middleware: Sequence[Middleware] = (),
+        publishes: Sequence[type] = (),
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -73,6 +74,10 @@ class Service:
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         self.middleware: list[Middleware] = list(middleware)
+        self.publishes: list[type] = list(publishes)  # event types, listed in $SRV.INFO metadata
+        for cls in self.publishes:
+            if not type_name_of(cls):
+                raise ConfigurationError(f"publishes: {cls.__name__} has no CloudEvent type")
         self.source = f"/{name}"
 
     # --- decorators -------------------------------------------------------------------------

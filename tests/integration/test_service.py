@@ -127,7 +127,13 @@ def test_decorators_check_the_handler_when_they_run() -> None:
 
 
 def shop() -> Service:
-    svc = Service("orders", version="1.2.0", description="Takes orders", metadata={"team": "shop"})
+    svc = Service(
+        "orders",
+        version="1.2.0",
+        description="Takes orders",
+        metadata={"team": "shop"},
+        publishes=[orders.OrderPlaced],
+    )
     calls: list[str] = []
 
     @svc.rpc
@@ -382,6 +388,10 @@ async def test_wildcard_subscribers_dispatch_by_type_and_survive_unknown_types(c
         await client.publish({"x": 1}, type="shop.unknown.v1.Thing")
         await client.publish(NoteAdded(text="hi"))
         await eventually(lambda: len(seen) >= 2 and running.event_stats["record"].num_errors >= 1)
+        info = (await discover(conn, "INFO", "audit", window=0.2))[0]
+        assert (
+            info["metadata"]["eventmicro.subscribes"] == "shop.notes.v1.NoteAdded,shop.orders.v1.OrderPlaced"
+        )
     assert seen == [orders.OrderPlaced(order_id="o-9"), NoteAdded(text="hi")]
     assert "shop.unknown.v1.Thing" in running.event_stats["record"].last_error
 
@@ -404,6 +414,8 @@ async def test_srv_ping_info_stats_follow_adr_32(conn: Connection) -> None:
             assert {"name", "id", "version", "metadata"} <= ping.keys()
         info = json.loads((await conn.request("$SRV.INFO.orders", b"", timeout=5)).data)
         assert info["type"] == "io.nats.micro.v1.info_response"
+        assert info["metadata"]["eventmicro.publishes"] == "shop.orders.v1.OrderPlaced"
+        assert info["metadata"]["team"] == "shop"
         assert info["description"] == "Takes orders"
         place = next(e for e in info["endpoints"] if e["name"] == "place")
         assert place["subject"] == "orders.place"
