@@ -42,6 +42,7 @@ TIMEOUT_EXTENSION: Final = "timeoutms"  # the caller's remaining budget, in mill
 CORRELATION_EXTENSION: Final = "correlationid"
 DEFAULT_TIMEOUT: Final = 5.0
 MAX_ATTEMPTS: Final = 4
+MAX_BUDGET_MS: Final = 2**31 - 1  # the budget extension is a CloudEvents Integer (32 bits)
 
 
 class Trace:
@@ -104,7 +105,9 @@ class Client:
         `NoResponders` when nobody serves ``name``, or `Timeout`.
         """
         now = time.monotonic()
-        deadline = now + (timeout if timeout is not None else DEFAULT_TIMEOUT)
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        deadline = now + min(timeout if timeout is not None else DEFAULT_TIMEOUT, MAX_BUDGET_MS / 1000)
         if trace is not None and trace.deadline is not None:
             deadline = min(deadline, trace.deadline)
         if deadline <= now:
@@ -120,9 +123,11 @@ class Client:
             if time.monotonic() >= deadline - 0.01:
                 raise
             log.debug("call %s attempt 1 failed (%s); retrying", name, first)
+        backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(MAX_ATTEMPTS - 1),
-            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+            # never sleep past the deadline
+            wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic() - 0.005)),
             retry=retry_if_exception(
                 lambda e: isinstance(e, retry_on) and time.monotonic() < deadline - 0.01
             ),
@@ -148,11 +153,11 @@ class Client:
     ) -> T:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise Timeout(name, 0.0)
+            raise Timeout(name, 0.0)  # only reached when no earlier attempt had an error to show
         if attempt_timeout is not None:
             remaining = min(remaining, attempt_timeout)
         extensions: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
-        extensions[TIMEOUT_EXTENSION] = max(1, int(remaining * 1000))
+        extensions[TIMEOUT_EXTENSION] = max(1, min(MAX_BUDGET_MS, int(remaining * 1000)))
         event = Event.of(request, source=self.source, type=python_type_name(request), extensions=extensions)
         wire = binding.to_binary(event, None)
         reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)

@@ -211,7 +211,10 @@ def _convert_dataclass(value: Any, target: type, path: str) -> Any:
             kwargs[field.name] = _convert(value[field.name], hints[field.name], _join(path, field.name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise PayloadDecodeError(target.__name__, f"missing field '{_join(path, field.name)}'")
-    return target(**kwargs)
+    try:
+        return target(**kwargs)
+    except Exception as exc:  # the class's own checks: their text stays on this side
+        raise PayloadDecodeError(target.__name__, f"{path or '<root>'}: the values were refused") from exc
 
 
 def describe(target: Any) -> str:

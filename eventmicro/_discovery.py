@@ -133,8 +133,7 @@ class DiscoveryResponder:
             name: {"received": c.num_requests, "errors": c.num_errors, "last_error": c.last_error}
             for name, c in self.running.event_stats.items()
         }
-        if events:
-            response["data"] = {"events": events}
+        response["data"] = {"events": events}  # nats-py's ServiceStats.from_dict needs the key
         return response
 
     def _endpoints(self) -> list[HandlerSpec]:

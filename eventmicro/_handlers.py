@@ -7,6 +7,7 @@ annotations; an event handler may take a union of types and is dispatched by Clo
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import types
@@ -14,6 +15,8 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from google.protobuf.message import Message
 
 from eventmicro._codecs import type_name_of
 from eventmicro._errors import ConfigurationError
@@ -44,6 +47,14 @@ class HandlerSpec:
     queue: str | None
     concurrency: int
     idempotent: bool = False
+
+    @property
+    def allows_none(self) -> bool:
+        """Whether the handler may return ``None`` (``-> None`` or an optional reply type)."""
+        reply = self.reply_type
+        if reply is None or reply is type(None):
+            return True
+        return type(None) in typing.get_args(reply)
 
     @property
     def type_names(self) -> dict[str, type]:
@@ -91,10 +102,34 @@ def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, .
     reply = hints["return"]
     if kind is HandlerKind.EVENT and reply not in (None, type(None)):
         raise ConfigurationError(f"event handler {label} must return None")
+    if kind is HandlerKind.RPC:
+        for member in _types_of(reply, label):
+            if member is not type(None) and not _encodable(member):
+                raise ConfigurationError(
+                    f"RPC handler {label}: replies of type {getattr(member, '__name__', member)} cannot "
+                    "be encoded (use a protobuf message, a dataclass, a pydantic model, dict, list, "
+                    "bytes or str)"
+                )
     return message_types, reply, len(positional) == 2
 
 
+def _encodable(cls: Any) -> bool:
+    if not isinstance(cls, type):
+        return typing.get_origin(cls) in (dict, list)
+    if issubclass(cls, Message) or dataclasses.is_dataclass(cls):
+        return True
+    if issubclass(cls, (dict, list, bytes, str)):
+        return True
+    try:
+        import pydantic
+    except ImportError:  # pragma: no cover - only without pydantic
+        return False
+    return issubclass(cls, pydantic.BaseModel)
+
+
 def _types_of(annotation: Any, label: str) -> tuple[type, ...]:
+    if annotation is None:
+        return (type(None),)
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
         members = typing.get_args(annotation)

@@ -20,6 +20,7 @@ from eventmicro._errors import ConfigurationError
 
 __all__ = [
     "EVENT_PREFIX",
+    "check_handler_name",
     "check_service_name",
     "check_subject",
     "check_version",
@@ -42,6 +43,13 @@ def check_service_name(name: str) -> str:
     """Return ``name`` if ADR-32 allows it; raise `ConfigurationError` otherwise."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigurationError(f"service name {name!r} may use only letters, digits, '-' and '_' (ADR-32)")
+    return name
+
+
+def check_handler_name(name: str) -> str:
+    """Return an endpoint or handler name usable in subjects and queue groups."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(f"handler name {name!r} may use only letters, digits, '-' and '_'")
     return name
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection, Message, Subscription
@@ -26,11 +26,12 @@ from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client,
 from eventmicro._codecs import TypeRegistry, python_type_name
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
-from eventmicro._errors import EventMicroError, NoResponders
+from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
 from eventmicro._middleware import Invoke, compose
 from eventmicro._service_errors import (
+    ERROR_HEADER,
     BadRequest,
     DeadlineExceeded,
     InternalError,
@@ -75,7 +76,10 @@ class Running:
         self._intake: list[Subscription] = []
         self._discovery: list[Subscription] = []
         self._group = asyncio.TaskGroup()
-        self._registries = {spec.name: TypeRegistry(spec.type_names.values()) for spec in service.handlers}
+        self._registries = {
+            (spec.kind, spec.name): TypeRegistry(spec.type_names.values()) for spec in service.handlers
+        }
+        self._stopped = False
 
     async def start(self) -> None:
         """Run start hooks, then subscribe every handler and the ``$SRV`` verbs."""
@@ -95,16 +99,31 @@ class Running:
         log.info("service %s %s instance %s started", self.service.name, self.service.version, self.id)
 
     async def stop(self) -> None:
-        """Stop intake, let in-flight handlers finish (bounded), stop discovery, run stop hooks."""
-        for subscription in self._intake:
-            with contextlib.suppress(EventMicroError):
-                await subscription.drain()
+        """Stop intake, let in-flight handlers finish, stop discovery, flush, run stop hooks.
+
+        Draining and in-flight work together are bounded by ``drain_timeout``; what is still
+        running then is cancelled. Idempotent.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = asyncio.get_running_loop().time() + self.drain_timeout
         try:
-            async with asyncio.timeout(self.drain_timeout):
+            async with asyncio.timeout_at(deadline):
+                for subscription in self._intake:
+                    with contextlib.suppress(EventMicroError):
+                        await subscription.drain()
+        except TimeoutError:
+            for subscription in self._intake:
+                with contextlib.suppress(EventMicroError):
+                    await subscription.unsubscribe()
+        try:
+            # past the deadline the task group cancels what still runs, and waits for it
+            async with asyncio.timeout_at(max(deadline, asyncio.get_running_loop().time())):
                 await self._group.__aexit__(None, None, None)
         except TimeoutError:
             log.warning(
-                "service %s: in-flight handlers did not finish in %ss", self.service.name, self.drain_timeout
+                "service %s: in-flight work did not finish in %ss", self.service.name, self.drain_timeout
             )
         for subscription in self._discovery:
             with contextlib.suppress(EventMicroError):
@@ -124,44 +143,89 @@ class Running:
 
         async def on_message(msg: Message) -> None:
             received = time.monotonic()
-            await limit.acquire()  # back-pressure: the subscription waits while the limit is reached
-            self._group.create_task(_release_after(limit, serve(spec, invoke, msg, received)))
+            if self.accepting():
+                await limit.acquire()  # back-pressure: the subscription waits at the limit
+                if self.accepting():  # stop() may have begun while this waited
+                    work = serve(spec, invoke, msg, received)
+                    self._group.create_task(_release_after(limit, work))
+                    return
+                limit.release()
+            await self._refuse(spec, msg)  # stopping: not run, so safe to retry elsewhere
 
         return on_message
 
+    def accepting(self) -> bool:
+        """True until `stop` begins."""
+        return not self._stopped
+
+    async def _refuse(self, spec: HandlerSpec, msg: Message) -> None:
+        """Answer a request that arrived while stopping with 503; an event is only logged."""
+        if spec.kind is HandlerKind.EVENT or not msg.reply:
+            log.warning("service %s stopping: message on %s not handled", self.service.name, msg.subject)
+            return
+        refusal = self._error_bytes(ServiceUnavailable("the instance is stopping"))
+        with contextlib.suppress(EventMicroError):
+            await self.connection.publish(msg.reply, refusal.data, headers=refusal.headers)
+
     async def _serve_rpc(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+        """The error boundary of an RPC: exactly one reply (when there is a reply subject)."""
         stats = self.stats[spec.name]
         stats.num_requests += 1
         started = time.perf_counter_ns()
         try:
             reply = await self._answer(spec, invoke, msg, received)
         except ServiceError as error:
-            stats.num_errors += 1
-            stats.last_error = f"{error.instance_code}:{error.detail}"
-            headers, body = error_reply(error)
-            reply = binding.NATSMessage(headers, body)
+            reply = self._error(stats, error)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise  # stop() ran out of time: no reply, the caller times out
+            log.error("service %s: handler %s raised CancelledError", self.service.name, spec.name)
+            reply = self._error(stats, InternalError())
+        except Exception:  # anything the boundary did not expect: logged, answered 500
+            log.exception("service %s: request for %s failed", self.service.name, spec.name)
+            reply = self._error(stats, InternalError())
         stats.processing_time += time.perf_counter_ns() - started
         if not msg.reply:
             return
         try:
             await self.connection.publish(msg.reply, reply.data, headers=reply.headers or None)
+        except PayloadTooLarge:
+            log.error(
+                "service %s: the reply of %s is over the server's max_payload", self.service.name, spec.name
+            )
+            if not reply.headers or ERROR_HEADER not in reply.headers:
+                stats.num_errors += 1  # an error reply was counted when it was made
+            stats.last_error = "500:reply too large"
+            fallback = self._error_bytes(InternalError("the reply is too large"))
+            with contextlib.suppress(EventMicroError):
+                await self.connection.publish(msg.reply, fallback.data, headers=fallback.headers)
         except EventMicroError as exc:
-            stats.num_errors += 1
-            stats.last_error = f"500:{exc.message}"
             log.error(
                 "service %s: reply of %s could not be sent: %s", self.service.name, spec.name, exc.message
             )
+
+    def _error(self, stats: EndpointStats, error: ServiceError) -> binding.NATSMessage:
+        stats.num_errors += 1
+        stats.last_error = f"{error.instance_code}:{error.detail}"
+        return self._error_bytes(error)
+
+    @staticmethod
+    def _error_bytes(error: ServiceError) -> binding.NATSMessage:
+        headers, body = error_reply(error)
+        return binding.NATSMessage(headers, body)
 
     async def _answer(
         self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
     ) -> binding.NATSMessage:
         """The reply to one request, or a `ServiceError` raised for the error reply."""
+        expected = _type_label(spec.message_types[0])
         try:
             event = binding.from_nats(msg, None)
             request: Any = event.data_as(spec.message_types[0])
-        except EventMicroError as exc:
-            expected = _type_label(spec.message_types[0])
+        except EventMicroError as exc:  # our decoders' messages name only what is wrong
             raise BadRequest(f"the request is not a valid {expected}: {exc.message}") from exc
+        except Exception as exc:  # e.g. the request class's own validation: no text crosses
+            raise BadRequest(f"the request is not a valid {expected}") from exc
         trace = _trace(event, received)
         if trace.deadline is not None and trace.deadline <= time.monotonic():
             raise DeadlineExceeded("the caller's deadline passed before the request was handled")
@@ -173,51 +237,43 @@ class Running:
             raise DeadlineExceeded("the handler did not finish before the caller's deadline") from exc
         except ServiceError:
             raise
-        except NoResponders as exc:  # a service this one calls is not there
-            raise ServiceUnavailable("a service this one depends on is unavailable") from exc
+        except NoResponders as exc:  # a service this one calls is not there; this one may have
+            # done part of its work, so this is not the retryable 503
+            raise ServiceError("a service this one depends on is unavailable", code=502) from exc
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             log.exception("service %s: handler %s failed", self.service.name, spec.name)
             raise InternalError() from exc
         if result is None:
-            if spec.reply_type not in (None, type(None)):
-                log.error(
-                    "service %s: handler %s returned None, declared %s",
-                    self.service.name,
-                    spec.name,
-                    spec.reply_type,
-                )
+            if not spec.allows_none:
+                log.error("service %s: handler %s returned None", self.service.name, spec.name)
                 raise InternalError()
             return binding.NATSMessage({}, b"")
-        if isinstance(spec.reply_type, type) and not isinstance(result, spec.reply_type):
-            log.error(
-                "service %s: handler %s returned %s, declared %s",
-                self.service.name, spec.name, type(result).__name__, spec.reply_type.__name__,
-            )  # fmt: skip
-            raise InternalError()
         try:
             extensions = {CORRELATION_EXTENSION: trace.correlation_id} if trace.correlation_id else None
             reply = Event.of(
                 result, source=self.client.source, type=python_type_name(result), extensions=extensions
             )
             return binding.to_binary(reply, None)
-        except EventMicroError as exc:
-            log.error(
-                "service %s: reply of %s could not be encoded: %s", self.service.name, spec.name, exc.message
-            )
+        except (EventMicroError, ValueError, TypeError, RecursionError) as exc:
+            log.error("service %s: the reply of %s could not be encoded (%s)", self.service.name, spec.name,
+                      type(exc).__name__)  # fmt: skip
             raise InternalError() from exc
 
     async def _serve_event(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+        """The error boundary of an event: handled, or logged and counted; never raised."""
         stats = self.event_stats[spec.name]
         stats.num_requests += 1
         started = time.perf_counter_ns()
         try:
-            event = binding.from_nats(msg, None)
-            if len(spec.message_types) == 1 and "*" not in spec.subject and ">" not in spec.subject:
-                value: Any = event.data_as(spec.message_types[0])
-            else:
-                value = self._registries[spec.name].decode(
-                    event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
-                )
+            await self._handle_event(spec, invoke, msg, received)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            stats.num_errors += 1
+            stats.last_error = "500:CancelledError"
+            log.error("service %s: event handler %s raised CancelledError", self.service.name, spec.name)
         except EventMicroError as exc:
             stats.num_errors += 1
             stats.last_error = f"{exc.code}:{exc.message}"
@@ -228,18 +284,25 @@ class Running:
                 spec.name,
                 exc.message,
             )
-            return
-        ctx = Context(self.service, spec.name, event, self.client, _trace(event, received))
-        try:
-            await invoke(value, ctx)
-        except Exception as exc:  # the handler's failure is logged; the service keeps serving
+        except Exception as exc:  # the handler's (or a bad event's) failure: logged, service keeps serving
             stats.num_errors += 1
             stats.last_error = f"{getattr(exc, 'code', 500)}:{type(exc).__name__}"
             log.exception(
-                "service %s: event handler %s failed on %s", self.service.name, spec.name, event.get_id()
+                "service %s: event handler %s failed on %s", self.service.name, spec.name, msg.subject
             )
         finally:
             stats.processing_time += time.perf_counter_ns() - started
+
+    async def _handle_event(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+        event = binding.from_nats(msg, None)
+        if len(spec.message_types) == 1:
+            value: Any = event.data_as(spec.message_types[0])
+        else:
+            value = self._registries[spec.kind, spec.name].decode(
+                event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
+            )
+        ctx = Context(self.service, spec.name, event, self.client, _trace(event, received))
+        await invoke(value, ctx)
 
 
 def _plain(spec: HandlerSpec) -> Invoke:
@@ -260,14 +323,19 @@ async def _release_after(limit: asyncio.Semaphore, work: Awaitable[None]) -> Non
         limit.release()
 
 
+_MAX_BUDGET: Final = 2**31 - 1  # ms: the largest budget a caller can send (a 32-bit integer)
+
+
 def _trace(event: Event, received: float) -> Trace:
     budget = event.get_extension(TIMEOUT_EXTENSION)
     deadline = None
     if budget is not None:
         try:
-            deadline = received + int(budget) / 1000
+            milliseconds = int(str(budget))
         except ValueError:
-            deadline = None
+            milliseconds = -1  # unreadable: treated as no deadline
+        if 0 <= milliseconds <= _MAX_BUDGET:
+            deadline = received + milliseconds / 1000
     correlation = event.get_extension(CORRELATION_EXTENSION)
     return Trace(
         correlation_id=str(correlation) if correlation else event.get_id(),
@@ -275,6 +343,11 @@ def _trace(event: Event, received: float) -> Trace:
         tracestate=_text(event.get_extension("tracestate")),
         deadline=deadline,
     )
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _text(value: object) -> str | None:

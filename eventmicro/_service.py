@@ -35,6 +35,7 @@ from eventmicro._errors import ConfigurationError
 from eventmicro._handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
 from eventmicro._middleware import Middleware
 from eventmicro._names import (
+    check_handler_name,
     check_service_name,
     check_subject,
     check_version,
@@ -70,6 +71,10 @@ class Service:
         self.metadata = dict(metadata or {})
         if any(key.startswith("_nats") for key in self.metadata):
             raise ConfigurationError("metadata keys starting with '_nats' are reserved (ADR-33)")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise ConfigurationError("service metadata maps strings to strings (ADR-32)")
+        if sum(len(k) + len(v) for k, v in self.metadata.items()) > 128 * 1024:
+            raise ConfigurationError("service metadata is limited to 128 KB (ADR-33)")
         self.handlers: list[HandlerSpec] = []
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
@@ -110,7 +115,7 @@ class Service:
 
         def register(fn: F) -> F:
             types_, reply, takes_ctx = inspect_handler(fn, HandlerKind.RPC)
-            endpoint = name or fn.__name__
+            endpoint = check_handler_name(name or fn.__name__)
             self._add(
                 HandlerSpec(
                     kind=HandlerKind.RPC,
@@ -157,7 +162,7 @@ class Service:
 
         def register(fn: F) -> F:
             types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)
-            handler = name or fn.__name__
+            handler = check_handler_name(name or fn.__name__)
             if subject is None:
                 if len(types_) != 1 or not type_name_of(types_[0]):
                     raise ConfigurationError(

@@ -184,4 +184,9 @@ def error_from_reply(headers: Mapping[str, str] | None, body: bytes) -> ServiceE
     error_id = document.get("id") if isinstance(document.get("id"), str) else None
     detail = str(document.get("detail") or detail or "")
     cls = _by_id.get(error_id or "") or _by_code.get(code) or ServiceError
-    return cls(detail, code=code, id=error_id)
+    try:
+        return cls(detail, code=code, id=error_id)
+    except TypeError:  # a domain error with its own constructor: fill the fields directly
+        error = cls.__new__(cls)
+        ServiceError.__init__(error, detail, code=code, id=error_id)
+        return error
