@@ -17,7 +17,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
 from eventmicro._adapter import Connection, Message, Subscription
-from eventmicro._codecs import TYPE_URL_PREFIX, type_name_of
+from eventmicro._codecs import TYPE_URL_PREFIX, python_type_name, type_name_of
 from eventmicro._handlers import HandlerKind, HandlerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,10 +143,9 @@ class DiscoveryResponder:
 def _label(cls: Any) -> str:
     if cls is None or cls is type(None):
         return "none"
-    name = type_name_of(cls)
-    if name:
-        return name
-    return f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', repr(cls))}"
+    if isinstance(cls, type):
+        return python_type_name(cls)
+    return repr(cls)  # an annotation such as dict[str, Any]
 
 
 def _names(spec: HandlerSpec) -> list[str]:

@@ -218,7 +218,7 @@ class Running:
         self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
     ) -> binding.NATSMessage:
         """The reply to one request, or a `ServiceError` raised for the error reply."""
-        expected = _type_label(spec.message_types[0])
+        expected = python_type_name(spec.message_types[0])
         try:
             event = binding.from_nats(msg, None)
             request: Any = event.data_as(spec.message_types[0])
@@ -352,9 +352,3 @@ def _being_cancelled() -> bool:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _type_label(cls: type) -> str:
-    from eventmicro._codecs import type_name_of
-
-    return type_name_of(cls) or cls.__name__

@@ -21,6 +21,7 @@ from eventmicro._attributes import (
     check_string,
 )
 from eventmicro._clock import format_time, parse_time
+from eventmicro._codecs import _no_constants
 from eventmicro._errors import (
     EnvelopeError,
     InvalidAttribute,
@@ -145,14 +146,10 @@ def _strict_json(text: str) -> Any:
 
     Raises ``ValueError`` (or ``RecursionError`` for absurd nesting).
     """
-    value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_members)
+    value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_members)
     if _SURROGATE_ESCAPE.search(text) is not None:
         _check_unicode(value)
     return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -12,10 +12,7 @@ from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.base import Format
 
-from eventmicro._attributes import (
-    REQUIRED_ATTRIBUTES,
-    SPECVERSION,
-)
+from eventmicro._attributes import _STRING_ATTRIBUTES, REQUIRED_ATTRIBUTES, SPECVERSION
 from eventmicro._codecs import is_json_media
 from eventmicro._errors import (
     EnvelopeError,
@@ -45,7 +42,6 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 # Values such as type, source and content types repeat in every event: remember their codings.
 _CACHE_LIMIT: Final = 4096
-_STRING_OPTIONAL: Final = ("datacontenttype", "dataschema", "subject")
 _MAX_NAME: Final = 20
 
 
@@ -109,7 +105,7 @@ def _check_required(attributes: dict[str, Any]) -> None:
 
 def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
     if factory is None:
-        for name in _STRING_OPTIONAL:
+        for name in _STRING_ATTRIBUTES:
             value = attributes.get(name)
             if value is not None and (value.__class__ is not str or not value):
                 raise InvalidAttribute(name, "must be a non-empty string")

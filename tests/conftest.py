@@ -1,3 +1,25 @@
 """Shared test configuration. The NATS fixtures come from eventmicro's own pytest plugin."""
 
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
 pytest_plugins = ("pytester",)
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms), failing after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - some conditions (counters) have no event to wait on
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(lambda: ...)``: wait for a condition that has no event of its own."""
+    return _eventually

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
@@ -59,11 +59,7 @@ class Total:
     total: int
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
-    """Wait until ``condition()`` holds (checked every 10 ms), failing after ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - some conditions (counters) have no event to wait on
-            await asyncio.sleep(0.01)
+Eventually = Callable[..., Awaitable[None]]  # the conftest fixture: wait for a condition
 
 
 async def open_connection(url: str) -> Connection:
@@ -157,7 +153,7 @@ def shop() -> Service:
 
 
 async def test_typed_rpc_round_trips_with_protobuf_and_json(
-    nats_server: NatsServer, conn: Connection
+    nats_server: NatsServer, conn: Connection, eventually: Eventually
 ) -> None:
     svc = shop()
     got: list[orders.OrderPlaced] = []
@@ -287,7 +283,9 @@ async def test_the_deadline_travels_into_nested_calls(conn: Connection) -> None:
     assert 0 < seen[0] <= 2
 
 
-async def test_a_request_whose_deadline_passed_while_queued_is_not_executed(conn: Connection) -> None:
+async def test_a_request_whose_deadline_passed_while_queued_is_not_executed(
+    conn: Connection, eventually: Eventually
+) -> None:
     svc = Service("queue", version="1.0.0")
     started: list[int] = []
     release = asyncio.Event()
@@ -345,7 +343,9 @@ async def test_concurrency_is_parallel_and_bounded(conn: Connection) -> None:
 # --- events ---------------------------------------------------------------------------------
 
 
-async def test_events_are_shared_by_instances_unless_broadcast(nats_server: NatsServer) -> None:
+async def test_events_are_shared_by_instances_unless_broadcast(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
     def make(log: list[str], label: str) -> Service:
         svc = Service("notes", version="1.0.0")
 
@@ -374,7 +374,9 @@ async def test_events_are_shared_by_instances_unless_broadcast(nats_server: Nats
     assert len([entry for entry in log if entry.startswith("broadcast")]) == 40  # every instance
 
 
-async def test_wildcard_subscribers_dispatch_by_type_and_survive_unknown_types(conn: Connection) -> None:
+async def test_wildcard_subscribers_dispatch_by_type_and_survive_unknown_types(
+    conn: Connection, eventually: Eventually
+) -> None:
     svc = Service("audit", version="1.0.0")
     seen: list[object] = []
 
