@@ -1,7 +1,8 @@
 """A responder process for the queue-group benchmark: ``python bench/responder.py MODE URL``.
 
 MODE ``raw`` answers ``bench.raw`` with plain nats-py in queue group ``q``; MODE ``eventmicro``
-serves ``bench.work`` as an eventmicro service. Both run until SIGTERM.
+serves ``bench.work`` as an eventmicro service; MODE ``eventmicro-5ms`` serves ``benchslow.work``,
+a handler that awaits 5 ms. All run until SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ svc = Service("bench", version="1.0.0")
 
 @svc.rpc
 async def work(req: orders.PlaceOrder) -> orders.OrderAccepted:
+    return orders.OrderAccepted(order_id=req.customer_id, total_cents=len(req.items))
+
+
+slow = Service("benchslow", version="1.0.0")
+
+
+@slow.rpc(name="work")
+async def slow_work(req: orders.PlaceOrder) -> orders.OrderAccepted:
+    await asyncio.sleep(0.005)  # an I/O-bound handler
     return orders.OrderAccepted(order_id=req.customer_id, total_cents=len(req.items))
 
 
@@ -54,4 +64,5 @@ if __name__ == "__main__":
     mode, address = sys.argv[1], sys.argv[2]
     if mode == "raw":
         sys.exit(asyncio.run(raw(address)))
-    sys.exit(svc.run(options=ConnectOptions.from_env(address, environ={})))
+    service = slow if mode == "eventmicro-5ms" else svc
+    sys.exit(service.run(options=ConnectOptions.from_env(address, environ={})))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
 import logging
 import math
 import re
@@ -119,6 +120,56 @@ class _Client(_NatsClient):
     """
 
     _names: ClassVar[dict[str, bytes]] = {}  # header name -> b"Name: ", validated once
+    _tokens: itertools.count[int] = itertools.count(1)
+
+    async def _request_new_style(
+        self, subject: str, payload: bytes, timeout: float = 1, headers: dict[str, Any] | None = None
+    ) -> _NatsMsg:
+        """nats-py's request over the shared response subscription, without `asyncio.wait_for`.
+
+        The same protocol (one ``_INBOX.<nuid>.*`` subscription, a token per request); the
+        reply future is awaited directly with one timer, and tokens come from a counter (they
+        only need to be unique within this connection's response prefix).
+        """
+        if self.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        if not self._resp_sub_prefix:
+            await self._init_request_sub()
+        prefix = self._resp_sub_prefix
+        if prefix is None:  # pragma: no cover - set by _init_request_sub
+            raise nats.errors.ConnectionClosedError
+        token = f"{next(self._tokens):x}"
+        future: asyncio.Future[_NatsMsg] = asyncio.get_running_loop().create_future()
+        self._resp_map[token] = future
+        try:
+            await self.publish(subject, payload, reply=prefix.decode() + token, headers=headers)
+            timer = future.get_loop().call_later(timeout, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
+        finally:
+            self._resp_map.pop(token, None)
+
+    _resp_sid: int = 0
+
+    async def _init_request_sub(self) -> None:
+        await super()._init_request_sub()
+        self._resp_sid = self._sid  # the response subscription was the newest one
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        """Replies resolve their request's future here, not through a subscription task."""
+        if sid != self._resp_sid or not sid:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        prefix = self._resp_sub_prefix
+        future = self._resp_map.get(subject[len(prefix) :].decode()) if prefix is not None else None
+        if future is None or future.done():
+            return  # a late reply: its caller gave up
+        message = self._build_message(sid, subject, reply, data, await self._process_headers(headers))
+        future.set_result(message)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -525,6 +576,11 @@ async def _round_trip(nc: _NatsClient, timeout: float) -> None:
     """
     await nc._flush_pending(force_flush=True)
     await nc.flush(timeout=math.ceil(timeout))
+
+
+def _expire(future: asyncio.Future[_NatsMsg]) -> None:
+    if not future.done():
+        future.set_exception(nats.errors.TimeoutError)
 
 
 def _is_refusal(error: BaseException) -> bool:

@@ -31,7 +31,13 @@ from eventmicro._codecs import decode_payload, python_type_name
 from eventmicro._errors import NoResponders, Timeout
 from eventmicro._event import Event
 from eventmicro._names import event_subject
-from eventmicro._service_errors import DeadlineExceeded, ServiceUnavailable, error_from_reply
+from eventmicro._service_errors import (
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    DeadlineExceeded,
+    ServiceUnavailable,
+    error_from_reply,
+)
 
 __all__ = ["TIMEOUT_EXTENSION", "Client", "Trace"]
 
@@ -161,10 +167,19 @@ class Client:
         event = Event.of(request, source=self.source, type=python_type_name(request), extensions=extensions)
         wire = binding.to_binary(event, None)
         reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)
-        error = error_from_reply(reply.headers, reply.data)
+        headers = reply.headers
+        if (  # the common case: a CloudEvent, and no error headers
+            headers is not None
+            and "ce-specversion" in headers
+            and ERROR_CODE_HEADER not in headers
+            and ERROR_HEADER not in headers
+            and returns is not type(None)
+        ):
+            return binding.from_binary(reply, None).data_as(returns)
+        error = error_from_reply(headers, reply.data)
         if error is not None:
             raise error
-        return _decode_reply(reply.headers, reply.data, returns)
+        return _decode_reply(headers, reply.data, returns)
 
     async def publish(
         self,

@@ -110,6 +110,28 @@ async def test_request_reply_round_trip_with_headers(nats_connection: Connection
     assert reply.headers == {"x-trace": "1"}
 
 
+async def test_concurrent_requests_get_their_own_replies_and_late_replies_are_dropped(
+    nats_connection: Connection,
+) -> None:
+    held: list[Message] = []
+
+    async def answer(msg: Message) -> None:
+        if msg.data == b"late":
+            held.append(msg)  # answered after its caller gave up
+            return
+        await asyncio.sleep(0.001 * (int(msg.data) % 7))  # replies come back out of order
+        await nats_connection.publish(msg.reply, msg.data + b"!")
+
+    await nats_connection.subscribe("mux.svc", answer)
+    with pytest.raises(Timeout):
+        await nats_connection.request("mux.svc", b"late", timeout=0.1)
+    replies = await asyncio.gather(*(nats_connection.request("mux.svc", str(i).encode(), timeout=10)
+                                     for i in range(200)))  # fmt: skip
+    assert [r.data for r in replies] == [f"{i}!".encode() for i in range(200)]
+    await nats_connection.publish(held[0].reply, b"too late")  # nobody waits for it any more
+    assert (await nats_connection.request("mux.svc", b"7", timeout=10)).data == b"7!"
+
+
 async def test_subscriptions_survive_a_server_restart(
     fresh_nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:

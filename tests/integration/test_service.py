@@ -283,6 +283,34 @@ async def test_the_deadline_travels_into_nested_calls(conn: Connection) -> None:
     assert 0 < seen[0] <= 2
 
 
+async def test_a_handler_running_past_the_callers_deadline_is_cancelled_and_counted(
+    conn: Connection, eventually: Eventually
+) -> None:
+    svc = Service("late", version="1.0.0")
+    cancelled: list[int] = []
+
+    @svc.rpc
+    async def slow(req: Sum) -> Total:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(1)  # its cleanup runs
+            raise
+        return Total(0)
+
+    @svc.rpc
+    async def quick(req: Sum) -> Total:
+        return Total(sum(req.numbers))
+
+    async with svc.serving(conn) as running:
+        client = Client(conn)
+        with pytest.raises((Timeout, DeadlineExceeded)):
+            await client.call("late.slow", Sum([]), returns=Total, timeout=0.3)
+        await eventually(lambda: cancelled == [1] and running.stats["slow"].num_errors == 1)
+        assert running.stats["slow"].last_error.startswith("504:")
+        assert await client.call("late.quick", Sum([2, 3]), returns=Total) == Total(5)
+
+
 async def test_a_request_whose_deadline_passed_while_queued_is_not_executed(
     conn: Connection, eventually: Eventually
 ) -> None:
