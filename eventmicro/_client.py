@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -28,6 +28,7 @@ from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
 from eventmicro._codecs import decode_payload, python_type_name
+from eventmicro._config import ConnectOptions
 from eventmicro._errors import NoResponders, Timeout
 from eventmicro._event import Event
 from eventmicro._names import event_subject
@@ -90,6 +91,29 @@ class Client:
     def __init__(self, connection: Connection, *, source: str = "/eventmicro/client") -> None:
         self.connection = connection
         self.source = source
+        self._owns_connection = False
+
+    @classmethod
+    def connect(
+        cls, servers: str | list[str] | None = None, *, source: str = "/eventmicro/client", **options: Any
+    ) -> Client:
+        """A client with its own connection (arguments, then the environment, as `eventmicro.connect`).
+
+        ``async with Client.connect() as client:`` opens the connection and closes (drains) it
+        on the way out.
+        """
+        client = cls(Connection(ConnectOptions.from_env(servers, **options)), source=source)
+        client._owns_connection = True
+        return client
+
+    async def __aenter__(self) -> Self:
+        if self._owns_connection:
+            await self.connection.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._owns_connection:
+            await self.connection.close()
 
     async def call(
         self,

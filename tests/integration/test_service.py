@@ -16,6 +16,8 @@ from eventmicro import (
     Client,
     ConfigurationError,
     Connection,
+    ConnectionClosed,
+    ConnectionState,
     ConnectOptions,
     Context,
     DeadlineExceeded,
@@ -643,3 +645,18 @@ async def test_events_from_a_handler_name_the_service_instance(conn: Connection)
     async with svc.serving(conn) as running:
         await Client(conn).call("source.act", Sum([]), returns=Total)
     assert published[0].get_source() == f"/source/{running.id}"
+
+
+async def test_a_client_can_own_its_connection(nats_server: NatsServer) -> None:
+    svc = Service("owned", version="1.0.0")
+
+    @svc.rpc
+    async def add(req: Sum) -> Total:
+        return Total(sum(req.numbers))
+
+    async with Connection(ConnectOptions.from_env(nats_server.url, environ={})) as conn, svc.serving(conn):
+        async with Client.connect(nats_server.url, environ={}) as client:
+            assert await client.call("owned.add", Sum([1, 2]), returns=Total) == Total(3)
+        assert client.connection.state is ConnectionState.CLOSED
+        with pytest.raises(ConnectionClosed):
+            await client.call("owned.add", Sum([1]), returns=Total)
