@@ -15,8 +15,10 @@ from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_pay
 from eventmicro._config import ConnectOptions, TLSOptions
 from eventmicro._context import Context
 from eventmicro._discovery import discover
+from eventmicro._durable import DeadLetter, DeadLetters
 from eventmicro._errors import (
     AuthorizationError,
+    BucketNotFound,
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
@@ -25,20 +27,24 @@ from eventmicro._errors import (
     EventMicroError,
     HeaderDecodeError,
     InvalidAttribute,
+    JetStreamError,
     MissingAttribute,
     NoResponders,
+    NotStored,
     PayloadDecodeError,
     PayloadEncodeError,
     PayloadError,
     PayloadTooLarge,
     ServerNotFound,
     ServerStartError,
+    StreamConflict,
     StructuredFormatError,
     Timeout,
     UnexpectedType,
     UnsupportedSpecVersion,
 )
 from eventmicro._event import Event
+from eventmicro._jetstream import Stored, Stream
 from eventmicro._middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro._server import NatsServer, find_server_binary
 from eventmicro._service import Service
@@ -47,11 +53,14 @@ from eventmicro._service_errors import (
     Conflict,
     DeadlineExceeded,
     InternalError,
+    InvalidKey,
     NotFound,
+    RevisionConflict,
     ServiceError,
     ServiceUnavailable,
     register_error,
 )
+from eventmicro._store import BucketConfig, Entry, Store, Watch
 
 try:
     __version__ = version("eventmicro")
@@ -72,6 +81,8 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 __all__ = [
     "AuthorizationError",
     "BadRequest",
+    "BucketConfig",
+    "BucketNotFound",
     "Client",
     "ConfigurationError",
     "Conflict",
@@ -82,13 +93,18 @@ __all__ = [
     "ConnectionState",
     "ContentTypeMismatch",
     "Context",
+    "DeadLetter",
+    "DeadLetters",
     "DeadlineExceeded",
+    "Entry",
     "EnvelopeError",
     "Event",
     "EventMicroError",
     "HeaderDecodeError",
     "InternalError",
     "InvalidAttribute",
+    "InvalidKey",
+    "JetStreamError",
     "Message",
     "Middleware",
     "MissingAttribute",
@@ -96,16 +112,22 @@ __all__ = [
     "NatsServer",
     "NoResponders",
     "NotFound",
+    "NotStored",
     "Payload",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
     "PayloadTooLarge",
+    "RevisionConflict",
     "ServerNotFound",
     "ServerStartError",
     "Service",
     "ServiceError",
     "ServiceUnavailable",
+    "Store",
+    "Stored",
+    "Stream",
+    "StreamConflict",
     "StructuredFormatError",
     "Subscription",
     "TLSOptions",
@@ -113,6 +135,7 @@ __all__ = [
     "TypeRegistry",
     "UnexpectedType",
     "UnsupportedSpecVersion",
+    "Watch",
     "__version__",
     "connect",
     "decode_payload",

@@ -11,9 +11,10 @@ Retry policy::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self, TypeVar
 
 from tenacity import (
@@ -24,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from eventmicro import _jetstream as jetstream
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
@@ -214,17 +216,80 @@ class Client:
         source: str | None = None,
         trace: Trace | None = None,
         extensions: Mapping[str, ExtensionValue] | None = None,
+        durable: bool = False,
+        timeout: float = 5.0,
     ) -> Event:
-        """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``)."""
+        """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``).
+
+        ``durable=True`` waits until a JetStream stream has stored it, retrying (deduplicated
+        by ``Nats-Msg-Id``, derived from the event's source and id) for up to ``timeout``
+        seconds; raises `NotStored` when no stream acknowledged it — never silently lost.
+        """
+        event = self._event(message, type=type, source=source, trace=trace, extensions=extensions)
+        wire = binding.to_binary(event, None)
+        topic = subject or event_subject(event.get_type())
+        if durable:
+            await jetstream.publish(
+                self.connection,
+                topic,
+                wire.data,
+                dict(wire.headers),
+                msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                timeout=timeout,
+            )
+        else:
+            await self.connection.publish(topic, wire.data, headers=wire.headers)
+        return event
+
+    async def publish_batch(
+        self,
+        messages: Sequence[object],
+        *,
+        subject: str | None = None,
+        trace: Trace | None = None,
+        window: int = 256,
+        timeout: float = 5.0,
+    ) -> list[Event]:
+        """Publish ``messages`` durably with up to ``window`` acknowledgements outstanding.
+
+        Each message is stored once (deduplicated like `publish`); returns the events in
+        order once every one is stored, or raises the first failure (`NotStored`, ...) after
+        the others have finished — publishing the same batch again is then safe.
+        """
+        events = [self._event(m, type=None, source=None, trace=trace, extensions=None) for m in messages]
+        limit = asyncio.Semaphore(window)
+
+        async def one(event: Event) -> None:
+            async with limit:
+                wire = binding.to_binary(event, None)
+                await jetstream.publish(
+                    self.connection,
+                    subject or event_subject(event.get_type()),
+                    wire.data,
+                    dict(wire.headers),
+                    msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                    timeout=timeout,
+                )
+
+        outcomes = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return events
+
+    def _event(
+        self,
+        message: object,
+        *,
+        type: str | None,  # noqa: A002
+        source: str | None,
+        trace: Trace | None,
+        extensions: Mapping[str, ExtensionValue] | None,
+    ) -> Event:
         merged: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
         if extensions:
             merged.update(extensions)
-        event = Event.of(message, source=source or self.source, type=type, extensions=merged or None)
-        wire = binding.to_binary(event, None)
-        await self.connection.publish(
-            subject or event_subject(event.get_type()), wire.data, headers=wire.headers
-        )
-        return event
+        return Event.of(message, source=source or self.source, type=type, extensions=merged or None)
 
 
 def _decode_reply(headers: Mapping[str, str] | None, data: bytes, returns: type[T]) -> T:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 from eventmicro._attributes import ExtensionValue
 from eventmicro._client import Client, Trace
 from eventmicro._event import Event
+from eventmicro._store import Store, Stores
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._service import Service
@@ -23,14 +24,24 @@ class Context:
     trace context and (for calls) what is left of this handler's deadline.
     """
 
-    __slots__ = ("_client", "event", "handler", "service", "trace")
+    __slots__ = ("_client", "_stores", "event", "handler", "service", "trace")
 
-    def __init__(self, service: Service, handler: str, event: Event, client: Client, trace: Trace) -> None:
+    def __init__(
+        self,
+        service: Service,
+        handler: str,
+        event: Event,
+        client: Client,
+        trace: Trace,
+        *,
+        stores: Stores | None = None,
+    ) -> None:
         self.service = service
         self.handler = handler
         self.event = event
         self._client = client
         self.trace = trace
+        self._stores = stores  # the service instance's; made here (per invocation) when not given
 
     @property
     def deadline(self) -> float | None:
@@ -54,11 +65,12 @@ class Context:
         subject: str | None = None,
         type: str | None = None,  # noqa: A002 - the CloudEvents attribute is called "type"
         extensions: Mapping[str, ExtensionValue] | None = None,
+        durable: bool = False,
     ) -> Event:
         """Publish an event from this service instance (source ``/<service>/<instance>``), in
-        this invocation's trace."""
+        this invocation's trace; ``durable=True`` waits until a stream has stored it."""
         return await self._client.publish(
-            message, subject=subject, type=type, trace=self.trace, extensions=extensions
+            message, subject=subject, type=type, trace=self.trace, extensions=extensions, durable=durable
         )
 
     async def call(
@@ -74,3 +86,18 @@ class Context:
         return await self._client.call(
             name, request, returns=returns, timeout=timeout, idempotent=idempotent, trace=self.trace
         )
+
+    async def store(self, bucket: str, value_type: type[T]) -> Store[T]:
+        """The key-value store ``bucket`` holding ``value_type`` values, opened once per
+        service instance; the bucket is created with default settings if it does not exist.
+
+        ::
+
+            carts = await ctx.store("carts", Cart)
+            entry = await carts.get(req.customer_id)
+
+        Raises `ConfigurationError` for an invalid bucket name or an unsupported value type.
+        """
+        if self._stores is None:
+            self._stores = Stores(self._client.connection)
+        return await self._stores.open(bucket, value_type)

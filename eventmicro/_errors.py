@@ -22,7 +22,11 @@
     │   └── PayloadEncodeError                 a value no codec can encode
     ├── PayloadTooLarge (ValueError)           headers + body exceed the server's max_payload  code 413
     ├── NoResponders                           nobody listens on the subject             code 503
-    └── Timeout (TimeoutError)                 no answer before the deadline             code 504
+    ├── Timeout (TimeoutError)                 no answer before the deadline             code 504
+    └── JetStreamError                         a JetStream API error (err_code kept)      code 500
+        ├── StreamConflict (ValueError)        a declared stream differs from the server's one  409
+        ├── NotStored                          a durable publish was not acknowledged     code 503
+        └── BucketNotFound (LookupError)       no key-value bucket of that name           code 404
 
 Each error carries structured attributes (``attribute``, ``expected``, ``received``, ``size``,
 ``limit``, ...) and a class-level ``code`` that the RPC layer maps to a NATS service error code.
@@ -31,10 +35,12 @@ Errors from nats-py are translated once, in the adapter, with ``raise ... from e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 __all__ = [
     "AuthorizationError",
+    "BucketNotFound",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosed",
@@ -43,14 +49,17 @@ __all__ = [
     "EventMicroError",
     "HeaderDecodeError",
     "InvalidAttribute",
+    "JetStreamError",
     "MissingAttribute",
     "NoResponders",
+    "NotStored",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
     "PayloadTooLarge",
     "ServerNotFound",
     "ServerStartError",
+    "StreamConflict",
     "StructuredFormatError",
     "Timeout",
     "UnexpectedType",
@@ -227,3 +236,56 @@ class Timeout(EventMicroError, TimeoutError):
         super().__init__(f"no reply on '{subject}' within {timeout:g}s")
         self.subject = subject
         self.timeout = timeout
+
+
+class JetStreamError(EventMicroError):
+    """JetStream refused an operation; ``err_code`` is the server's (e.g. 10071), or 0."""
+
+    code = 500
+
+    def __init__(self, message: str, *, err_code: int = 0, status: int = 0) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.status = status
+
+
+class StreamConflict(JetStreamError, ValueError):
+    """A stream declared in code cannot be reconciled with the one on the server."""
+
+    code = 409
+
+    def __init__(self, stream: str, differences: Mapping[str, tuple[object, object]] | str) -> None:
+        if isinstance(differences, str):
+            detail, found = differences, {}
+        else:
+            detail = "; ".join(f"{k}: server has {v[1]!r}, declared {v[0]!r}" for k, v in differences.items())
+            found = dict(differences)
+        super().__init__(f"stream {stream} conflicts with its declaration: {detail}")
+        self.stream = stream
+        self.differences: dict[str, tuple[object, object]] = found
+
+
+class NotStored(JetStreamError):
+    """A durable publish got no acknowledgement: no stream stores the subject, or JetStream is
+    unavailable; the message may not be stored (publishing again is safe: it is deduplicated)."""
+
+    code = 503
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(f"event on '{subject}' not stored: {reason}")
+        self.subject = subject
+        self.reason = reason
+
+
+class BucketNotFound(JetStreamError, LookupError):
+    """No key-value bucket of that name exists (and the store was opened with ``create=False``)."""
+
+    code = 404
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(
+            f"key-value bucket '{bucket}' does not exist; create it first, or open it with create=True",
+            err_code=10059,  # JSStreamNotFoundErr: the bucket's stream KV_<bucket> is missing
+            status=404,
+        )
+        self.bucket = bucket

@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from eventmicro._codecs import type_name_of
+from eventmicro._durable import Durability
 from eventmicro._errors import ConfigurationError
 
 __all__ = ["HandlerKind", "HandlerSpec", "inspect_handler"]
@@ -47,6 +48,7 @@ class HandlerSpec:
     queue: str | None
     concurrency: int
     idempotent: bool = False
+    durable: Durability | None = None  # JetStream consumption policy of a durable event handler
 
     @property
     def allows_none(self) -> bool:

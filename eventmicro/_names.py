@@ -8,6 +8,8 @@ service version             SemVer 2.0 (``1.0.0``, ``1.0.0-rc.1+b5``; not ``1.0`
 RPC endpoint subject        ``<service>.<endpoint>``; queue group: the service name
 event subject               ``events.<type>`` (``events.shop.orders.v1.OrderPlaced``)
 event handler queue group   ``<service>.<handler>``; none with ``broadcast=True``
+durable consumer            ``<service>-<handler>``, shared by the service's instances
+dead-letter subject         ``deadletter.<service>.<handler>``, in stream ``DEADLETTERS``
 ==========================  ========================================================
 """
 
@@ -19,16 +21,22 @@ from typing import Final
 from eventmicro._errors import ConfigurationError
 
 __all__ = [
+    "DEAD_LETTER_PREFIX",
+    "DEAD_LETTER_STREAM",
     "EVENT_PREFIX",
     "check_handler_name",
     "check_service_name",
     "check_subject",
     "check_version",
+    "consumer_name",
+    "dead_letter_subject",
     "endpoint_subject",
     "event_subject",
 ]
 
 EVENT_PREFIX: Final = "events"
+DEAD_LETTER_PREFIX: Final = "deadletter"
+DEAD_LETTER_STREAM: Final = "DEADLETTERS"
 _NAME: Final = re.compile(r"[A-Za-z0-9\-_]+")
 # The official regex from semver.org.
 _SEMVER: Final = re.compile(
@@ -81,3 +89,13 @@ def endpoint_subject(service: str, endpoint: str) -> str:
 def event_subject(event_type: str) -> str:
     """The default subject of an event type."""
     return f"{EVENT_PREFIX}.{event_type}"
+
+
+def consumer_name(service: str, handler: str) -> str:
+    """The durable consumer of a durable event handler, shared by the service's instances."""
+    return f"{service}-{handler}"
+
+
+def dead_letter_subject(service: str, handler: str) -> str:
+    """Where the dead letters of one durable handler are stored."""
+    return f"{DEAD_LETTER_PREFIX}.{service}.{handler}"

@@ -26,9 +26,11 @@ from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client,
 from eventmicro._codecs import TypeRegistry, python_type_name
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
+from eventmicro._durable import DurableIntake, dead_letter_stream
 from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
+from eventmicro._jetstream import ensure_stream
 from eventmicro._middleware import Invoke, compose
 from eventmicro._service_errors import (
     ERROR_HEADER,
@@ -39,6 +41,7 @@ from eventmicro._service_errors import (
     ServiceUnavailable,
     error_reply,
 )
+from eventmicro._store import Stores
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._service import Service
@@ -69,6 +72,7 @@ class Running:
         self.id = "".join(secrets.choice(_ALPHABET) for _ in range(22))
         self.started = datetime.now(UTC)
         self.client = Client(connection, source=f"/{service.name}/{self.id}")
+        self.stores = Stores(connection)  # ctx.store: each bucket opened once per instance
         self.stats = {spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.RPC}
         self.event_stats = {
             spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
@@ -79,6 +83,7 @@ class Running:
         self._registries = {
             (spec.kind, spec.name): TypeRegistry(spec.type_names.values()) for spec in service.handlers
         }
+        self._durables: list[DurableIntake] = []
         self._stopped = False
 
     async def start(self) -> None:
@@ -87,7 +92,15 @@ class Running:
             await hook()
         await self._group.__aenter__()
         try:
+            await self._declare_streams()
             for spec in self.service.handlers:
+                if spec.durable is not None:
+                    intake = DurableIntake(
+                        self, spec, compose(_plain(spec), self.service.middleware), spec.durable
+                    )
+                    self._durables.append(intake)
+                    await intake.start()
+                    continue
                 subscription = await self.connection.subscribe(
                     spec.subject, self._dispatcher(spec), queue=spec.queue
                 )
@@ -108,6 +121,8 @@ class Running:
             return
         self._stopped = True
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
+        for intake in self._durables:
+            await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
         try:
             async with asyncio.timeout_at(deadline):
                 for subscription in self._intake:
@@ -125,6 +140,8 @@ class Running:
             log.warning(
                 "service %s: in-flight work did not finish in %ss", self.service.name, self.drain_timeout
             )
+        for intake in self._durables:
+            await intake.close()
         for subscription in self._discovery:
             with contextlib.suppress(EventMicroError):
                 await subscription.unsubscribe()
@@ -133,6 +150,13 @@ class Running:
         for hook in self.service.on_stop:
             await hook()
         log.info("service %s instance %s stopped", self.service.name, self.id)
+
+    async def _declare_streams(self) -> None:
+        streams = list(self.service.streams)
+        if any(spec.durable is not None and spec.durable.dead_letter for spec in self.service.handlers):
+            streams.append(dead_letter_stream())
+        for stream in streams:
+            await ensure_stream(self.connection, stream)
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -229,7 +253,7 @@ class Running:
         trace = _trace(event, received)
         if trace.deadline is not None and trace.deadline <= time.monotonic():
             raise DeadlineExceeded("the caller's deadline passed before the request was handled")
-        ctx = Context(self.service, spec.name, event, self.client, trace)
+        ctx = Context(self.service, spec.name, event, self.client, trace, stores=self.stores)
         expiry = None if trace.deadline is None else _Expiry(trace.deadline)
         try:
             result = await invoke(request, ctx)
@@ -306,7 +330,9 @@ class Running:
             value = self._registries[spec.kind, spec.name].decode(
                 event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
             )
-        ctx = Context(self.service, spec.name, event, self.client, _trace(event, received))
+        ctx = Context(
+            self.service, spec.name, event, self.client, _trace(event, received), stores=self.stores
+        )
         await invoke(value, ctx)
 
 

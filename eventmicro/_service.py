@@ -26,13 +26,16 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar, overload
+from datetime import datetime
+from typing import Any, Final, Literal, TypeVar, overload
 
 from eventmicro._adapter import Connection
 from eventmicro._codecs import type_name_of
 from eventmicro._config import ConnectOptions
+from eventmicro._durable import Durability
 from eventmicro._errors import ConfigurationError
 from eventmicro._handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
+from eventmicro._jetstream import Stream
 from eventmicro._middleware import Middleware
 from eventmicro._names import (
     check_handler_name,
@@ -64,6 +67,7 @@ class Service:
         metadata: Mapping[str, str] | None = None,
         middleware: Sequence[Middleware] = (),
         publishes: Sequence[type] = (),
+        streams: Sequence[Stream] = (),
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -84,6 +88,7 @@ class Service:
             if not type_name_of(cls):
                 raise ConfigurationError(f"publishes: {cls.__name__} has no CloudEvent type")
         self.source = f"/{name}"
+        self.streams: list[Stream] = list(streams)  # created or checked when the service starts
 
     # --- decorators -------------------------------------------------------------------------
 
@@ -144,6 +149,14 @@ class Service:
         broadcast: bool = ...,
         concurrency: int = ...,
         name: str | None = None,
+        durable: bool = ...,
+        stream: str | None = ...,
+        max_deliver: int = ...,
+        backoff: Sequence[float] = ...,
+        terminal: Sequence[type[BaseException]] = ...,
+        dead_letter: bool = ...,
+        ack_wait: float = ...,
+        deliver: Literal["all", "new", "last"] | int | datetime = ...,
     ) -> Callable[[F], F]: ...
     def subscribe(
         self,
@@ -153,12 +166,31 @@ class Service:
         broadcast: bool = False,
         concurrency: int = DEFAULT_CONCURRENCY,
         name: str | None = None,
+        durable: bool = False,
+        stream: str | None = None,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (1.0, 5.0, 30.0),
+        terminal: Sequence[type[BaseException]] = (),
+        dead_letter: bool = True,
+        ack_wait: float = 30.0,
+        deliver: Literal["all", "new", "last"] | int | datetime = "all",
     ) -> F | Callable[[F], F]:
         """Register an event handler.
 
         The subject defaults to ``events.<type>`` of the annotated type; a handler taking a
         union of types, or a wildcard subject, is dispatched by the event's CloudEvent type.
+
+        ``durable=True`` consumes from the JetStream stream that stores the subject (or
+        ``stream``) through the durable consumer ``<service>-<handler>``, shared by the
+        instances: acked after the handler returns, redelivered after ``backoff[n-1]`` seconds
+        on failure n, dead-lettered after ``max_deliver`` attempts or at once for an error in
+        ``terminal`` (see `eventmicro._durable`). ``deliver`` says where a new consumer starts.
         """
+        durability = None
+        if durable:
+            durability = _durability(
+                stream, max_deliver, backoff, terminal, dead_letter, ack_wait, deliver, broadcast=broadcast
+            )
 
         def register(fn: F) -> F:
             types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)
@@ -183,6 +215,7 @@ class Service:
                     subject=topic,
                     queue=None if broadcast else f"{self.name}.{handler}",
                     concurrency=_positive(concurrency, fn),
+                    durable=durability,
                 )
             )
             return fn
@@ -239,6 +272,38 @@ class Service:
             await stop.wait()
             log.info("service %s stopping", self.name)
         return 0
+
+
+def _durability(  # noqa: PLR0917 - the decorator's options, checked in one place
+    stream: str | None,
+    max_deliver: int,
+    backoff: Sequence[float],
+    terminal: Sequence[type[BaseException]],
+    dead_letter: bool,
+    ack_wait: float,
+    deliver: Literal["all", "new", "last"] | int | datetime,
+    *,
+    broadcast: bool,
+) -> Durability:
+    if broadcast:
+        raise ConfigurationError("a durable handler is shared by the service's instances: no broadcast=True")
+    if max_deliver < 1:
+        raise ConfigurationError("max_deliver must be at least 1")
+    if isinstance(backoff, str | bytes) or any(not (isinstance(b, int | float) and b >= 0) for b in backoff):
+        raise ConfigurationError("backoff is a list of delays in seconds (0 or more)")
+    if not ack_wait > 0:
+        raise ConfigurationError("ack_wait must be a positive number of seconds")
+    if not all(isinstance(t, type) and issubclass(t, BaseException) for t in terminal):
+        raise ConfigurationError("terminal is a list of exception types")
+    return Durability(
+        stream=stream,
+        max_deliver=max_deliver,
+        backoff=tuple(float(b) for b in backoff),
+        terminal=tuple(terminal),
+        dead_letter=dead_letter,
+        ack_wait=float(ack_wait),
+        deliver=deliver,
+    )
 
 
 def _positive(concurrency: int, fn: Handler) -> int:

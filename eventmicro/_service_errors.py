@@ -5,8 +5,10 @@
     EventMicroError
     └── ServiceError                     a service's answer: code, status, detail, id
         ├── BadRequest          400      the request does not fit (also: undecodable payloads)
+        │   └── InvalidKey      400      a store key ADR-8 does not allow (also a ValueError)
         ├── NotFound            404      unknown endpoint or entity
         ├── Conflict            409
+        │   └── RevisionConflict 409     a store write expected another revision of its key
         ├── InternalError       500      anything unexpected; the detail stays generic
         ├── ServiceUnavailable  503
         └── DeadlineExceeded    504      the caller's deadline passed before the work was done
@@ -19,6 +21,8 @@ On the wire (ADR-32 plus eventmicro's JSON body)::
 
 Subclass `ServiceError` for domain errors and `register_error` them; callers get the same class
 back. Only a `ServiceError`'s own detail crosses the wire — never a traceback or ``repr(exc)``.
+`InvalidKey` and `RevisionConflict` keep their parents' ids: a caller gets a `BadRequest` or a
+`Conflict` whose detail names the key (and the revisions).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ __all__ = [
     "Conflict",
     "DeadlineExceeded",
     "InternalError",
+    "InvalidKey",
     "NotFound",
+    "RevisionConflict",
     "ServiceError",
     "ServiceUnavailable",
     "error_from_reply",
@@ -93,6 +99,44 @@ class Conflict(ServiceError):
     code = 409
     status = "Conflict"
     error_id = "eventmicro.Conflict"
+
+
+class InvalidKey(BadRequest, ValueError):
+    """A key-value store key that ADR-8 does not allow; raised before anything is sent.
+
+    Keys use ``A-Z a-z 0-9 - / _ = .``, with no empty token (no leading, trailing or double dot).
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key!r} is not a valid key: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class RevisionConflict(Conflict):
+    """A store write expected another revision of its key (create-only or compare-and-set).
+
+    ``expected`` is 0 for a create-only write; ``current`` is the key's revision when known
+    (0: the key does not exist). Letting it escape a handler answers 409 Conflict.
+    """
+
+    def __init__(self, bucket: str, key: str, expected: int, current: int | None) -> None:
+        if expected == 0:
+            wanted = "expected it not to exist (create-only)"
+            found = "but it exists" if current is None else f"but it exists at revision {current}"
+        else:
+            wanted = f"expected revision {expected}"
+            if current is None:
+                found = "but it has changed"
+            elif current == 0:
+                found = "but the key does not exist"
+            else:
+                found = f"but its current revision is {current}"
+        super().__init__(f"revision conflict on key '{key}' in bucket '{bucket}': {wanted}, {found}")
+        self.bucket = bucket
+        self.key = key
+        self.expected = expected
+        self.current = current
 
 
 class InternalError(ServiceError):

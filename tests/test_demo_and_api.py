@@ -52,6 +52,10 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "Subscription", "TLSOptions", "Timeout", "TypeRegistry", "UnexpectedType", "UnsupportedSpecVersion",
         "__version__", "connect", "decode_payload", "encode_payload", "event_type", "find_server_binary",
         "type_name_of",
+        # durable events and the key-value store
+        "BucketConfig", "BucketNotFound", "DeadLetter", "DeadLetters", "Entry", "InvalidKey",
+        "JetStreamError", "NotStored", "RevisionConflict", "Store", "Stored", "Stream", "StreamConflict",
+        "Watch",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)

@@ -1,0 +1,520 @@
+"""The JetStream seam: streams, acknowledged publishing, pull consumers and acks.
+
+With `eventmicro._adapter` (core NATS) this is the only code that talks to nats-py; every
+nats-py error that can reach a caller is translated here, once, with ``raise ... from exc``.
+
+Facts it relies on (docs/protocols.md §7): a JetStream publish is a request answered with a
+PubAck; ``Nats-Msg-Id`` deduplicates within the stream's duplicate window; a pull consumer is
+fetched in batches; acks are publishes to the message's ``$JS.ACK...`` reply subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as _NatsClient
+from nats.aio.msg import Msg as _NatsMsg
+from nats.js import JetStreamContext, api
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from eventmicro._adapter import Connection, Message, _fits
+from eventmicro._errors import (
+    ConfigurationError,
+    ConnectionClosed,
+    EventMicroError,
+    JetStreamError,
+    NotStored,
+    PayloadTooLarge,
+    StreamConflict,
+    Timeout,
+)
+from eventmicro._names import check_subject
+
+__all__ = [
+    "Delivery",
+    "PullConsumer",
+    "Stored",
+    "StoredMessage",
+    "Stream",
+    "delete_message",
+    "ensure_stream",
+    "get_message",
+    "message_id",
+    "publish",
+    "purge",
+    "stream_messages",
+]
+
+log = logging.getLogger("eventmicro.jetstream")
+
+_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+NO_MATCHING_STREAM: Final = 10039  # JSStreamNotFoundErr for a subject lookup ("no stream matches subject")
+STREAM_NOT_FOUND: Final = 10059
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A JetStream stream declared in code; created, or checked and updated, when a service starts.
+
+    ``max_age`` and ``duplicate_window`` are seconds (``None``: keep forever). Retention and
+    storage cannot change on a live stream: a difference there is a `StreamConflict`.
+    """
+
+    name: str
+    subjects: Sequence[str]
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    replicas: int = 1
+    max_age: float | None = None
+    duplicate_window: float = 120.0
+    max_msgs: int | None = None
+    max_bytes: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ConfigurationError(f"stream name {self.name!r}: use letters, digits, '-' and '_'")
+        if isinstance(self.subjects, str) or not self.subjects:
+            raise ConfigurationError(f"stream {self.name}: subjects must be a non-empty list of subjects")
+        object.__setattr__(self, "subjects", tuple(check_subject(s, wildcards=True) for s in self.subjects))
+        if self.retention not in ("limits", "interest", "workqueue"):
+            raise ConfigurationError(f"stream {self.name}: retention must be limits, interest or workqueue")
+        if self.storage not in ("file", "memory"):
+            raise ConfigurationError(f"stream {self.name}: storage must be file or memory")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigurationError(f"stream {self.name}: replicas must be 1 to 5")
+        if self.duplicate_window < 0.1:
+            raise ConfigurationError(f"stream {self.name}: duplicate_window must be at least 0.1 s")
+        if self.max_age is not None and self.duplicate_window > self.max_age:
+            raise ConfigurationError(f"stream {self.name}: duplicate_window cannot exceed max_age")
+
+    def _config(self) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=self.name,
+            description=self.description or None,
+            subjects=list(self.subjects),
+            retention=api.RetentionPolicy(self.retention),
+            storage=api.StorageType(self.storage),
+            num_replicas=self.replicas,
+            max_age=self.max_age or 0,
+            duplicate_window=self.duplicate_window,
+            max_msgs=self.max_msgs if self.max_msgs is not None else -1,
+            max_bytes=self.max_bytes if self.max_bytes is not None else -1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The stream's acknowledgement of a durable publish."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back from a stream by sequence."""
+
+    stream: str
+    seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    time: datetime | None = None
+
+
+_contexts: weakref.WeakKeyDictionary[_NatsClient, JetStreamContext] = weakref.WeakKeyDictionary()
+
+
+def _js(connection: Connection, timeout: float = 5.0) -> JetStreamContext:
+    nc = connection._client
+    js = _contexts.get(nc)
+    if js is None:
+        js = _contexts[nc] = nc.jetstream(timeout=timeout)
+    return js
+
+
+def message_id(source: str, event_id: str) -> str:
+    """``Nats-Msg-Id`` of a CloudEvent: its identity is (source, id), so both go in the hash."""
+    return hashlib.sha256(f"{source}\0{event_id}".encode()).hexdigest()[:40]
+
+
+# --- streams ------------------------------------------------------------------------------
+
+
+async def ensure_stream(connection: Connection, stream: Stream) -> None:
+    """Create ``stream``, or update the server's one to the declaration where that is allowed.
+
+    Raises `StreamConflict` when retention or storage differ, or when the server refuses the
+    declaration (e.g. its subjects overlap another stream's).
+    """
+    js = _js(connection)
+    try:
+        info = await js.stream_info(stream.name)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(stream._config())
+        except nats.js.errors.APIError as exc:
+            raise StreamConflict(stream.name, _describe_api(exc)) from exc
+        except nats.errors.Error as exc:
+            raise _translate(exc, f"stream {stream.name}") from exc
+        log.info("stream %s created (subjects %s)", stream.name, ", ".join(stream.subjects))
+        return
+    except nats.errors.Error as exc:
+        raise _translate(exc, f"stream {stream.name}") from exc
+    current = info.config
+    fixed = {
+        "retention": (stream.retention, _enum_value(current.retention)),
+        "storage": (stream.storage, _enum_value(current.storage)),
+    }
+    conflicts = {k: v for k, v in fixed.items() if v[0] != v[1]}
+    if conflicts:
+        raise StreamConflict(stream.name, conflicts)
+    changes = {
+        name: (declared, actual)
+        for name, declared, actual in (
+            ("subjects", sorted(stream.subjects), sorted(current.subjects or [])),
+            ("max_age", stream.max_age or 0, current.max_age or 0),
+            ("duplicate_window", stream.duplicate_window, current.duplicate_window),
+            ("replicas", stream.replicas, current.num_replicas or 1),
+            ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
+            ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
+            ("description", stream.description or None, current.description or None),
+        )
+        if not _same(declared, actual)
+    }
+    if not changes:
+        return
+    try:
+        await js.update_stream(stream._config())
+    except nats.js.errors.APIError as exc:
+        raise StreamConflict(stream.name, changes) from exc
+    except nats.errors.Error as exc:
+        raise _translate(exc, f"stream {stream.name}") from exc
+    log.warning("stream %s updated to its declaration: %s", stream.name, ", ".join(sorted(changes)))
+
+
+def _same(declared: object, actual: object) -> bool:
+    if isinstance(declared, float | int) and isinstance(actual, float | int):
+        return abs(float(declared) - float(actual)) < 1e-6
+    return declared == actual
+
+
+def _enum_value(value: object) -> object:
+    return getattr(value, "value", value)
+
+
+# --- publishing ---------------------------------------------------------------------------
+
+
+async def publish(
+    connection: Connection,
+    subject: str,
+    data: bytes,
+    headers: dict[str, str],
+    *,
+    msg_id: str,
+    timeout: float = 5.0,
+    attempt_timeout: float = 2.0,
+) -> Stored:
+    """Publish to a stream and wait for its acknowledgement, retrying until ``timeout``.
+
+    ``msg_id`` goes in ``Nats-Msg-Id``, so a retried publish is stored once. Raises `NotStored`
+    when no stream acknowledged it (none stores the subject, or JetStream stayed unavailable),
+    `JetStreamError` when the stream refused it, `PayloadTooLarge` before sending.
+    """
+    nc = connection._client
+    headers = {**headers, MSG_ID_HEADER: msg_id}
+    too_big = _fits(headers, len(data), nc.max_payload)
+    if too_big:
+        raise PayloadTooLarge(subject, too_big, nc.max_payload)
+    js = _js(connection)
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(max(0.0, timeout - attempt_timeout)),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+        retry=retry_if_exception_type((nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError)),
+        before_sleep=lambda state: log.debug(
+            "publish on %s: attempt %d not acknowledged; retrying", subject, state.attempt_number
+        ),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                ack = await js.publish(subject, data, timeout=attempt_timeout, headers=dict(headers))
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise NotStored(subject, await _why_not_stored(js, subject)) from exc
+    except nats.errors.TimeoutError as exc:
+        raise NotStored(subject, f"no acknowledgement within {timeout:g}s") from exc
+    except nats.js.errors.APIError as exc:
+        raise JetStreamError(
+            f"the stream refused the event on '{subject}': {_describe_api(exc)}",
+            err_code=exc.err_code or 0,
+            status=exc.code or 0,
+        ) from exc
+    except nats.errors.Error as exc:
+        raise _translate(exc, subject) from exc
+    return Stored(ack.stream, ack.seq, bool(ack.duplicate))
+
+
+async def _why_not_stored(js: JetStreamContext, subject: str) -> str:
+    try:
+        await js.find_stream_name_by_subject(subject)
+    except nats.js.errors.NotFoundError:
+        return "no stream stores this subject"
+    except (nats.errors.Error, ValueError):
+        return "JetStream did not answer"
+    return "the stream did not acknowledge in time"
+
+
+# --- consuming ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One message delivered by a pull consumer, with its ack protocol.
+
+    ``+ACK``, ``-NAK`` and ``+TERM`` are final: later calls are ignored (protocols.md §7.6).
+    """
+
+    message: Message
+    num_delivered: int
+    stream: str
+    stream_seq: int
+    consumer: str
+    _msg: _NatsMsg = field(repr=False)
+    _done: bool = False
+
+    async def ack(self) -> None:
+        await self._final(self._msg.ack())
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._final(self._msg.nak(delay=delay))
+
+    async def term(self) -> None:
+        await self._final(self._msg.term())
+
+    async def in_progress(self) -> None:
+        """Reset the ack timer (``+WPI``); the message stays in progress."""
+        if self._done:
+            return
+        try:
+            await self._msg.in_progress()
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.message.subject) from exc
+
+    async def _final(self, send: Any) -> None:
+        if self._done:
+            send.close()  # the coroutine is not awaited: the ack was already final
+            return
+        self._done = True
+        try:
+            await send
+        except nats.errors.MsgAlreadyAckdError:
+            pass
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.message.subject) from exc
+
+
+class PullConsumer:
+    """A durable pull consumer shared by every instance that binds it with the same name."""
+
+    def __init__(self, connection: Connection, stream: str, name: str, sub: Any) -> None:
+        self.connection = connection
+        self.stream = stream
+        self.name = name
+        self._sub = sub
+
+    @classmethod
+    async def bind(
+        cls,
+        connection: Connection,
+        *,
+        name: str,
+        subject: str,
+        stream: str | None = None,
+        ack_wait: float = 30.0,
+        max_ack_pending: int = 1000,
+        deliver: Literal["all", "new", "last"] | int | datetime = "all",
+        description: str = "",
+    ) -> PullConsumer:
+        """Create (or update) durable consumer ``name`` on ``subject`` and bind to it.
+
+        ``deliver`` applies when the consumer is first created: every stored message (``all``),
+        only new ones, the last one, from a stream sequence (an int) or from a time.
+        """
+        js = _js(connection)
+        try:
+            if stream is None:
+                try:
+                    stream = await js.find_stream_name_by_subject(subject)
+                except nats.js.errors.NotFoundError as exc:
+                    raise ConfigurationError(
+                        f"durable consumer {name}: no stream stores '{subject}'; declare one with Stream(...)"
+                    ) from exc
+            config = api.ConsumerConfig(
+                name=name,
+                durable_name=name,
+                description=description or None,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait,
+                max_deliver=-1,  # eventmicro counts deliveries itself, so nothing is dropped unseen
+                max_ack_pending=max_ack_pending,
+                filter_subject=subject,
+                **_deliver_policy(deliver),
+            )
+            try:
+                existing = await js.consumer_info(stream, name)
+            except nats.js.errors.NotFoundError:
+                existing = None
+            if existing is None:
+                await js.add_consumer(stream, config)
+            else:
+                if existing.config.filter_subject not in (None, subject):
+                    raise StreamConflict(
+                        stream,
+                        f"consumer {name} filters '{existing.config.filter_subject}', declared '{subject}'",
+                    )
+                config.deliver_policy = existing.config.deliver_policy  # fixed at creation
+                config.opt_start_seq = existing.config.opt_start_seq
+                config.opt_start_time = existing.config.opt_start_time
+                await js.add_consumer(stream, config)  # same name: the server updates it
+            sub = await js.pull_subscribe_bind(durable=name, stream=stream)
+        except nats.js.errors.APIError as exc:
+            raise StreamConflict(stream or subject, f"consumer {name}: {_describe_api(exc)}") from exc
+        except nats.errors.Error as exc:
+            raise _translate(exc, subject) from exc
+        return cls(connection, stream, name, sub)
+
+    async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
+        """Up to ``batch`` messages, waiting at most ``timeout`` seconds; ``[]`` when none came."""
+        try:
+            messages = await self._sub.fetch(batch=batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.name) from exc
+        out = []
+        for msg in messages:
+            meta = msg.metadata
+            out.append(
+                Delivery(
+                    Message(msg.subject, msg.data, msg.headers, msg.reply),
+                    meta.num_delivered,
+                    meta.stream,
+                    meta.sequence.stream,
+                    meta.consumer,
+                    msg,
+                )
+            )
+        return out
+
+    async def close(self) -> None:
+        """Stop fetching (the durable consumer stays on the server)."""
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:
+            log.debug("consumer %s: unsubscribe failed: %s", self.name, type(exc).__name__)
+
+
+def _deliver_policy(deliver: Literal["all", "new", "last"] | int | datetime) -> dict[str, Any]:
+    if isinstance(deliver, datetime):
+        if deliver.tzinfo is None:
+            raise ConfigurationError("deliver: a start time must be timezone-aware")
+        return {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": deliver.isoformat()}
+    if isinstance(deliver, int) and not isinstance(deliver, bool):
+        if deliver < 1:
+            raise ConfigurationError("deliver: a start sequence is 1 or more")
+        return {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": deliver}
+    if deliver in ("all", "new", "last"):
+        return {"deliver_policy": api.DeliverPolicy(deliver)}
+    raise ConfigurationError("deliver must be 'all', 'new', 'last', a stream sequence or a datetime")
+
+
+# --- reading streams (dead letters) ------------------------------------------------------
+
+
+async def get_message(connection: Connection, stream: str, seq: int) -> StoredMessage | None:
+    """The message at ``seq``, or ``None`` when it is gone."""
+    try:
+        raw = await _js(connection).get_msg(stream, seq)
+    except nats.js.errors.NotFoundError:
+        return None
+    except nats.errors.Error as exc:
+        raise _translate(exc, stream) from exc
+    return _stored(stream, raw)
+
+
+async def stream_messages(
+    connection: Connection, stream: str, subject: str = ">", *, limit: int | None = None
+) -> AsyncIterator[StoredMessage]:
+    """The messages of ``stream`` on ``subject`` in order, read one by one by sequence."""
+    js = _js(connection)
+    seq, count = 1, 0
+    while limit is None or count < limit:
+        try:
+            raw = await js.get_msg(stream, seq, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return
+        except nats.errors.Error as exc:
+            raise _translate(exc, stream) from exc
+        message = _stored(stream, raw)
+        yield message
+        count += 1
+        seq = message.seq + 1
+
+
+async def delete_message(connection: Connection, stream: str, seq: int) -> bool:
+    try:
+        return bool(await _js(connection).delete_msg(stream, seq))
+    except nats.js.errors.NotFoundError:
+        return False
+    except nats.errors.Error as exc:
+        raise _translate(exc, stream) from exc
+
+
+async def purge(connection: Connection, stream: str, subject: str | None = None) -> None:
+    try:
+        await _js(connection).purge_stream(stream, subject=subject)
+    except nats.js.errors.NotFoundError:
+        return
+    except nats.errors.Error as exc:
+        raise _translate(exc, stream) from exc
+
+
+def _stored(stream: str, raw: api.RawStreamMsg) -> StoredMessage:
+    headers = {k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")}
+    return StoredMessage(stream, raw.seq or 0, raw.subject or "", raw.data or b"", headers, raw.time)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def _describe_api(exc: nats.js.errors.APIError) -> str:
+    text = (exc.description or "refused").strip()
+    return f"{text} (err_code {exc.err_code})" if exc.err_code else text
+
+
+def _translate(exc: nats.errors.Error, what: str) -> EventMicroError:
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return JetStreamError(f"JetStream is not available for {what}", status=503)
+    if isinstance(exc, nats.js.errors.APIError):
+        return JetStreamError(
+            f"{what}: {_describe_api(exc)}", err_code=exc.err_code or 0, status=exc.code or 0
+        )
+    if isinstance(exc, nats.errors.TimeoutError):
+        return Timeout(what, 0.0)
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return ConnectionClosed(f"the connection is closed ({what})")
+    return JetStreamError(f"{what}: {type(exc).__name__}")

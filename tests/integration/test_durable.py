@@ -1,0 +1,350 @@
+"""Durable events on JetStream: streams, acknowledged publishing with dedupe, ack/nak/term,
+backoff, dead letters and their replay — against a real nats-server with JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+
+from eventmicro import (
+    Client,
+    ConfigurationError,
+    Connection,
+    ConnectOptions,
+    DeadLetters,
+    Event,
+    Message,
+    NatsServer,
+    NotStored,
+    Service,
+    Stream,
+    StreamConflict,
+)
+from eventmicro import cloudevents_nats as binding
+from eventmicro._jetstream import ensure_stream, get_message
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+@pytest_asyncio.fixture
+async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
+    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    yield connection
+    await connection.close()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _empty_dead_letters(conn: Connection) -> AsyncIterator[None]:
+    yield
+    await DeadLetters(conn).purge()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def placed(order_id: str) -> orders.OrderPlaced:
+    return orders.OrderPlaced(order_id=order_id, customer_id="c-1", total_cents=100)
+
+
+async def wait_for_letters(dead: DeadLetters, service: str, count: int) -> None:
+    """Poll the dead-letter stream (it has no event to wait on) until ``count`` letters are there."""
+    async with asyncio.timeout(10):
+        while len(await dead.list(service)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+# --- streams and publishing -----------------------------------------------------------------
+
+
+async def test_the_same_event_published_three_times_is_stored_once(conn: Connection) -> None:
+    name = unique("S")
+    await ensure_stream(conn, Stream(name, [f"{name}.>"]))
+    event = Event.of(placed("o-1"), source="/orders/instance-1")
+    wire = binding.to_binary(event, None)
+    from eventmicro._jetstream import message_id, publish
+
+    msg_id = message_id("/orders/instance-1", event.get_id())
+    acks = [
+        await publish(conn, f"{name}.placed", wire.data, dict(wire.headers), msg_id=msg_id) for _ in range(3)
+    ]
+    assert [a.duplicate for a in acks] == [False, True, True]
+    assert {a.seq for a in acks} == {1}
+    assert await get_message(conn, name, 2) is None  # nothing else was stored
+    stored = await get_message(conn, name, 1)
+    assert stored is not None
+    assert stored.data == placed("o-1").SerializeToString()
+
+
+async def test_a_durable_publish_no_stream_stores_is_an_error_not_a_loss(conn: Connection) -> None:
+    client = Client(conn, source="/test")
+    started = time.monotonic()
+    with pytest.raises(NotStored) as caught:
+        await client.publish(placed("o-2"), subject=unique("nowhere.") + ".x", durable=True, timeout=1.0)
+    assert "no stream stores this subject" in caught.value.message
+    assert time.monotonic() - started < 5
+
+
+async def test_publish_batch_stores_every_event_once_and_in_order(conn: Connection) -> None:
+    name = unique("B")
+    await ensure_stream(conn, Stream(name, [f"{name}.>"]))
+    client = Client(conn, source="/batch")
+    events = await client.publish_batch([placed(f"o-{i}") for i in range(300)], subject=f"{name}.placed")
+    assert len({e.get_id() for e in events}) == 300
+    last = await get_message(conn, name, 300)
+    assert last is not None
+    assert await get_message(conn, name, 301) is None
+    assert {orders.OrderPlaced.FromString(m.data).order_id for m in [last]} <= {f"o-{i}" for i in range(300)}
+
+
+async def test_stream_declarations_are_created_updated_or_refused(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("D")
+    declared = Stream(name, [f"{name}.a"], max_age=3600)
+    await ensure_stream(conn, declared)
+    await ensure_stream(conn, declared)  # unchanged: nothing to do
+    with caplog.at_level(logging.WARNING, logger="eventmicro.jetstream"):
+        await ensure_stream(conn, Stream(name, [f"{name}.a", f"{name}.b"], max_age=7200))
+    assert "updated" in caplog.text
+    assert "subjects" in caplog.text
+    assert "max_age" in caplog.text
+    with pytest.raises(StreamConflict) as caught:
+        await ensure_stream(conn, Stream(name, [f"{name}.a"], storage="memory"))
+    assert caught.value.differences["storage"] == ("memory", "file")
+    with pytest.raises(StreamConflict) as overlap:  # another stream already stores name.a
+        await ensure_stream(conn, Stream(unique("D"), [f"{name}.a"]))
+    assert "overlap" in overlap.value.message.lower()
+
+
+def test_bad_declarations_fail_when_declared() -> None:
+    with pytest.raises(ConfigurationError, match="stream name"):
+        Stream("bad.name", ["x"])
+    with pytest.raises(ConfigurationError, match="duplicate_window"):
+        Stream("ok", ["x"], max_age=1, duplicate_window=120)
+    svc = Service("decl", version="1.0.0")
+    with pytest.raises(ConfigurationError, match="broadcast"):
+
+        @svc.subscribe(durable=True, broadcast=True)
+        async def both(event: orders.OrderPlaced) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="max_deliver"):
+
+        @svc.subscribe(durable=True, max_deliver=0)
+        async def never(event: orders.OrderPlaced) -> None: ...
+
+
+# --- consuming --------------------------------------------------------------------------------
+
+
+async def durable_setup(conn: Connection) -> tuple[str, str]:
+    """A fresh stream and the subject its events go to."""
+    name = unique("E")
+    await ensure_stream(conn, Stream(name, [f"{name}.>"]))
+    return name, f"{name}.placed"
+
+
+async def test_acks_naks_and_terms_are_sent_as_the_protocol_says(
+    conn: Connection, eventually: Eventually
+) -> None:
+    stream, subject = await durable_setup(conn)
+    acks: list[tuple[str, bytes]] = []
+
+    async def record(msg: Message) -> None:
+        acks.append((msg.subject, msg.data))
+
+    await conn.subscribe(f"$JS.ACK.{stream}.>", record)
+    svc = Service(unique("acks"), version="1.0.0")
+    seen: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True, max_deliver=2, backoff=[0.3], dead_letter=False,
+                   terminal=[PermissionError])  # fmt: skip
+    async def handle(event: orders.OrderPlaced) -> None:
+        seen.append(event.order_id)
+        if event.order_id == "retry":
+            raise RuntimeError("boom")
+        if event.order_id == "fatal":
+            raise PermissionError("no")
+
+    client = Client(conn, source="/t")
+    async with svc.serving(conn):
+        for order in ("fine", "retry", "fatal"):
+            await client.publish(placed(order), subject=subject, durable=True)
+        await eventually(lambda: seen.count("retry") == 2 and "fatal" in seen and len(acks) >= 4)
+    payloads = [data for _, data in acks]
+    assert payloads.count(b"+ACK") + payloads.count(b"") == 1  # nats-py acks with an empty payload
+    assert payloads.count(b"+TERM") == 2  # the terminal error, then the last failed attempt
+    naks = [json.loads(p[len(b"-NAK ") :]) for p in payloads if p.startswith(b"-NAK")]
+    assert naks == [{"delay": 300_000_000}]  # 0.3 s in nanoseconds, after the first failure
+    assert all(s.startswith(f"$JS.ACK.{stream}.{svc.name}-handle.") for s, _ in acks)
+
+
+async def test_a_handler_that_fails_k_times_succeeds_after_the_backoff(
+    conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    svc = Service(unique("flaky"), version="1.0.0")
+    attempts: list[float] = []
+
+    @svc.subscribe(subject=subject, durable=True, max_deliver=5, backoff=[0.2, 0.4])
+    async def flaky(event: orders.OrderPlaced) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 2:
+            raise RuntimeError("not yet")
+
+    async with svc.serving(conn) as running:
+        await Client(conn).publish(placed("o-9"), subject=subject, durable=True)
+        await eventually(lambda: len(attempts) == 3)
+        await eventually(lambda: running.event_stats["flaky"].num_errors == 2)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.18
+    assert gaps[1] >= 0.36
+    assert await DeadLetters(conn).list(svc.name) == []
+
+
+async def test_always_failing_ends_in_dead_letters_after_max_deliver_and_replay_works(
+    conn: Connection, eventually: Eventually
+) -> None:
+    stream, subject = await durable_setup(conn)
+    svc = Service(unique("dlq"), version="1.0.0")
+    attempts: list[str] = []
+    broken = True
+
+    @svc.subscribe(subject=subject, durable=True, max_deliver=3, backoff=[0.05])
+    async def charge(event: orders.OrderPlaced, ctx: object) -> None:
+        attempts.append(event.order_id)
+        if broken:
+            raise RuntimeError("card declined for 4111-1111")  # its text must not be stored
+
+    dead = DeadLetters(conn)
+    async with svc.serving(conn):
+        sent = await Client(conn, source="/shop").publish(placed("o-3"), subject=subject, durable=True)
+        await eventually(lambda: len(attempts) == 3)
+        await wait_for_letters(dead, svc.name, 1)
+        letter = (await dead.list(svc.name, "charge"))[0]
+        assert (letter.code, letter.reason, letter.deliveries) == (500, "RuntimeError", 3)
+        assert (letter.subject, letter.stream, letter.stream_seq) == (subject, stream, 1)
+        assert (letter.service, letter.handler) == (svc.name, "charge")
+        assert letter.event_id == sent.get_id()
+        original = letter.event()
+        assert original.get_source() == "/shop"
+        assert original.data_as(orders.OrderPlaced) == placed("o-3")
+        assert "4111" not in json.dumps(dict(letter.headers)) + letter.reason
+        assert len(attempts) == 3  # acked after dead-lettering: no fourth attempt
+
+        broken = False
+        await dead.replay(letter.seq)
+        await eventually(lambda: len(attempts) == 4)
+        assert await dead.list(svc.name) == []
+
+
+async def test_terminal_errors_and_undecodable_events_are_dead_lettered_at_once(
+    conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    svc = Service(unique("term"), version="1.0.0")
+    calls: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True, max_deliver=5, terminal=[PermissionError])
+    async def guard(event: orders.OrderPlaced) -> None:
+        calls.append(event.order_id)
+        raise PermissionError("refused")
+
+    dead = DeadLetters(conn)
+    async with svc.serving(conn):
+        await Client(conn).publish(placed("o-4"), subject=subject, durable=True)
+        from eventmicro._jetstream import publish
+
+        await publish(conn, subject, b"\xff not a CloudEvent", {"ce-specversion": "1.0"}, msg_id="junk-1")
+
+        await wait_for_letters(dead, svc.name, 2)
+    letters = sorted(await dead.list(svc.name), key=lambda d: d.stream_seq)
+    assert [(d.deliveries, d.code) for d in letters] == [(1, 500), (1, 400)]
+    assert letters[0].reason == "PermissionError"
+    assert "attribute 'id'" in letters[1].reason  # the envelope error names what is missing
+    assert calls == ["o-4"]  # the undecodable one never reached the handler
+
+
+async def test_instances_share_the_durable_consumer_and_nothing_is_handled_twice(
+    nats_server: NatsServer, conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    name = unique("shared")
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+
+    def instance(label: str) -> Service:
+        svc = Service(name, version="1.0.0")
+
+        @svc.subscribe(subject=subject, durable=True, concurrency=4)
+        async def work(event: orders.OrderPlaced) -> None:
+            handled[label].append(event.order_id)
+            await asyncio.sleep(0.001)
+
+        return svc
+
+    other = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    try:
+        async with instance("a").serving(conn), instance("b").serving(other):
+            await Client(conn).publish_batch([placed(f"o-{i}") for i in range(400)], subject=subject)
+            await eventually(lambda: len(handled["a"]) + len(handled["b"]) >= 400)
+    finally:
+        await other.close()
+    everything = handled["a"] + handled["b"]
+    assert sorted(everything) == sorted(f"o-{i}" for i in range(400))  # each once
+    assert handled["a"]
+    assert handled["b"]
+
+
+async def test_a_long_handler_is_kept_in_progress_and_not_redelivered(
+    conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    svc = Service(unique("long"), version="1.0.0")
+    runs: list[int] = []
+
+    @svc.subscribe(subject=subject, durable=True, ack_wait=0.5)
+    async def slow(event: orders.OrderPlaced) -> None:
+        runs.append(1)
+        await asyncio.sleep(2.0)  # four times ack_wait
+
+    async with svc.serving(conn) as running:
+        await Client(conn).publish(placed("o-5"), subject=subject, durable=True)
+        await eventually(lambda: running.event_stats["slow"].num_requests == 1)
+        await eventually(lambda: not running._durables[0].inflight, timeout=10)
+    assert runs == [1]
+
+
+async def test_stop_lets_durable_work_finish_and_ack(conn: Connection, eventually: Eventually) -> None:
+    _stream, subject = await durable_setup(conn)
+    name = unique("drain")
+    started, finished = asyncio.Event(), []
+
+    def build() -> Service:
+        svc = Service(name, version="1.0.0")
+
+        @svc.subscribe(subject=subject, durable=True)
+        async def work(event: orders.OrderPlaced) -> None:
+            started.set()
+            await asyncio.sleep(0.3)
+            finished.append(event.order_id)
+
+        return svc
+
+    async with build().serving(conn):
+        await Client(conn).publish(placed("o-6"), subject=subject, durable=True)
+        await started.wait()
+    assert finished == ["o-6"]  # stop waited for it
+    async with build().serving(conn) as again:  # a new instance: nothing left to redeliver
+        await Client(conn).publish(placed("o-7"), subject=subject, durable=True)
+        await eventually(lambda: "o-7" in finished)
+        assert again.event_stats["work"].num_requests == 1
+    assert finished == ["o-6", "o-7"]
