@@ -1,4 +1,4 @@
-"""The ``eventmicro`` command line: ``server`` and ``demo`` (more commands come with the runtime)."""
+"""The ``eventmicro`` command line: ``server``, ``demo`` and ``deadletters``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   eventmicro server --cluster 3           # three routed nodes, a JetStream store each
   eventmicro demo                         # round trip on an embedded server
   eventmicro demo --url nats://127.0.0.1:4222
+  eventmicro deadletters ls               # dead letters of durable handlers (see: deadletters -h)
 """
 
 
@@ -92,13 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default=None, help="use this NATS instead of starting one")
     demo.add_argument("--orders", type=int, default=5, help="how many orders to place (default 5)")
     demo.set_defaults(run=_demo)
+
+    from eventmicro import _cli_deadletters
+
+    _cli_deadletters.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = logging.ERROR if args.command == "deadletters" else logging.WARNING  # tools: no retry chatter
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -221,6 +221,9 @@ class Client:
     ) -> Event:
         """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``).
 
+        An `Event` (e.g. the one a failed publish returned) is sent unchanged, so publishing it
+        again is a retry of the same event, not a new one.
+
         ``durable=True`` waits until a JetStream stream has stored it, retrying (deduplicated
         by ``Nats-Msg-Id``, derived from the event's source and id) for up to ``timeout``
         seconds; raises `NotStored` when no stream acknowledged it — never silently lost.
@@ -286,6 +289,8 @@ class Client:
         trace: Trace | None,
         extensions: Mapping[str, ExtensionValue] | None,
     ) -> Event:
+        if isinstance(message, Event):  # sent as it is: publishing it again keeps its identity
+            return message
         merged: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
         if extensions:
             merged.update(extensions)

@@ -41,12 +41,14 @@ from eventmicro._jetstream import (
     Stream,
     delete_message,
     get_message,
+    message_id,
     publish,
     purge,
     stream_messages,
 )
 from eventmicro._names import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, consumer_name, dead_letter_subject
 from eventmicro._service_errors import BadRequest, ServiceError
+from eventmicro._store import BucketConfig, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._handlers import HandlerSpec
@@ -88,6 +90,7 @@ class Durability:
     dead_letter: bool = True
     ack_wait: float = 30.0
     deliver: Literal["all", "new", "last"] | int | datetime = "all"
+    idempotent_ttl: float | None = None  # seconds an event's (source, id) is remembered; None: no guard
 
     def delay(self, num_delivered: int) -> float:
         """The NAK delay after failed delivery number ``num_delivered`` (1-based)."""
@@ -114,12 +117,23 @@ class DurableIntake:
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._seen: Store[str] | None = None  # the idempotency guard's bucket
+        self.duplicates_skipped = 0
 
     @property
     def name(self) -> str:
         return consumer_name(self.running.service.name, self.spec.name)
 
     async def start(self) -> None:
+        if self.durability.idempotent_ttl is not None:
+            self._seen = await Store.open(
+                self.running.connection,
+                handled_bucket(self.running.service.name, self.spec.name),
+                str,
+                config=BucketConfig(
+                    ttl=self.durability.idempotent_ttl, description="eventmicro: events handled"
+                ),
+            )
         self.consumer = await PullConsumer.bind(
             self.running.connection,
             name=self.name,
@@ -205,6 +219,15 @@ class DurableIntake:
             _count(stats, 500, "delivered too often")
             await self._give_up(delivery, 500, f"delivered {delivery.num_delivered} times without success")
             return
+        seen_key = None
+        if self._seen is not None:
+            seen_key = _identity(delivery)
+            if seen_key is not None and await self._already_handled(seen_key):
+                self.duplicates_skipped += 1
+                log.info("consumer %s: message %d is an event already handled; skipped",
+                         self.name, delivery.stream_seq)  # fmt: skip
+                await delivery.ack()
+                return
         try:
             await self.running._handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
         except asyncio.CancelledError:
@@ -226,7 +249,27 @@ class DurableIntake:
                 )  # fmt: skip
                 await delivery.nak(delay)
             return
+        if seen_key is not None:
+            await self._remember(seen_key)
         await delivery.ack()
+
+    async def _already_handled(self, key: str) -> bool:
+        if self._seen is None:  # pragma: no cover - checked by the caller
+            return False
+        try:
+            return await self._seen.get(key) is not None
+        except EventMicroError as exc:  # the guard is unavailable: handle (at least once) rather than stall
+            log.warning("consumer %s: idempotency guard unavailable (%s)", self.name, exc.message)
+            return False
+
+    async def _remember(self, key: str) -> None:
+        if self._seen is None:  # pragma: no cover - checked by the caller
+            return
+        try:
+            await self._seen.put(key, datetime.now(UTC).isoformat())
+        except EventMicroError as exc:
+            log.warning("consumer %s: could not record a handled event (%s); a redelivery would run again",
+                        self.name, exc.message)  # fmt: skip
 
     async def _give_up(self, delivery: Delivery, code: int, reason: str) -> None:
         if not self.durability.dead_letter:
@@ -246,6 +289,20 @@ class DurableIntake:
         log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
                     self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
         await delivery.ack()
+
+
+def handled_bucket(service: str, handler: str) -> str:
+    """The KV bucket of a handler's idempotency guard (keys: hashes of (source, id))."""
+    return f"handled-{service}-{handler}"
+
+
+def _identity(delivery: Delivery) -> str | None:
+    """The guard's key of a delivered CloudEvent: a hash of its source and id (either mode)."""
+    try:
+        event = binding.from_nats(delivery.message, None)
+    except EventMicroError:
+        return None  # not a CloudEvent: the handler path reports it
+    return message_id(event.get_source(), event.get_id())
 
 
 def _failure(exc: BaseException) -> tuple[int, str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ F = TypeVar("F", bound=Handler)
 Hook = Callable[[], Awaitable[None]]
 
 DEFAULT_CONCURRENCY: Final = 64
+DEFAULT_IDEMPOTENT_TTL: Final = 24 * 3600.0
 
 
 class Service:
@@ -157,6 +159,7 @@ class Service:
         dead_letter: bool = ...,
         ack_wait: float = ...,
         deliver: Literal["all", "new", "last"] | int | datetime = ...,
+        idempotent: bool | float = ...,
     ) -> Callable[[F], F]: ...
     def subscribe(
         self,
@@ -174,6 +177,7 @@ class Service:
         dead_letter: bool = True,
         ack_wait: float = 30.0,
         deliver: Literal["all", "new", "last"] | int | datetime = "all",
+        idempotent: bool | float = False,
     ) -> F | Callable[[F], F]:
         """Register an event handler.
 
@@ -185,12 +189,21 @@ class Service:
         instances: acked after the handler returns, redelivered after ``backoff[n-1]`` seconds
         on failure n, dead-lettered after ``max_deliver`` attempts or at once for an error in
         ``terminal`` (see `eventmicro._durable`). ``deliver`` says where a new consumer starts.
+        ``idempotent=True`` (or a number of seconds, default a day) remembers the (source, id)
+        of each event handled, in a KV bucket with that TTL, and skips a redelivered one.
         """
         durability = None
         if durable:
             durability = _durability(
                 stream, max_deliver, backoff, terminal, dead_letter, ack_wait, deliver, broadcast=broadcast
             )
+            if idempotent:
+                ttl = DEFAULT_IDEMPOTENT_TTL if idempotent is True else float(idempotent)
+                if not ttl >= 0.1:
+                    raise ConfigurationError("idempotent: the guard's TTL must be at least 0.1 s")
+                durability = dataclasses.replace(durability, idempotent_ttl=ttl)
+        elif idempotent:
+            raise ConfigurationError("idempotent=... guards durable handlers: add durable=True")
 
         def register(fn: F) -> F:
             types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)

@@ -29,7 +29,7 @@ from eventmicro import (
     StreamConflict,
 )
 from eventmicro import cloudevents_nats as binding
-from eventmicro._jetstream import ensure_stream, get_message
+from eventmicro._jetstream import ensure_stream, get_message, message_id, publish
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
@@ -71,7 +71,6 @@ async def test_the_same_event_published_three_times_is_stored_once(conn: Connect
     await ensure_stream(conn, Stream(name, [f"{name}.>"]))
     event = Event.of(placed("o-1"), source="/orders/instance-1")
     wire = binding.to_binary(event, None)
-    from eventmicro._jetstream import message_id, publish
 
     msg_id = message_id("/orders/instance-1", event.get_id())
     acks = [
@@ -262,7 +261,6 @@ async def test_terminal_errors_and_undecodable_events_are_dead_lettered_at_once(
     dead = DeadLetters(conn)
     async with svc.serving(conn):
         await Client(conn).publish(placed("o-4"), subject=subject, durable=True)
-        from eventmicro._jetstream import publish
 
         await publish(conn, subject, b"\xff not a CloudEvent", {"ce-specversion": "1.0"}, msg_id="junk-1")
 
@@ -348,3 +346,51 @@ async def test_stop_lets_durable_work_finish_and_ack(conn: Connection, eventuall
         await eventually(lambda: "o-7" in finished)
         assert again.event_stats["work"].num_requests == 1
     assert finished == ["o-6", "o-7"]
+
+
+async def test_the_same_event_three_times_is_stored_once_and_handled_once_with_the_guard(
+    conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    svc = Service(unique("once"), version="1.0.0")
+    handled: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True, idempotent=60)
+    async def pay(event: orders.OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    client = Client(conn, source="/checkout")
+    event = Event.of(placed("o-8"), source="/checkout")
+    async with svc.serving(conn) as running:
+        for _ in range(3):  # the same event (source, id) three times: the stream keeps one
+            await client.publish(event, subject=subject, durable=True)
+        # past the stream's dedupe window, the same event is stored again (as another message id
+        # would do): the guard still sees it was handled
+        wire = binding.to_binary(event, None)
+        for copy in range(2):
+            await publish(conn, subject, wire.data, dict(wire.headers), msg_id=f"outside-window-{copy}")
+        await eventually(lambda: running._durables[0].duplicates_skipped == 2)
+        await client.publish(placed("o-9"), subject=subject, durable=True)
+        await eventually(lambda: "o-9" in handled)
+    assert handled == ["o-8", "o-9"]
+    assert await get_message(conn, _stream, 4) is not None  # 1 + 2 copies + o-9: four stored
+    assert await get_message(conn, _stream, 5) is None
+
+
+async def test_without_the_guard_every_stored_copy_is_handled(
+    conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    svc = Service(unique("twice"), version="1.0.0")
+    handled: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True)
+    async def pay(event: orders.OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    wire = binding.to_binary(Event.of(placed("o-10"), source="/checkout"), None)
+    async with svc.serving(conn):
+        for copy in range(2):
+            await publish(conn, subject, wire.data, dict(wire.headers), msg_id=f"copy-{copy}")
+        await eventually(lambda: len(handled) == 2)
+    assert handled == ["o-10", "o-10"]  # at least once: the guard is opt-in
