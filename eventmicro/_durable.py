@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._middleware import Invoke
     from eventmicro._running import EndpointStats, Running
 
-__all__ = ["DeadLetter", "DeadLetters", "Durability", "DurableIntake", "dead_letter_stream"]
+__all__ = ["DeadLetter", "DeadLetters", "Durability", "DurableIntake", "Replay", "dead_letter_stream"]
 
 log = logging.getLogger("eventmicro.durable")
 
@@ -102,6 +102,16 @@ class Durability:
         if isinstance(error, EnvelopeError | PayloadError | BadRequest):
             return True  # it will not decode or validate on the next attempt either
         return isinstance(error, self.terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """An ordered consumer per instance: the stream's events on the subject, in order, from
+    ``deliver`` — to rebuild a projection. Nothing is acked; a failing handler is logged and
+    counted, and the next event follows."""
+
+    stream: str | None = None
+    deliver: Literal["all", "new", "last"] | int | datetime = "all"
 
 
 class DurableIntake:

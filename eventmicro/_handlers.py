@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from eventmicro._codecs import type_name_of
-from eventmicro._durable import Durability
+from eventmicro._durable import Durability, Replay
 from eventmicro._errors import ConfigurationError
 
 __all__ = ["HandlerKind", "HandlerSpec", "inspect_handler"]
@@ -49,6 +49,7 @@ class HandlerSpec:
     concurrency: int
     idempotent: bool = False
     durable: Durability | None = None  # JetStream consumption policy of a durable event handler
+    ordered: Replay | None = None  # an ordered consumer per instance (projections, replays)
 
     @property
     def allows_none(self) -> bool:

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -41,10 +41,12 @@ from eventmicro._names import check_subject
 
 __all__ = [
     "Delivery",
+    "OrderedSubscription",
     "PullConsumer",
     "Stored",
     "StoredMessage",
     "Stream",
+    "check_deliver",
     "delete_message",
     "ensure_stream",
     "get_message",
@@ -426,6 +428,65 @@ class PullConsumer:
             await self._sub.unsubscribe()
         except nats.errors.Error as exc:
             log.debug("consumer %s: unsubscribe failed: %s", self.name, type(exc).__name__)
+
+
+class OrderedSubscription:
+    """An ordered consumer of one instance: every stored message on the subject, in stream
+    order, one at a time, without acks (nats-py recreates it after gaps or a lost server)."""
+
+    def __init__(self, sub: Any, subject: str) -> None:
+        self._sub = sub
+        self.subject = subject
+
+    @classmethod
+    async def subscribe(
+        cls,
+        connection: Connection,
+        subject: str,
+        handler: Callable[[Message], Awaitable[None]],
+        *,
+        stream: str | None = None,
+        deliver: Literal["all", "new", "last"] | int | datetime = "all",
+    ) -> OrderedSubscription:
+        js = _js(connection)
+
+        async def on_message(msg: _NatsMsg) -> None:
+            await handler(Message(msg.subject, msg.data, msg.headers, msg.reply))
+
+        try:
+            if stream is None:
+                try:
+                    stream = await js.find_stream_name_by_subject(subject)
+                except nats.js.errors.NotFoundError as exc:
+                    raise ConfigurationError(
+                        f"ordered consumer: no stream stores '{subject}'; declare one with Stream(...)"
+                    ) from exc
+            sub = await js.subscribe(
+                subject,
+                stream=stream,
+                cb=on_message,
+                manual_ack=True,
+                ordered_consumer=True,
+                idle_heartbeat=2.0,
+                config=api.ConsumerConfig(**_deliver_policy(deliver)),
+            )
+        except nats.js.errors.APIError as exc:
+            raise StreamConflict(stream or subject, f"ordered consumer: {_describe_api(exc)}") from exc
+        except nats.errors.Error as exc:
+            raise _translate(exc, subject) from exc
+        return cls(sub, subject)
+
+    async def drain(self) -> None:
+        """Stop: messages already received are handled first."""
+        try:
+            await self._sub.drain()
+        except nats.errors.Error as exc:
+            log.debug("ordered consumer on %s: drain failed: %s", self.subject, type(exc).__name__)
+
+
+def check_deliver(deliver: object) -> None:
+    """Raise `ConfigurationError` unless ``deliver`` is a start position `PullConsumer` accepts."""
+    _deliver_policy(deliver)  # type: ignore[arg-type]
 
 
 def _deliver_policy(deliver: Literal["all", "new", "last"] | int | datetime) -> dict[str, Any]:

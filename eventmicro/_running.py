@@ -26,11 +26,11 @@ from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client,
 from eventmicro._codecs import TypeRegistry, python_type_name
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
-from eventmicro._durable import DurableIntake, dead_letter_stream
+from eventmicro._durable import DurableIntake, Replay, dead_letter_stream
 from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
-from eventmicro._jetstream import ensure_stream
+from eventmicro._jetstream import OrderedSubscription, ensure_stream
 from eventmicro._middleware import Invoke, compose
 from eventmicro._service_errors import (
     ERROR_HEADER,
@@ -84,6 +84,7 @@ class Running:
             (spec.kind, spec.name): TypeRegistry(spec.type_names.values()) for spec in service.handlers
         }
         self._durables: list[DurableIntake] = []
+        self._ordered: list[OrderedSubscription] = []
         self._stopped = False
 
     async def start(self) -> None:
@@ -94,6 +95,9 @@ class Running:
         try:
             await self._declare_streams()
             for spec in self.service.handlers:
+                if spec.ordered is not None:
+                    self._ordered.append(await self._subscribe_ordered(spec, spec.ordered))
+                    continue
                 if spec.durable is not None:
                     intake = DurableIntake(
                         self, spec, compose(_plain(spec), self.service.middleware), spec.durable
@@ -123,6 +127,8 @@ class Running:
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
+        for ordered in self._ordered:
+            await ordered.drain()
         try:
             async with asyncio.timeout_at(deadline):
                 for subscription in self._intake:
@@ -150,6 +156,16 @@ class Running:
         for hook in self.service.on_stop:
             await hook()
         log.info("service %s instance %s stopped", self.service.name, self.id)
+
+    async def _subscribe_ordered(self, spec: HandlerSpec, replay: Replay) -> OrderedSubscription:
+        invoke = compose(_plain(spec), self.service.middleware)
+
+        async def in_order(msg: Message) -> None:  # nats-py calls it once at a time, in order
+            await self._serve_event(spec, invoke, msg, time.monotonic())
+
+        return await OrderedSubscription.subscribe(
+            self.connection, spec.subject, in_order, stream=replay.stream, deliver=replay.deliver
+        )
 
     async def _declare_streams(self) -> None:
         streams = list(self.service.streams)

@@ -33,10 +33,10 @@ from typing import Any, Final, Literal, TypeVar, overload
 from eventmicro._adapter import Connection
 from eventmicro._codecs import type_name_of
 from eventmicro._config import ConnectOptions
-from eventmicro._durable import Durability
+from eventmicro._durable import Durability, Replay
 from eventmicro._errors import ConfigurationError
 from eventmicro._handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
-from eventmicro._jetstream import Stream
+from eventmicro._jetstream import Stream, check_deliver
 from eventmicro._middleware import Middleware
 from eventmicro._names import (
     check_handler_name,
@@ -160,6 +160,7 @@ class Service:
         ack_wait: float = ...,
         deliver: Literal["all", "new", "last"] | int | datetime = ...,
         idempotent: bool | float = ...,
+        ordered: bool = ...,
     ) -> Callable[[F], F]: ...
     def subscribe(
         self,
@@ -178,6 +179,7 @@ class Service:
         ack_wait: float = 30.0,
         deliver: Literal["all", "new", "last"] | int | datetime = "all",
         idempotent: bool | float = False,
+        ordered: bool = False,
     ) -> F | Callable[[F], F]:
         """Register an event handler.
 
@@ -191,7 +193,17 @@ class Service:
         ``terminal`` (see `eventmicro._durable`). ``deliver`` says where a new consumer starts.
         ``idempotent=True`` (or a number of seconds, default a day) remembers the (source, id)
         of each event handled, in a KV bucket with that TTL, and skips a redelivered one.
+
+        ``ordered=True`` gives every instance an ordered consumer of the stream: each stored
+        event on the subject, in order, one at a time, from ``deliver`` (``"all"``, ``"new"``,
+        ``"last"``, a stream sequence or a datetime) — for rebuilding projections.
         """
+        replay = None
+        if ordered:
+            if durable or broadcast:
+                raise ConfigurationError("ordered=True is its own mode: no durable=True or broadcast=True")
+            check_deliver(deliver)
+            replay = Replay(stream=stream, deliver=deliver)
         durability = None
         if durable:
             durability = _durability(
@@ -229,6 +241,7 @@ class Service:
                     queue=None if broadcast else f"{self.name}.{handler}",
                     concurrency=_positive(concurrency, fn),
                     durable=durability,
+                    ordered=replay,
                 )
             )
             return fn
@@ -304,6 +317,7 @@ def _durability(  # noqa: PLR0917 - the decorator's options, checked in one plac
         raise ConfigurationError("max_deliver must be at least 1")
     if isinstance(backoff, str | bytes) or any(not (isinstance(b, int | float) and b >= 0) for b in backoff):
         raise ConfigurationError("backoff is a list of delays in seconds (0 or more)")
+    check_deliver(deliver)
     if not ack_wait > 0:
         raise ConfigurationError("ack_wait must be a positive number of seconds")
     if not all(isinstance(t, type) and issubclass(t, BaseException) for t in terminal):

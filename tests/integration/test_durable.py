@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
@@ -394,3 +395,65 @@ async def test_without_the_guard_every_stored_copy_is_handled(
             await publish(conn, subject, wire.data, dict(wire.headers), msg_id=f"copy-{copy}")
         await eventually(lambda: len(handled) == 2)
     assert handled == ["o-10", "o-10"]  # at least once: the guard is opt-in
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+async def test_ordered_consumers_replay_the_stream_in_order_on_every_instance(
+    nats_server: NatsServer, conn: Connection, eventually: Eventually
+) -> None:
+    _stream, subject = await durable_setup(conn)
+    client = Client(conn, source="/replay")
+    await client.publish_batch([placed(f"o-{i}") for i in range(50)], subject=subject, window=1)
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    name = unique("projection")
+
+    def instance(label: str) -> Service:
+        svc = Service(name, version="1.0.0")
+
+        @svc.subscribe(subject=subject, ordered=True)
+        async def project(event: orders.OrderPlaced) -> None:
+            seen[label].append(event.order_id)
+
+        return svc
+
+    other = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    try:
+        async with instance("a").serving(conn), instance("b").serving(other):
+            await client.publish(placed("o-50"), subject=subject, durable=True)  # live events follow
+            await eventually(lambda: len(seen["a"]) == 51 and len(seen["b"]) == 51)
+    finally:
+        await other.close()
+    expected = [f"o-{i}" for i in range(51)]
+    assert seen["a"] == expected  # every instance, every event, in stream order
+    assert seen["b"] == expected
+
+
+async def test_subscribers_start_from_a_sequence_or_a_time(conn: Connection, eventually: Eventually) -> None:
+    _stream, subject = await durable_setup(conn)
+    client = Client(conn, source="/replay")
+    await client.publish_batch([placed(f"o-{i}") for i in range(10)], subject=subject, window=1)
+    boundary = datetime.now(UTC)
+    await client.publish_batch([placed(f"o-{i}") for i in range(10, 15)], subject=subject, window=1)
+    svc = Service(unique("start"), version="1.0.0")
+    from_seq: list[str] = []
+    from_time: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True, deliver=8)
+    async def durable_from_eight(event: orders.OrderPlaced) -> None:
+        from_seq.append(event.order_id)
+
+    @svc.subscribe(subject=subject, ordered=True, deliver=boundary)
+    async def ordered_from_time(event: orders.OrderPlaced) -> None:
+        from_time.append(event.order_id)
+
+    async with svc.serving(conn):
+        await eventually(lambda: len(from_seq) == 8 and len(from_time) == 5)
+    assert sorted(from_seq, key=lambda o: int(o[2:])) == [f"o-{i}" for i in range(7, 15)]
+    assert from_time == [f"o-{i}" for i in range(10, 15)]
+
+    with pytest.raises(ConfigurationError, match="deliver"):
+
+        @svc.subscribe(subject=subject, ordered=True, deliver="yesterday")  # type: ignore[call-overload,untyped-decorator]
+        async def bad(event: orders.OrderPlaced) -> None: ...
