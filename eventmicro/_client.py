@@ -31,7 +31,7 @@ from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
 from eventmicro._codecs import decode_payload, python_type_name
 from eventmicro._config import ConnectOptions
-from eventmicro._errors import NoResponders, Timeout
+from eventmicro._errors import EventMicroError, NoResponders, Timeout
 from eventmicro._event import Event
 from eventmicro._names import event_subject
 from eventmicro._service_errors import (
@@ -236,7 +236,7 @@ class Client:
                 self.connection,
                 topic,
                 wire.data,
-                dict(wire.headers),
+                wire.headers,
                 msg_id=jetstream.message_id(event.get_source(), event.get_id()),
                 timeout=timeout,
             )
@@ -260,24 +260,29 @@ class Client:
         the others have finished — publishing the same batch again is then safe.
         """
         events = [self._event(m, type=None, source=None, trace=trace, extensions=None) for m in messages]
-        limit = asyncio.Semaphore(window)
+        pending = iter(events)
+        failures: list[BaseException] = []
 
-        async def one(event: Event) -> None:
-            async with limit:
+        async def worker() -> None:  # `window` of these: as many acknowledgements outstanding
+            for event in pending:
                 wire = binding.to_binary(event, None)
-                await jetstream.publish(
-                    self.connection,
-                    subject or event_subject(event.get_type()),
-                    wire.data,
-                    dict(wire.headers),
-                    msg_id=jetstream.message_id(event.get_source(), event.get_id()),
-                    timeout=timeout,
-                )
+                try:
+                    await jetstream.publish(
+                        self.connection,
+                        subject or event_subject(event.get_type()),
+                        wire.data,
+                        wire.headers,
+                        msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                        timeout=timeout,
+                    )
+                except EventMicroError as exc:
+                    failures.append(exc)
 
-        outcomes = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(window, len(events)))):
+                group.create_task(worker())
+        if failures:
+            raise failures[0]
         return events
 
     def _event(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,19 +243,29 @@ async def publish(
     if too_big:
         raise PayloadTooLarge(subject, too_big, nc.max_payload)
     js = _js(connection)
-    retrying = AsyncRetrying(
-        stop=stop_after_delay(max(0.0, timeout - attempt_timeout)),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-        retry=retry_if_exception_type((nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError)),
-        before_sleep=lambda state: log.debug(
-            "publish on %s: attempt %d not acknowledged; retrying", subject, state.attempt_number
-        ),
-        reraise=True,
-    )
+    deadline = time.monotonic() + timeout
     try:
-        async for attempt in retrying:
-            with attempt:
-                ack = await js.publish(subject, data, timeout=attempt_timeout, headers=dict(headers))
+        try:  # the first attempt without the retry machinery: most publishes need nothing more
+            ack = await js.publish(subject, data, timeout=min(attempt_timeout, timeout), headers=headers)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
+            if time.monotonic() >= deadline - 0.05:
+                raise
+            log.debug("publish on %s: attempt 1 not acknowledged; retrying", subject)
+            retrying = AsyncRetrying(
+                stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+                wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+                retry=retry_if_exception_type(
+                    (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError)
+                ),
+                before_sleep=lambda state: log.debug(
+                    "publish on %s: attempt %d not acknowledged; retrying", subject, state.attempt_number + 1
+                ),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    remaining = max(0.05, min(attempt_timeout, deadline - time.monotonic()))
+                    ack = await js.publish(subject, data, timeout=remaining, headers=headers)
     except nats.js.errors.NoStreamResponseError as exc:
         raise NotStored(subject, await _why_not_stored(js, subject)) from exc
     except nats.errors.TimeoutError as exc:
