@@ -4,7 +4,10 @@
     eventmicro's binding and through the cloudevents SDK's generic HTTP binding (reference);
 (b) publish -> receive throughput of N events over a real nats-server (started here):
     raw nats-py without headers, raw nats-py with hand-built CloudEvents headers, the binding
-    over plain nats-py, and the binding over eventmicro's Connection (size check included).
+    over plain nats-py, and the binding over eventmicro's Connection (size check included);
+(c) services: RPC, queue groups, events, I/O-bound handlers, beside raw nats-py (bench/services.py);
+(d) durable: JetStream publishing (sequential and pipelined) and consuming with acks, beside raw
+    nats-py JetStream, on a server with JetStream and file storage (bench/durable.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -32,7 +35,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import services
+from bench import durable, services
 from eventmicro import cloudevents_nats as binding
 from eventmicro._clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -206,9 +209,15 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100_000, help="events per throughput run")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions (medians are reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--suite", choices=("all", "binding", "services"), default="all")
+    parser.add_argument("--suite", choices=("all", "binding", "services", "durable"), default="all")
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
+    parser.add_argument(
+        "--durable-count",
+        type=int,
+        default=None,
+        help="events per durable scenario (default: --count, at most 20,000)",
+    )
     args = parser.parse_args()
 
     print(
@@ -227,6 +236,21 @@ def main() -> int:
         with eventmicro.NatsServer(jetstream=False) as server:
             figures = services.run(server, args.repeat, args.calls, args.events)
         results["services"] = {"rounds": figures, "medians": services.report(figures)}
+    if args.suite in ("all", "durable"):
+        count = args.durable_count if args.durable_count is not None else min(args.count, 20_000)
+        print(
+            f"\n(d) durable (JetStream, file storage): {count:,} events per scenario ({args.repeat} rounds),"
+            f" publish window {durable.WINDOW}, raw fetch batch {durable.FETCH_BATCH}"
+        )
+        with eventmicro.NatsServer(jetstream=True) as server:
+            rounds = durable.run(server, args.repeat, count)
+        results["durable"] = {
+            "count": count,
+            "window": durable.WINDOW,
+            "fetch_batch": durable.FETCH_BATCH,
+            "rounds": rounds,
+            "medians": durable.report(rounds),
+        }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -31,7 +31,7 @@ from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
 from eventmicro._codecs import decode_payload, python_type_name
 from eventmicro._config import ConnectOptions
-from eventmicro._errors import EventMicroError, NoResponders, Timeout
+from eventmicro._errors import EventMicroError, NoResponders, NotStored, Timeout
 from eventmicro._event import Event
 from eventmicro._names import event_subject
 from eventmicro._service_errors import (
@@ -221,8 +221,8 @@ class Client:
     ) -> Event:
         """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``).
 
-        An `Event` (e.g. the one a failed publish returned) is sent unchanged, so publishing it
-        again is a retry of the same event, not a new one.
+        An `Event` is sent unchanged, so publishing it again is a retry of the same event, not
+        a new one: `NotStored.event` holds the event a failed durable publish tried to store.
 
         ``durable=True`` waits until a JetStream stream has stored it, retrying (deduplicated
         by ``Nats-Msg-Id``, derived from the event's source and id) for up to ``timeout``
@@ -232,14 +232,18 @@ class Client:
         wire = binding.to_binary(event, None)
         topic = subject or event_subject(event.get_type())
         if durable:
-            await jetstream.publish(
-                self.connection,
-                topic,
-                wire.data,
-                wire.headers,
-                msg_id=jetstream.message_id(event.get_source(), event.get_id()),
-                timeout=timeout,
-            )
+            try:
+                await jetstream.publish(
+                    self.connection,
+                    topic,
+                    wire.data,
+                    wire.headers,
+                    msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                    timeout=timeout,
+                )
+            except NotStored as exc:
+                exc.event = event
+                raise
         else:
             await self.connection.publish(topic, wire.data, headers=wire.headers)
         return event
@@ -256,8 +260,10 @@ class Client:
         """Publish ``messages`` durably with up to ``window`` acknowledgements outstanding.
 
         Each message is stored once (deduplicated like `publish`); returns the events in
-        order once every one is stored, or raises the first failure (`NotStored`, ...) after
-        the others have finished — publishing the same batch again is then safe.
+        order once every one is stored, or raises the first failure (`NotStored`, whose
+        ``event`` is the one not stored) after the others have finished. To retry a batch
+        without storing anything twice, pass `Event` objects (built with `Event.of`): they keep
+        their identity, while plain messages become new events on every call.
         """
         events = [self._event(m, type=None, source=None, trace=trace, extensions=None) for m in messages]
         pending = iter(events)
@@ -276,6 +282,8 @@ class Client:
                         timeout=timeout,
                     )
                 except EventMicroError as exc:
+                    if isinstance(exc, NotStored):
+                        exc.event = event
                     failures.append(exc)
 
         async with asyncio.TaskGroup() as group:

@@ -275,6 +275,7 @@ class NotStored(JetStreamError):
         super().__init__(f"event on '{subject}' not stored: {reason}")
         self.subject = subject
         self.reason = reason
+        self.event: object = None  # the Event, set by the client: publish it again to retry it
 
 
 class BucketNotFound(JetStreamError, LookupError):

@@ -87,11 +87,20 @@ async def test_the_same_event_published_three_times_is_stored_once(conn: Connect
 
 async def test_a_durable_publish_no_stream_stores_is_an_error_not_a_loss(conn: Connection) -> None:
     client = Client(conn, source="/test")
+    prefix = unique("nowhere")
     started = time.monotonic()
     with pytest.raises(NotStored) as caught:
-        await client.publish(placed("o-2"), subject=unique("nowhere.") + ".x", durable=True, timeout=1.0)
+        await client.publish(placed("o-2"), subject=f"{prefix}.x", durable=True, timeout=1.0)
     assert "no stream stores this subject" in caught.value.message
     assert time.monotonic() - started < 5
+    event = caught.value.event
+    assert isinstance(event, Event)  # the event that was not stored, to publish again
+    await ensure_stream(conn, Stream(prefix, [f"{prefix}.>"]))
+    again = await client.publish(event, subject=f"{prefix}.x", durable=True)
+    assert again.get_id() == event.get_id()
+    stored = await get_message(conn, prefix, 1)
+    assert stored is not None
+    assert orders.OrderPlaced.FromString(stored.data) == placed("o-2")
 
 
 async def test_publish_batch_stores_every_event_once_and_in_order(conn: Connection) -> None:
