@@ -41,7 +41,7 @@ def add_parser(commands: Any) -> None:
     show.add_argument("seq", type=int)
     show.add_argument("--json", action="store_true")
     replay = verbs.add_parser("replay", help="publish dead letters again to their original subjects")
-    replay.add_argument("seq", type=int, nargs="*")
+    replay.add_argument("seq", nargs="*", help="sequence numbers; with --all: [SERVICE [HANDLER]]")
     replay.add_argument("--all", action="store_true", help="replay every dead letter (of SERVICE [HANDLER])")
     replay.add_argument("--service")
     replay.add_argument("--handler")
@@ -110,14 +110,21 @@ async def _show(dead: DeadLetters, args: argparse.Namespace) -> int:
 
 async def _replay(dead: DeadLetters, args: argparse.Namespace) -> int:
     if args.all:
-        count = await dead.replay_all(args.service, args.handler)
+        if len(args.seq) > 2:
+            print("eventmicro: replay --all takes at most SERVICE and HANDLER")
+            return 2
+        service, handler = ([*args.seq, None, None])[:2]
+        count = await dead.replay_all(service or args.service, handler or args.handler)
         print(f"replayed {count} dead letter(s)")
         return 0
     if not args.seq:
         print("eventmicro: give the sequence numbers to replay, or --all")
         return 2
+    if not all(text.isdigit() for text in args.seq):
+        print("eventmicro: dead letters are replayed by sequence number (or --all [SERVICE [HANDLER]])")
+        return 2
     missing = 0
-    for seq in args.seq:
+    for seq in map(int, args.seq):
         try:
             stored = await dead.replay(seq)
         except KeyError:

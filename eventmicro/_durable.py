@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -129,6 +129,7 @@ class DurableIntake:
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: Store[str] | None = None  # the idempotency guard's bucket
         self.duplicates_skipped = 0
+        self._handling: dict[str, _Claim] = {}  # guarded events in flight, by key
 
     @property
     def name(self) -> str:
@@ -229,20 +230,36 @@ class DurableIntake:
             _count(stats, 500, "delivered too often")
             await self._give_up(delivery, 500, f"delivered {delivery.num_delivered} times without success")
             return
-        seen_key = None
-        if self._seen is not None:
-            seen_key = _identity(delivery)
-            if seen_key is not None and await self._already_handled(seen_key):
-                self.duplicates_skipped += 1
-                log.info("consumer %s: message %d is an event already handled; skipped",
-                         self.name, delivery.stream_seq)  # fmt: skip
-                await delivery.ack()
-                return
+        seen_key = _identity(delivery) if self._seen is not None else None
+        if seen_key is None:
+            await self._attempt(delivery, stats, None)
+            return
+        # copies of one event delivered together run one after the other, so the second sees
+        # that the first was handled (instances still race: the guard is check-then-record)
+        claim = self._handling.setdefault(seen_key, _Claim())
+        claim.users += 1
+        try:
+            async with claim.lock:
+                if await self._already_handled(seen_key):
+                    self.duplicates_skipped += 1
+                    log.info("consumer %s: message %d is an event already handled; skipped",
+                             self.name, delivery.stream_seq)  # fmt: skip
+                    await delivery.ack()
+                    return
+                await self._attempt(delivery, stats, seen_key)
+        finally:
+            claim.users -= 1
+            if not claim.users:
+                del self._handling[seen_key]
+
+    async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> None:
+        policy = self.durability
         try:
             await self.running._handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # stop() ran out of time: not acked, so the server redelivers it
+            # a CancelledError the handler raised itself is a failure like any other
             code, reason = _failure(exc)
             _count(stats, code, reason)
             if policy.is_terminal(exc) or delivery.num_delivered >= policy.max_deliver:
@@ -299,6 +316,19 @@ class DurableIntake:
         log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
                     self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
         await delivery.ack()
+
+
+@dataclass(slots=True)
+class _Claim:
+    """Serializes the deliveries of one guarded event within an instance."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def handled_bucket(service: str, handler: str) -> str:

@@ -10,6 +10,7 @@ fetched in batches; acks are publishes to the message's ``$JS.ACK...`` reply sub
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -104,16 +105,22 @@ class Stream:
     def _config(self) -> api.StreamConfig:
         return api.StreamConfig(
             name=self.name,
-            description=self.description or None,
-            subjects=list(self.subjects),
             retention=api.RetentionPolicy(self.retention),
             storage=api.StorageType(self.storage),
-            num_replicas=self.replicas,
-            max_age=self.max_age or 0,
-            duplicate_window=self.duplicate_window,
-            max_msgs=self.max_msgs if self.max_msgs is not None else -1,
-            max_bytes=self.max_bytes if self.max_bytes is not None else -1,
+            **self._updatable(),
         )
+
+    def _updatable(self) -> dict[str, Any]:
+        """The declared settings an update may change (the server's others are kept)."""
+        return {
+            "description": self.description or None,
+            "subjects": list(self.subjects),
+            "num_replicas": self.replicas,
+            "max_age": self.max_age or 0,
+            "duplicate_window": self.duplicate_window,
+            "max_msgs": self.max_msgs if self.max_msgs is not None else -1,
+            "max_bytes": self.max_bytes if self.max_bytes is not None else -1,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +206,8 @@ async def ensure_stream(connection: Connection, stream: Stream) -> None:
     }
     if not changes:
         return
-    try:
-        await js.update_stream(stream._config())
+    try:  # the server's config with the declared settings: what is not declared stays as it is
+        await js.update_stream(current.evolve(**stream._updatable()))
     except nats.js.errors.APIError as exc:
         raise StreamConflict(stream.name, changes) from exc
     except nats.errors.Error as exc:
@@ -414,7 +421,7 @@ class PullConsumer:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds; ``[]`` when none came."""
         try:
             messages = await self._sub.fetch(batch=batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py also raises a bare asyncio.TimeoutError when the pull expires
             return []
         except nats.errors.Error as exc:
             raise _translate(exc, self.name) from exc
@@ -487,12 +494,30 @@ class OrderedSubscription:
             raise _translate(exc, subject) from exc
         return cls(sub, subject)
 
-    async def drain(self) -> None:
-        """Stop: messages already received are handled first."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop: messages already received are handled first, for at most ``timeout`` seconds;
+        then the handler still running is cancelled and the rest are dropped (nothing is acked)."""
         try:
-            await self._sub.drain()
+            async with asyncio.timeout(timeout):
+                await self._sub.drain()
+        except TimeoutError:
+            log.warning("ordered consumer on %s: not drained in %ss; stopped", self.subject, timeout)
         except nats.errors.Error as exc:
             log.debug("ordered consumer on %s: drain failed: %s", self.subject, type(exc).__name__)
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        """Remove what nats-py's drain leaves behind (nats-py 2.16): its heartbeat monitor
+        would otherwise find the heartbeats gone, resubscribe and recreate the consumer, and
+        a later connection drain would wait its whole timeout for that zombie."""
+        sub = self._sub
+        sub._stop_processing()  # cancels the handler still running after a timed-out drain
+        sub._conn._remove_sub(sub._id)
+        jsi = sub._sub._jsi
+        for task in (jsi._hbtask, jsi._fctask):
+            if task is not None:
+                task.cancel()
 
 
 def check_deliver(deliver: object) -> None:

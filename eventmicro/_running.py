@@ -127,8 +127,8 @@ class Running:
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
-        for ordered in self._ordered:
-            await ordered.drain()
+        for ordered in self._ordered:  # bounded like the rest: a replay may have much queued
+            await ordered.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
         try:
             async with asyncio.timeout_at(deadline):
                 for subscription in self._intake:

@@ -198,6 +198,15 @@ class Service:
         event on the subject, in order, one at a time, from ``deliver`` (``"all"``, ``"new"``,
         ``"last"``, a stream sequence or a datetime) — for rebuilding projections.
         """
+        if not (durable or ordered) and (stream is not None or deliver != "all"):
+            # a core subscription would ignore them: at most once, while JetStream was meant
+            raise ConfigurationError("stream=... and deliver=... need durable=True (or ordered=True)")
+        if not durable and (
+            max_deliver != 5 or list(backoff) != [1, 5, 30] or terminal or not dead_letter or ack_wait != 30
+        ):
+            raise ConfigurationError(
+                "max_deliver, backoff, terminal, dead_letter and ack_wait need durable=True"
+            )
         replay = None
         if ordered:
             if durable or broadcast:
