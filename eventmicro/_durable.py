@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
-from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError
+from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError, PayloadTooLarge
 from eventmicro._event import Event
 from eventmicro._headervalues import decode_header_value, encode_header_value
 from eventmicro._jetstream import (
@@ -70,6 +70,7 @@ _FAILURE_FIELDS: Final = (
     "dlqservice",
     "dlqhandler",
     "dlqtime",
+    "dlqbodydropped",
 )
 _PLAIN_PREFIX: Final = "eventmicro-"  # failure headers on a dead letter that is not a binary CloudEvent
 
@@ -145,7 +146,14 @@ class DurableIntake:
                     ttl=self.durability.idempotent_ttl, description="eventmicro: events handled"
                 ),
             )
-        self.consumer = await PullConsumer.bind(
+        self.consumer = await self._bind()
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(self.consumer), name=f"fetch {self.name}"),
+            asyncio.create_task(self._heartbeat(), name=f"in-progress {self.name}"),
+        ]
+
+    async def _bind(self) -> PullConsumer:
+        return await PullConsumer.bind(
             self.running.connection,
             name=self.name,
             subject=self.spec.subject,
@@ -154,10 +162,25 @@ class DurableIntake:
             deliver=self.durability.deliver,
             description=f"eventmicro {self.running.service.name}.{self.spec.name}",
         )
-        self._tasks = [
-            asyncio.create_task(self._fetch_loop(self.consumer), name=f"fetch {self.name}"),
-            asyncio.create_task(self._heartbeat(), name=f"in-progress {self.name}"),
-        ]
+
+    async def _recreate_if_lost(self, consumer: PullConsumer) -> PullConsumer:
+        """After failed fetches: a consumer that is gone from the server (deleted, or lost with a
+        server's store) is created again from the declared start, so nothing stalls for good."""
+        try:
+            if await consumer.exists():
+                return consumer
+            replacement = await self._bind()
+        except EventMicroError:
+            return consumer  # the server is still away: keep trying
+        log.error(
+            "consumer %s was gone from the server; created again (deliver=%r): events it had "
+            "delivered may be delivered again",
+            self.name,
+            self.durability.deliver,
+        )
+        await consumer.close()
+        self.consumer = replacement
+        return replacement
 
     async def stop_intake(self) -> None:
         """Stop fetching; what is in flight keeps running (the task group waits for it)."""
@@ -187,6 +210,8 @@ class DurableIntake:
                 pause = min(5.0, pause * 2 or 0.1)
                 log.warning("consumer %s: fetch failed (%s); again in %.1fs", self.name, exc.message, pause)
                 await asyncio.sleep(pause)
+                if pause >= 0.4:  # a few failures in a row: is the consumer still there?
+                    consumer = await self._recreate_if_lost(consumer)
                 continue
             except Exception:  # never let the intake die silently
                 pause = min(5.0, pause * 2 or 0.1)
@@ -381,13 +406,16 @@ async def store_dead_letter(
     }
     for name, value in failure.items():
         headers[prefix + name] = encode_header_value(name, value)
-    return await publish(
-        connection,
-        dead_letter_subject(service, handler),
-        message.data,
-        headers,
-        msg_id=f"dlq-{delivery.stream}-{delivery.stream_seq}-{delivery.consumer}",
-    )
+    subject = dead_letter_subject(service, handler)
+    msg_id = f"dlq-{delivery.stream}-{delivery.stream_seq}-{delivery.consumer}"
+    try:
+        return await publish(connection, subject, message.data, headers, msg_id=msg_id)
+    except PayloadTooLarge:  # the failure headers pushed it over max_payload: keep the record,
+        # without the body; `DeadLetters.replay` takes the body from the original stream
+        log.error("dead letter of %s message %d stored without its body (too large with the failure)",
+                  delivery.stream, delivery.stream_seq)  # fmt: skip
+        headers[prefix + "dlqbodydropped"] = "true"
+        return await publish(connection, subject, b"", headers, msg_id=msg_id)
 
 
 # --- the dead-letter API --------------------------------------------------------------------
@@ -409,6 +437,7 @@ class DeadLetter:
     time: datetime | None
     headers: Mapping[str, str]  # the original headers (without the failure)
     data: bytes
+    body_dropped: bool = False  # too large to store with the failure: the original stream has it
 
     @property
     def event_id(self) -> str | None:
@@ -455,10 +484,19 @@ class DeadLetters:
         letter = await self.get(seq)
         if letter is None:
             raise KeyError(f"no dead letter {seq}")
+        data = letter.data
+        if letter.body_dropped:
+            original = await get_message(self.connection, letter.stream, letter.stream_seq)
+            if original is None:
+                raise KeyError(
+                    f"dead letter {seq} has no body and the original is gone from stream "
+                    f"{letter.stream} (seq {letter.stream_seq})"
+                )
+            data = original.data
         stored = await publish(
             self.connection,
             letter.subject,
-            letter.data,
+            data,
             dict(letter.headers),
             msg_id=f"replay-{DEAD_LETTER_STREAM}-{letter.seq}",
         )
@@ -513,6 +551,7 @@ def _letter(stored: StoredMessage) -> DeadLetter | None:
         time=stored.time,
         headers=original,
         data=stored.data,
+        body_dropped=failure.get("dlqbodydropped") == "true",
     )
 
 

@@ -440,6 +440,16 @@ class PullConsumer:
             )
         return out
 
+    async def exists(self) -> bool:
+        """Whether the durable consumer is still on the server (raises while it cannot tell)."""
+        try:
+            await _js(self.connection).consumer_info(self.stream, self.name)
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.errors.Error as exc:
+            raise _translate(exc, self.name) from exc
+        return True
+
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server)."""
         try:

@@ -16,6 +16,7 @@ from eventmicro import (
     ConfigurationError,
     Connection,
     ConnectOptions,
+    DeadLetter,
     DeadLetters,
     Event,
     Message,
@@ -25,6 +26,7 @@ from eventmicro import (
     Stream,
 )
 from eventmicro import cloudevents_nats as binding
+from eventmicro._adapter import headers_size
 from eventmicro._cli import main
 from eventmicro._jetstream import _js, ensure_stream, publish
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -236,3 +238,62 @@ def test_delivery_policy_without_durable_is_refused() -> None:
 
         @svc.subscribe(ordered=True, terminal=[ValueError])
         async def two(event: orders.OrderPlaced) -> None: ...
+
+
+async def test_a_consumer_deleted_on_the_server_is_created_again(
+    conn: Connection, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream, subject = await durable_setup(conn)
+    svc = Service(unique("lost"), version="1.0.0")
+    handled: list[str] = []
+
+    @svc.subscribe(subject=subject, durable=True)
+    async def keep(event: orders.OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    client = Client(conn, source="/lost")
+    async with svc.serving(conn):
+        await client.publish(placed("before"), subject=subject, durable=True)
+        await eventually(lambda: handled == ["before"])
+        await _js(conn).delete_consumer(stream, f"{svc.name}-keep")  # an operator's mistake
+        await client.publish(placed("after"), subject=subject, durable=True)
+        await eventually(lambda: "after" in handled, timeout=20)
+    assert "was gone from the server; created again" in caplog.text
+    assert handled.count("after") == 1
+
+
+async def test_a_dead_letter_too_large_with_its_failure_is_kept_without_its_body(
+    conn: Connection, eventually: Eventually
+) -> None:
+    stream, subject = await durable_setup(conn)
+    svc = Service(unique("big"), version="1.0.0")
+    sizes: list[int] = []
+    refuse = True
+
+    @svc.subscribe(subject=subject, durable=True, terminal=[ValueError])
+    async def take(event: bytes) -> None:
+        sizes.append(len(event))
+        if refuse:
+            raise ValueError("too big to handle")
+
+    client = Client(conn, source="/big")
+    probe = binding.to_binary(Event.of(b"", source="/big", type="test.big.v1"), None)
+    room = conn.max_payload - headers_size({**probe.headers, "Nats-Msg-Id": "x" * 40}) - 16
+    dead = DeadLetters(conn)
+    async with svc.serving(conn):
+        await client.publish(b"x" * room, type="test.big.v1", subject=subject, durable=True)
+        await eventually(lambda: sizes == [room])
+
+        async def letters() -> list[DeadLetter]:
+            return await dead.list(svc.name)
+
+        async with asyncio.timeout(10):
+            while not await letters():  # noqa: ASYNC110 - the dead-letter stream has no event to wait on
+                await asyncio.sleep(0.02)
+        (letter,) = await letters()
+        assert letter.body_dropped
+        assert letter.data == b""
+        assert (letter.stream, letter.stream_seq, letter.reason) == (stream, 1, "ValueError")
+        refuse = False
+        await dead.replay(letter.seq)  # the body comes back from the original stream
+        await eventually(lambda: sizes == [room, room])
