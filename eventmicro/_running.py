@@ -269,7 +269,9 @@ class Running:
         trace = _trace(event, received)
         if trace.deadline is not None and trace.deadline <= time.monotonic():
             raise DeadlineExceeded("the caller's deadline passed before the request was handled")
-        ctx = Context(self.service, spec.name, event, self.client, trace, stores=self.stores)
+        ctx: Any = None  # nothing would read a context when the handler takes none and no middleware runs
+        if spec.takes_context or self.service.middleware:
+            ctx = Context(self.service, spec.name, event, self.client, trace, stores=self.stores)
         expiry = None if trace.deadline is None else _Expiry(trace.deadline)
         try:
             result = await invoke(request, ctx)
@@ -346,6 +348,9 @@ class Running:
             value = self._registries[spec.kind, spec.name].decode(
                 event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
             )
+        if not spec.takes_context and not self.service.middleware:
+            await spec.function(value)  # nothing would read a context: none is made
+            return
         ctx = Context(
             self.service, spec.name, event, self.client, _trace(event, received), stores=self.stores
         )
