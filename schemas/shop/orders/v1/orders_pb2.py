@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#schemas/shop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x08LineItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\\\n\nPlaceOrder\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"6\n\rOrderAccepted\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\"\xb3\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12-\n\tplaced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2L\n\x06Orders\x12\x42\n\x05Place\x12\x1a.shop.orders.v1.PlaceOrder\x1a\x1d.shop.orders.v1.OrderAcceptedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#schemas/shop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x08LineItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\\\n\nPlaceOrder\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\"6\n\rOrderAccepted\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\"\xb3\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12-\n\tplaced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12+\n\x06status\x18\x06 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12-\n\tplaced_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1c\n\x08GetOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\"/\n\x0b\x43\x61ncelOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\"2\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03\x32\xc2\x01\n\x06Orders\x12\x42\n\x05Place\x12\x1a.shop.orders.v1.PlaceOrder\x1a\x1d.shop.orders.v1.OrderAccepted\x12\x36\n\x03Get\x12\x18.shop.orders.v1.GetOrder\x1a\x15.shop.orders.v1.Order\x12<\n\x06\x43\x61ncel\x12\x1b.shop.orders.v1.CancelOrder\x1a\x15.shop.orders.v1.Orderb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.shop.orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ORDERSTATUS']._serialized_start=893
+  _globals['_ORDERSTATUS']._serialized_end=1018
   _globals['_LINEITEM']._serialized_start=88
   _globals['_LINEITEM']._serialized_end=155
   _globals['_PLACEORDER']._serialized_start=157
@@ -40,6 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERACCEPTED']._serialized_end=305
   _globals['_ORDERPLACED']._serialized_start=308
   _globals['_ORDERPLACED']._serialized_end=487
-  _globals['_ORDERS']._serialized_start=489
-  _globals['_ORDERS']._serialized_end=565
+  _globals['_ORDER']._serialized_start=490
+  _globals['_ORDER']._serialized_end=724
+  _globals['_GETORDER']._serialized_start=726
+  _globals['_GETORDER']._serialized_end=754
+  _globals['_CANCELORDER']._serialized_start=756
+  _globals['_CANCELORDER']._serialized_end=803
+  _globals['_ORDERCONFIRMED']._serialized_start=805
+  _globals['_ORDERCONFIRMED']._serialized_end=839
+  _globals['_ORDERCANCELLED']._serialized_start=841
+  _globals['_ORDERCANCELLED']._serialized_end=891
+  _globals['_ORDERS']._serialized_start=1021
+  _globals['_ORDERS']._serialized_end=1215
 # @@protoc_insertion_point(module_scope)
