@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   eventmicro server                       # one node with JetStream on a free port
   eventmicro server --port 4222 --no-jetstream
   eventmicro server --cluster 3           # three routed nodes, a JetStream store each
-  eventmicro demo                         # round trip on an embedded server
+  eventmicro demo                         # the reference shop on an embedded server
   eventmicro demo --url nats://127.0.0.1:4222
   eventmicro deadletters ls               # dead letters of durable handlers (see: deadletters -h)
 """
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--url", default=None, help="use this NATS instead of starting one")
-    demo.add_argument("--orders", type=int, default=5, help="how many orders to place (default 5)")
+    demo.add_argument("--orders", type=int, default=200, help="how many orders to place (default 200)")
     demo.set_defaults(run=_demo)
 
     from eventmicro import _cli_deadletters

@@ -1,149 +1,312 @@
-"""The demo: a real round trip on an embedded (or given) NATS, with the CloudEvents binding.
+"""``eventmicro demo``: the reference shop (subscribers/) run as separate processes, with orders.
 
-An "orders" responder answers ``orders.place`` requests (CloudEvents in binary mode, protobuf
-payloads) and publishes an ``OrderPlaced`` event for each order; an audit subscriber receives
-every event, in binary and structured mode. A malformed request shows the error path: the
-responder replies with NATS service error headers instead of letting the caller time out.
+It uses the NATS at ``--url``, or starts an embedded nats-server with JetStream; starts orders
+and inventory twice (to show queue-group balancing and shared durable consumers), billing,
+notifications and audit once; places ``--orders`` orders through the typed RPC client; waits
+until the saga has settled every order; prints what happened; stops the services with SIGTERM.
+Exit code 0 only when every order reached a final state and no event is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
+import random
+import signal
 import statistics
+import subprocess
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Final
 
-from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import Connection, Message
+from eventmicro._adapter import Connection
+from eventmicro._client import Client
 from eventmicro._config import ConnectOptions
+from eventmicro._discovery import discover
+from eventmicro._durable import DeadLetters
 from eventmicro._errors import EventMicroError
-from eventmicro._event import Event
+from eventmicro._jetstream import subject_counts
 from eventmicro._server import NatsServer
-from schemas.shop.orders.v1 import orders_pb2 as orders
+from eventmicro._service_errors import BadRequest
+from eventmicro._store import Store
 
-SOURCE = "/eventmicro/demo/orders"
-CLIENT = "/eventmicro/demo/client"
-EVENTS = "events.shop.orders.v1.OrderPlaced"
+SERVICES: Final = (("orders", 2), ("inventory", 2), ("billing", 1), ("notifications", 1), ("audit", 1))
+STREAM: Final = "SHOP"
+CONCURRENT_CALLS: Final = 16
+SETTLE_TIMEOUT: Final = 120.0
 
 
-def say(text: str) -> None:
+def say(text: str = "") -> None:
     print(text, flush=True)
 
 
 @dataclass
-class Shop:
-    """The demo's responder and subscriber, and what they saw."""
+class Run:
+    """What the demo did and saw."""
 
-    service: Connection
-    expected_events: int
-    events: list[tuple[str, orders.OrderPlaced]] = field(default_factory=list)
-    placed: int = 0
-    all_events: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> None:
-        await self.service.subscribe("orders.place", self.place, queue="orders")
-        await self.service.subscribe("events.shop.orders.>", self.audit, queue="audit")
-        await self.service.flush()
-
-    async def place(self, msg: Message) -> None:
-        try:
-            event = binding.from_nats(msg, None)
-            request = event.data_as(orders.PlaceOrder)
-        except EventMicroError as exc:
-            body = json.dumps({"code": exc.code, "status": "Bad Request", "detail": exc.message})
-            error = {"Nats-Service-Error": exc.message, "Nats-Service-Error-Code": str(exc.code)}
-            await self.service.publish(msg.reply, body.encode(), headers=error)
-            return
-        total = sum(item.quantity * item.unit_price_cents for item in request.items)
-        self.placed += 1
-        order_id = f"ord-{self.placed:04d}"
-        placed = orders.OrderPlaced(
-            order_id=order_id,
-            customer_id=request.customer_id,
-            items=request.items,
-            total_cents=total,
-            currency=request.currency,
-        )
-        placed.placed_at.GetCurrentTime()
-        out = binding.to_binary(Event.of(placed, source=SOURCE, subject=order_id), None)
-        await self.service.publish(EVENTS, out.data, headers=out.headers)
-        accepted = orders.OrderAccepted(order_id=order_id, total_cents=total)
-        reply = binding.to_binary(Event.of(accepted, source=SOURCE), None)
-        await self.service.publish(msg.reply, reply.data, headers=reply.headers)
-
-    async def audit(self, msg: Message) -> None:
-        event = binding.from_nats(msg, None)
-        self.events.append((binding.detect_mode(msg.headers).value, event.data_as(orders.OrderPlaced)))
-        if len(self.events) >= self.expected_events:
-            self.all_events.set()
+    accepted: list[str] = field(default_factory=list)
+    rejected: int = 0
+    failed_calls: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    status: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    events: dict[str, int] = field(default_factory=dict)
+    audited: dict[str, int] = field(default_factory=dict)
+    calls_per_instance: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    unsettled: int = 0
+    exit_codes: list[int] = field(default_factory=list)
 
 
-async def run_demo(url: str | None, *, orders_count: int = 5) -> int:
-    """Run the demo; returns the process exit code (0 when every step did what it should)."""
+async def run_demo(url: str | None, *, orders_count: int = 200) -> int:
+    """Run the demo; returns the process exit code."""
     server = None
     if url is None:
         say("starting an embedded nats-server with JetStream ...")
         server = await NatsServer().astart()
         url = server.url
         say(f"  nats-server listening on {url} (store {server.store_dir})")
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        return await _round_trip(url, orders_count)
+        processes = _start_services(url)
+        run = Run()
+        async with Connection(ConnectOptions.from_env(url, connect_attempts=5)) as connection:
+            await _wait_for_services(connection, processes)
+            before = await _event_counts(connection)
+            audited_before = await _audit_counts(connection)
+            await _place_orders(Client(connection, source="/eventmicro/demo"), orders_count, run)
+            await _wait_until_settled(connection, run)
+            await _collect(connection, run, before, audited_before)
+        run.exit_codes = await asyncio.to_thread(_stop_services, processes)
+        processes = []
+        return _summary(run, orders_count)
     finally:
+        if processes:
+            _stop_services(processes)
         if server is not None:
             await asyncio.to_thread(server.close)
             say("embedded nats-server stopped")
 
 
-async def _round_trip(url: str, count: int) -> int:
-    options = ConnectOptions.from_env(url, connect_attempts=3)
-    latencies: list[float] = []
-    async with Connection(options) as service, Connection(options) as client:
-        shop = Shop(service, expected_events=count + 1)  # one per order, one in structured mode
-        await shop.start()
-        say("service 'orders' answers orders.place; subscriber 'audit' listens on events.shop.orders.>")
-        for n in range(1, count + 1):
-            request = orders.PlaceOrder(
-                customer_id=f"cust-{n}",
-                currency="EUR",
-                items=[orders.LineItem(sku=f"sku-{n}", quantity=n, unit_price_cents=250)],
-            )
-            msg = binding.to_binary(Event.of(request, source=CLIENT), None)
-            started = time.perf_counter()
-            answer = await client.request("orders.place", msg.data, headers=msg.headers, timeout=5)
-            latencies.append((time.perf_counter() - started) * 1000)
-            accepted = binding.from_nats(answer, None).data_as(orders.OrderAccepted)
-            say(f"  call orders.place #{n}: {accepted.order_id} total {accepted.total_cents / 100:.2f} EUR")
+# --- the services ---------------------------------------------------------------------------
 
-        late = orders.OrderPlaced(order_id="ord-structured", customer_id="cust-x")
-        structured = binding.to_structured(Event.of(late, source=SOURCE), None)
-        await client.publish(EVENTS, structured.data, headers=structured.headers)
-        say("  published one OrderPlaced in structured mode")
 
-        bad = await client.request("orders.place", b"not a cloudevent", timeout=5)
-        headers = bad.headers or {}
-        error = f"{headers.get('Nats-Service-Error-Code')} {headers.get('Nats-Service-Error')}"
-        say(f"  malformed request answered with a service error: {error}")
+def _start_services(url: str) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    env = {**os.environ, "EVENTMICRO_NATS_URL": url, "SHOP_LOG_LEVEL": "ERROR"}
+    started = []
+    for name, count in SERVICES:
+        for _ in range(count):
+            process = subprocess.Popen([sys.executable, "-m", f"subscribers.{name}"], env=env)
+            started.append((name, process))
+    say("started " + ", ".join(f"{name} x{count}" for name, count in SERVICES))
+    return started
 
+
+async def _wait_for_services(
+    connection: Connection, processes: list[tuple[str, subprocess.Popen[bytes]]]
+) -> None:
+    wanted = dict(SERVICES)
+    deadline = time.monotonic() + 90
+    while True:
+        answers = await discover(connection, "PING", window=0.3)
+        seen = Counter(a.get("name") for a in answers)
+        if all(seen[name] >= count for name, count in wanted.items()):
+            say("  every instance answers $SRV.PING")
+            return
+        dead = [name for name, p in processes if p.poll() is not None]
+        if dead:
+            raise EventMicroError(f"service process(es) exited during start-up: {', '.join(dead)}")
+        if time.monotonic() > deadline:
+            missing = {n: c - seen[n] for n, c in wanted.items() if seen[n] < c}
+            raise EventMicroError(f"services did not come up in time (missing {missing})")
+
+
+def _stop_services(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> list[int]:
+    for _, process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes = []
+    for _, process in processes:
         try:
-            await asyncio.wait_for(shop.all_events.wait(), timeout=10)
-        except TimeoutError:
-            say(f"  only {len(shop.events)} of {shop.expected_events} events arrived")
-    return _summary(count, latencies, shop, error_code=headers.get("Nats-Service-Error-Code"))
+            codes.append(process.wait(timeout=40))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
 
 
-def _summary(count: int, latencies: list[float], shop: Shop, *, error_code: str | None) -> int:
-    binary = sum(1 for mode, _ in shop.events if mode == "binary")
-    say("")
+# --- the orders ------------------------------------------------------------------------------
+
+
+async def _place_orders(client: Client, count: int, run: Run) -> None:
+    from schemas.shop.orders.v1 import orders_pb2 as orders
+    from subscribers.shop import PRICE_CENTS, SKUS
+
+    chooser = random.Random(42)  # the same orders every run  # noqa: S311 - not for security
+    requests = []
+    for n in range(count):
+        items = [
+            orders.LineItem(
+                sku=chooser.choice(SKUS), quantity=chooser.randint(1, 4), unit_price_cents=PRICE_CENTS
+            )
+            for _ in range(chooser.randint(1, 3))
+        ]
+        if n % 50 == 49:
+            items = []  # an invalid order now and then: the service answers 400
+        requests.append(orders.PlaceOrder(customer_id=f"cust-{n % 37:03d}", currency="EUR", items=items))
+    pending = iter(requests)
+    done = 0
+
+    async def caller() -> None:
+        nonlocal done
+        for request in pending:
+            started = time.perf_counter()
+            try:
+                accepted = await client.call(
+                    "orders.place", request, returns=orders.OrderAccepted, timeout=10
+                )
+            except BadRequest:
+                run.rejected += 1
+            except EventMicroError as exc:
+                run.failed_calls.append(exc.message)
+            else:
+                run.accepted.append(accepted.order_id)
+            run.latencies.append((time.perf_counter() - started) * 1000)
+            done += 1
+            _progress("placing orders", done, count)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(CONCURRENT_CALLS):
+            group.create_task(caller())
+    say()
+
+
+async def _wait_until_settled(connection: Connection, run: Run) -> None:
+    from schemas.shop.orders.v1 import orders_pb2 as orders
+
+    store = await Store.open(connection, "orders", orders.Order)
+    waiting = set(run.accepted)
+    total = len(waiting)
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while waiting and time.monotonic() < deadline:
+        for order_id in list(waiting):
+            entry = await store.get(order_id)
+            if (
+                entry is not None
+                and entry.value is not None
+                and entry.value.status
+                in (
+                    orders.ORDER_STATUS_CONFIRMED,
+                    orders.ORDER_STATUS_CANCELLED,
+                )
+            ):
+                waiting.discard(order_id)
+                run.status[
+                    orders.OrderStatus.Name(entry.value.status).removeprefix("ORDER_STATUS_").lower()
+                ] += 1
+                if entry.value.reason:
+                    run.reasons[entry.value.reason.split(":")[0]] += 1
+        _progress("settling the saga", total - len(waiting), total)
+        if waiting:
+            await asyncio.sleep(0.2)  # polling the orders bucket; each pass reads every pending order
+    say()
+    run.unsettled = len(waiting)
+
+
+async def _collect(
+    connection: Connection, run: Run, before: dict[str, int], audited_before: dict[str, int]
+) -> None:
+    deadline = time.monotonic() + 60
+    while True:  # the audit service consumes durably and may still be catching up
+        now = await _event_counts(connection)
+        run.events = {k: now.get(k, 0) - before.get(k, 0) for k in now if now.get(k, 0) != before.get(k, 0)}
+        audited = await _audit_counts(connection)
+        run.audited = {k: audited.get(k, 0) - audited_before.get(k, 0) for k in audited}
+        run.audited = {k: v for k, v in run.audited.items() if v}
+        if run.audited == run.events or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    for answer in await discover(connection, "STATS", "orders", window=0.5):
+        place: dict[str, Any] = next((e for e in answer.get("endpoints", []) if e.get("name") == "place"), {})
+        run.calls_per_instance[str(answer.get("id", "?"))[:8]] = int(place.get("num_requests", 0))
+    run.dead_letters = len(await DeadLetters(connection).list())
+
+
+async def _event_counts(connection: Connection) -> dict[str, int]:
+    """Stored events per CloudEvent type (from the stream's per-subject counts)."""
+    counts = await subject_counts(connection, STREAM)
+    return {subject.removeprefix("events."): n for subject, n in counts.items()}
+
+
+async def _audit_counts(connection: Connection) -> dict[str, int]:
+    try:
+        store = await Store.open(connection, "audit", str, create=False)
+    except EventMicroError:
+        return {}
+    out = {}
+    for key in await store.keys():
+        entry = await store.get(key)
+        if entry is not None and entry.value is not None:
+            out[key] = int(entry.value)
+    return out
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    line = f"  {label:<18} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    if sys.stdout.isatty():
+        print("\r" + line, end="", flush=True)
+    elif done == total or done % max(1, total // 4) == 0:
+        print(line, flush=True)
+
+
+# --- the summary -----------------------------------------------------------------------------
+
+
+def _summary(run: Run, count: int) -> int:
+    say()
     say("summary")
-    say(f"  calls answered      {len(latencies)}/{count}")
-    if latencies:
-        say(f"  call latency        median {statistics.median(latencies):.2f} ms")
-    say(
-        f"  events received     {len(shop.events)}/{shop.expected_events} "
-        f"(binary {binary}, structured {len(shop.events) - binary})"
+    rows: list[tuple[str, Any]] = [
+        ("orders placed", f"{count} ({len(run.accepted)} accepted, {run.rejected} rejected as invalid)"),
+        ("calls failed", len(run.failed_calls)),
+        ("orders confirmed", run.status.get("confirmed", 0)),
+        ("orders cancelled", f"{run.status.get('cancelled', 0)} " + _reasons(run.reasons)),
+        ("orders unsettled", run.unsettled),
+    ]
+    if run.latencies:
+        ordered = sorted(run.latencies)
+        p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+        rows.append(("call latency", f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms"))
+    rows.append(
+        ("calls per instance", ", ".join(f"{k}: {v}" for k, v in sorted(run.calls_per_instance.items())))
     )
-    say(f"  malformed request   error code {error_code} (expected 400)")
-    ok = len(latencies) == count and len(shop.events) == shop.expected_events and error_code == "400"
-    say("  result              " + ("OK" if ok else "FAILED"))
+    for name, stored in sorted(run.events.items()):
+        rows.append((f"  {name}", f"{stored} stored, {run.audited.get(name, 0)} audited"))
+    missing = sum(max(0, n - run.audited.get(k, 0)) for k, n in run.events.items())
+    rows += [
+        ("events missing", missing),
+        ("dead letters", run.dead_letters),
+        ("services exit codes", ", ".join(map(str, run.exit_codes))),
+    ]
+    for label, value in rows:
+        say(f"  {label:<40} {value}")
+    ok = (
+        len(run.accepted) + run.rejected == count
+        and not run.failed_calls
+        and run.unsettled == 0
+        and missing == 0
+        and all(code == 0 for code in run.exit_codes)
+    )
+    say("  result" + " " * 35 + ("OK" if ok else "FAILED"))
+    for message in run.failed_calls[:5]:
+        say(f"  failed call: {message}")
     return 0 if ok else 1
+
+
+def _reasons(reasons: Counter[str]) -> str:
+    if not reasons:
+        return ""
+    return "(" + ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) + ")"

@@ -56,6 +56,7 @@ __all__ = [
     "publish",
     "purge",
     "stream_messages",
+    "subject_counts",
 ]
 
 log = logging.getLogger("eventmicro.jetstream")
@@ -580,6 +581,17 @@ async def stream_messages(
         yield message
         count += 1
         seq = message.seq + 1
+
+
+async def subject_counts(connection: Connection, stream: str, subject: str = ">") -> dict[str, int]:
+    """Messages stored per subject in ``stream`` (empty when the stream does not exist)."""
+    try:
+        info = await _js(connection).stream_info(stream, subjects_filter=subject)
+    except nats.js.errors.NotFoundError:
+        return {}
+    except nats.errors.Error as exc:
+        raise _translate(exc, stream) from exc
+    return dict(info.state.subjects or {})
 
 
 async def delete_message(connection: Connection, stream: str, seq: int) -> bool:

@@ -8,20 +8,29 @@ import sys
 import eventmicro
 
 
-def test_the_demo_runs_a_real_round_trip_and_exits_zero() -> None:
+def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "demo", "--orders", "4"],
+        [sys.executable, "-m", "eventmicro", "demo", "--orders", "50"],
         check=False,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "calls answered      4/4" in out
-    assert "events received     5/5 (binary 4, structured 1)" in out
-    assert "error code 400" in out
-    assert "embedded nats-server stopped" in out
+    lines = {
+        line.split("  ")[1].strip(): line.split()[-1]
+        for line in out.splitlines()
+        if line.startswith("  ") and "  " in line[2:]
+    }
+    assert "orders placed                            50 (49 accepted, 1 rejected as invalid)" in out
+    assert lines["orders unsettled"] == "0"
+    assert lines["events missing"] == "0"
+    assert lines["calls failed"] == "0"
+    assert "shop.orders.v1.OrderPlaced             49 stored, 49 audited" in out
+    assert "services exit codes                      0, 0, 0, 0, 0, 0, 0" in out
+    assert out.rstrip().endswith("embedded nats-server stopped")
+    assert "result                                   OK" in out
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,55 @@
+"""The billing service: charges reserved orders; a deterministic share of charges is declined
+(``SHOP_PAYMENT_FAIL_PERCENT``, default 10) so that the saga's compensation is visible."""
+
+from __future__ import annotations
+
+from eventmicro import Context, NotFound, RevisionConflict, Service
+from schemas.shop.billing.v1 import billing_pb2 as billing
+from schemas.shop.inventory.v1 import inventory_pb2 as inventory
+from subscribers.shop import STREAM, main, payment_declined
+
+svc = Service(
+    "billing",
+    version="1.0.0",
+    description="Charges orders",
+    streams=[STREAM],
+    publishes=[billing.PaymentCaptured, billing.PaymentFailed],
+)
+
+
+@svc.rpc
+async def get_payment(req: billing.GetPaymentRequest, ctx: Context) -> billing.Payment:
+    entry = await (await ctx.store("payments", billing.Payment)).get(req.order_id)
+    if entry is None or entry.value is None:
+        raise NotFound(f"no payment for order {req.order_id}")
+    return entry.value
+
+
+@svc.subscribe(durable=True, idempotent=True)
+async def on_stock_reserved(event: inventory.StockReserved, ctx: Context) -> None:
+    payments = await ctx.store("payments", billing.Payment)
+    declined = payment_declined(event.order_id)
+    payment = billing.Payment(
+        order_id=event.order_id,
+        payment_id=f"pay-{event.order_id[4:]}",
+        amount_cents=event.total_cents,
+        captured=not declined,
+        reason="card declined" if declined else "",
+    )
+    try:
+        await payments.put(event.order_id, payment, expected_revision=0)
+    except RevisionConflict:
+        return  # charged before (a redelivery): the outcome was announced then
+    if declined:
+        await ctx.publish(billing.PaymentFailed(order_id=event.order_id, reason=payment.reason), durable=True)
+    else:
+        await ctx.publish(
+            billing.PaymentCaptured(
+                order_id=event.order_id, payment_id=payment.payment_id, amount_cents=payment.amount_cents
+            ),
+            durable=True,
+        )
+
+
+if __name__ == "__main__":
+    main(svc)
