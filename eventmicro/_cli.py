@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   eventmicro server --cluster 3           # three routed nodes, a JetStream store each
   eventmicro demo                         # the reference shop on an embedded server
   eventmicro demo --url nats://127.0.0.1:4222
+  eventmicro run subscribers.orders --workers 2   # serve a module's services
   eventmicro deadletters ls               # dead letters of durable handlers (see: deadletters -h)
 """
 
@@ -94,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--orders", type=int, default=200, help="how many orders to place (default 200)")
     demo.set_defaults(run=_demo)
 
-    from eventmicro import _cli_deadletters
+    from eventmicro import _cli_deadletters, _cli_run
 
     _cli_deadletters.add_parser(commands)
+    _cli_run.add_parser(commands)
     return parser
 
 

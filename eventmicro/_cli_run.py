@@ -1,0 +1,201 @@
+"""``eventmicro run MODULE[:ATTR]``: serve one or more services, in one or several worker processes.
+
+::
+
+    eventmicro run subscribers.orders            # the module's `svc`
+    eventmicro run myapp.services:all_services   # a Service, or a list of them
+    eventmicro run subscribers.orders --workers 4
+    eventmicro run subscribers.orders --reload   # restart when a .py file under the module changes
+
+One worker serves in this process. With ``--workers N`` (or ``--reload``) this process is a
+supervisor: each worker is a child process serving the same services, so the instances share
+queue groups and durable consumers; SIGINT/SIGTERM are passed on and every worker drains; a
+worker that dies is started again (up to 5 times a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from eventmicro._adapter import Connection
+from eventmicro._config import ConnectOptions
+from eventmicro._errors import ConfigurationError
+from eventmicro._service import Service
+
+EXAMPLES = """examples:
+  eventmicro run subscribers.orders                     # serve `svc` of that module
+  eventmicro run myapp.services:services --workers 4    # a list of services, four processes
+  eventmicro run subscribers.orders --reload            # restart on code changes (development)
+  eventmicro run subscribers.orders --url nats://10.0.0.5:4222
+"""
+
+log = logging.getLogger("eventmicro.run")
+RESTARTS_PER_MINUTE: Final = 5
+POLL: Final = 0.5  # seconds between looks at the source files (--reload)
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="serve services from a module, in one or more worker processes",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "target", metavar="MODULE[:ATTR]", help="where the service(s) are (ATTR default: svc)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: this one)")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart the workers when a source file changes"
+    )
+    parser.add_argument("--url", default=None, help="NATS URL (default: from the environment)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigurationError("--workers must be at least 1")
+    services = load_services(args.target)  # fails here, before any process starts
+    if args.workers == 1 and not args.reload:
+        return asyncio.run(serve(services, ConnectOptions.from_env(args.url)))
+    return Supervisor(args.target, args.workers, url=args.url, reload=args.reload).run()
+
+
+def load_services(target: str) -> list[Service]:
+    """The services ``MODULE[:ATTR]`` names; raises `ConfigurationError` saying what is wrong."""
+    module_name, _, attr = target.partition(":")
+    sys.path.insert(0, os.getcwd())  # like `python -m`: modules of the current directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name}: {exc}") from exc
+    name = attr or "svc"
+    value = getattr(module, name, None)
+    if value is None:
+        raise ConfigurationError(f"{module_name} has no attribute {name!r} (give MODULE:ATTR)")
+    services = [value] if isinstance(value, Service) else value
+    if (
+        not isinstance(services, list | tuple)
+        or not services
+        or not all(isinstance(s, Service) for s in services)
+    ):
+        raise ConfigurationError(f"{target} is not a Service or a list of Services")
+    return list(services)
+
+
+async def serve(services: Sequence[Service], options: ConnectOptions) -> int:
+    """Serve ``services`` on one connection until SIGINT/SIGTERM, then drain them all."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Connection(options) as connection, contextlib.AsyncExitStack() as stack:
+        for service in services:
+            await stack.enter_async_context(service.serving(connection))
+        names = ", ".join(f"{s.name} {s.version}" for s in services)
+        log.warning("serving %s (pid %d)", names, os.getpid())
+        await stop.wait()
+        log.warning("stopping %s", names)
+    return 0
+
+
+class Supervisor:
+    """Runs the workers, passes signals on, restarts crashed workers, reloads on changes."""
+
+    def __init__(self, target: str, workers: int, *, url: str | None, reload: bool) -> None:
+        self.target = target
+        self.count = workers
+        self.url = url
+        self.reload = reload
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.stop = threading.Event()
+        self.restarts: list[float] = []
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop.set())
+        root = self._source_root()
+        seen = _mtimes(root) if self.reload else {}
+        self.workers = [self._spawn() for _ in range(self.count)]
+        print(f"eventmicro run: {self.count} worker(s) serving {self.target}", flush=True)
+        failed = False
+        while not self.stop.wait(POLL):
+            if self.reload:
+                now = _mtimes(root)
+                if now != seen:
+                    seen = now
+                    print("eventmicro run: source changed; restarting the workers", flush=True)
+                    self._stop_workers()
+                    self.workers = [self._spawn() for _ in range(self.count)]
+                    continue
+            for i, worker in enumerate(self.workers):
+                code = worker.poll()
+                if code is None:
+                    continue
+                if not self._may_restart():
+                    message = f"worker {worker.pid} exited ({code}); too many restarts, giving up"
+                    print(f"eventmicro run: {message}", file=sys.stderr, flush=True)
+                    failed = True
+                    self.stop.set()
+                    break
+                print(f"eventmicro run: worker {worker.pid} exited ({code}); starting another", flush=True)
+                self.workers[i] = self._spawn()
+        codes = self._stop_workers()
+        return 1 if failed or any(codes) else 0
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "eventmicro", "run", self.target]
+        if self.url:
+            command += ["--url", self.url]
+        return subprocess.Popen(command)
+
+    def _stop_workers(self) -> list[int]:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        codes = []
+        for worker in self.workers:
+            try:
+                codes.append(worker.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                codes.append(worker.wait())
+        return codes
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60]
+        if len(self.restarts) >= RESTARTS_PER_MINUTE:
+            return False
+        self.restarts.append(now)
+        return True
+
+    def _source_root(self) -> Path:
+        module = importlib.import_module(self.target.partition(":")[0])
+        file = Path(module.__file__ or ".").resolve()
+        top = module.__name__.partition(".")[0]
+        root = file.parent
+        for _ in range(module.__name__.count(".")):
+            root = root.parent
+        return root / top if (root / top).is_dir() else file.parent
+
+
+def _mtimes(root: Path) -> dict[Path, float]:
+    out = {}
+    for path in root.rglob("*.py"):
+        with contextlib.suppress(OSError):
+            out[path] = path.stat().st_mtime
+    return out

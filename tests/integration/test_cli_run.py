@@ -1,0 +1,107 @@
+"""``eventmicro run``: services from a module, in worker processes, restarted on code changes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from eventmicro import Client, ConfigurationError, Connection, ConnectOptions, NatsServer, discover
+from eventmicro._cli import main
+from eventmicro._cli_run import load_services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(target: str, url: str, *extra: str, cwd: Path = ROOT, path: str = "") -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, str(ROOT)) if p)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventmicro", "run", target, "--url", url, *extra],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def instances(
+    url: str, name: str, condition: Callable[[list[dict[str, object]]], bool]
+) -> list[dict[str, object]]:
+    async with Connection(ConnectOptions.from_env(url, environ={})) as conn:
+        async with asyncio.timeout(60):
+            while True:
+                answers = await discover(conn, "INFO", name, window=0.3)
+                if condition(answers):
+                    return answers
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return process.returncode, out
+
+
+def test_workers_share_the_queue_group_and_drain_on_sigterm(nats_server: NatsServer) -> None:
+    process = start("tests.system.echo_service:svc", nats_server.url, "--workers", "2")
+    try:
+        found = asyncio.run(instances(nats_server.url, "echo", lambda a: len(a) >= 2))
+        assert len({a["id"] for a in found}) == 2
+
+        async def calls() -> set[int]:
+            from tests.system.echo_service import Done, Work
+
+            async with Client.connect(nats_server.url, environ={}) as client:
+                replies = await asyncio.gather(
+                    *(client.call("echo.work", Work(delay=0.01), returns=Done, timeout=10) for _ in range(60))
+                )
+            return {r.pid for r in replies}
+
+        assert len(asyncio.run(calls())) == 2  # both worker processes answered
+    finally:
+        code, out = stop(process)
+    assert code == 0, out
+    assert "2 worker(s) serving tests.system.echo_service:svc" in out
+    asyncio.run(instances(nats_server.url, "echo", lambda a: not a))  # both gone from discovery
+
+
+def test_reload_restarts_the_workers_when_the_code_changes(nats_server: NatsServer, tmp_path: Path) -> None:
+    package = tmp_path / "reloadme"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = textwrap.dedent(
+        """
+        from eventmicro import Service
+        svc = Service("reloadme", version="{version}")
+        """
+    )
+    (package / "app.py").write_text(source.format(version="1.0.0"))
+    process = start("reloadme.app", nats_server.url, "--reload", cwd=tmp_path, path=str(tmp_path))
+    try:
+        asyncio.run(instances(nats_server.url, "reloadme", lambda a: [x["version"] for x in a] == ["1.0.0"]))
+        (package / "app.py").write_text(source.format(version="1.0.1"))
+        asyncio.run(instances(nats_server.url, "reloadme", lambda a: [x["version"] for x in a] == ["1.0.1"]))
+    finally:
+        code, out = stop(process)
+    assert code == 0, out
+    assert "source changed; restarting the workers" in out
+
+
+def test_a_bad_target_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "no_such_module_here"]) == 2
+    assert "cannot import no_such_module_here" in capsys.readouterr().err
+    assert main(["run", "eventmicro:nothing"]) == 2
+    assert "has no attribute 'nothing'" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="not a Service"):
+        load_services("eventmicro:__version__")
