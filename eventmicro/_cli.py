@@ -1,4 +1,4 @@
-"""The ``eventmicro`` command line: ``server``, ``demo`` and ``deadletters``."""
+"""The ``eventmicro`` command line: server, demo, run, call, publish, tail, services, bench, deadletters."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ EXAMPLES = """examples:
   eventmicro server --cluster 3           # three routed nodes, a JetStream store each
   eventmicro demo                         # the reference shop on an embedded server
   eventmicro demo --url nats://127.0.0.1:4222
-  eventmicro run subscribers.orders --workers 2   # serve a module's services
-  eventmicro deadletters ls               # dead letters of durable handlers (see: deadletters -h)
+  eventmicro run subscribers.orders --workers 2    # serve a module's services
+  eventmicro call orders.get '{"orderId": "ord-1"}'  # typed RPC from JSON
+  eventmicro publish shop.orders.v1.OrderCancelled '{"orderId": "o-1"}'
+  eventmicro tail events.shop.>           # CloudEvents live, either mode
+  eventmicro services info orders         # $SRV discovery as tables
+  eventmicro bench rpc                    # eventmicro's throughput and latency
+  eventmicro deadletters ls               # dead letters of durable handlers
+  eventmicro COMMAND -h                   # each command's options and examples
 """
 
 
@@ -98,13 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     from eventmicro import _cli_deadletters, _cli_run
 
     _cli_deadletters.add_parser(commands)
+    from eventmicro import _cli_tools  # call, publish, tail, services
+
+    _cli_tools.add_parser(commands)
     _cli_run.add_parser(commands)
+    from eventmicro import _cli_bench
+
+    _cli_bench.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet = logging.ERROR if args.command == "deadletters" else logging.WARNING  # tools: no retry chatter
+    tools = ("deadletters", "call", "publish", "tail", "services", "bench")
+    quiet = logging.ERROR if args.command in tools else logging.WARNING  # tools: no retry chatter
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -142,8 +142,10 @@ def _stop_services(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> list
 
 async def _place_orders(client: Client, count: int, run: Run) -> None:
     from schemas.shop.orders.v1 import orders_pb2 as orders
+    from schemas.shop.orders.v1.orders_micro import OrdersClient
     from subscribers.shop import PRICE_CENTS, SKUS
 
+    shop = OrdersClient(client)  # the typed client generated from orders.proto
     chooser = random.Random(42)  # the same orders every run  # noqa: S311 - not for security
     requests = []
     for n in range(count):
@@ -164,9 +166,7 @@ async def _place_orders(client: Client, count: int, run: Run) -> None:
         for request in pending:
             started = time.perf_counter()
             try:
-                accepted = await client.call(
-                    "orders.place", request, returns=orders.OrderAccepted, timeout=10
-                )
+                accepted = await shop.place(request, timeout=10)
             except BadRequest:
                 run.rejected += 1
             except EventMicroError as exc:

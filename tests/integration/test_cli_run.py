@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,6 +19,16 @@ from eventmicro._cli import main
 from eventmicro._cli_run import load_services
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass
+class Work:  # the shapes of tests/system/echo_service.py's request and reply (JSON)
+    delay: float = 0.0
+
+
+@dataclasses.dataclass
+class Done:
+    pid: int
 
 
 def start(target: str, url: str, *extra: str, cwd: Path = ROOT, path: str = "") -> subprocess.Popen[str]:
@@ -60,8 +71,6 @@ def test_workers_share_the_queue_group_and_drain_on_sigterm(nats_server: NatsSer
         assert len({a["id"] for a in found}) == 2
 
         async def calls() -> set[int]:
-            from tests.system.echo_service import Done, Work
-
             async with Client.connect(nats_server.url, environ={}) as client:
                 replies = await asyncio.gather(
                     *(client.call("echo.work", Work(delay=0.01), returns=Done, timeout=10) for _ in range(60))
