@@ -1,0 +1,12 @@
+# The eventmicro image for the reference shop (compose.yaml): the library, the generated
+# schemas and the services in subscribers/. `docker build -t eventmicro .`
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY eventmicro ./eventmicro
+COPY schemas ./schemas
+COPY subscribers ./subscribers
+RUN pip install --no-cache-dir .
+ENV PYTHONUNBUFFERED=1
+# the service to run is the compose service's command, e.g. python -m subscribers.orders
+CMD ["eventmicro", "--help"]
