@@ -132,6 +132,7 @@ class Supervisor:
         self.workers = [self._spawn() for _ in range(self.count)]
         print(f"eventmicro run: {self.count} worker(s) serving {self.target}", flush=True)
         failed = False
+        parked: set[int] = set()  # --reload: workers that kept crashing wait for the next change
         while not self.stop.wait(POLL):
             if self.reload:
                 now = _mtimes(root)
@@ -140,12 +141,20 @@ class Supervisor:
                     print("eventmicro run: source changed; restarting the workers", flush=True)
                     self._stop_workers()
                     self.workers = [self._spawn() for _ in range(self.count)]
+                    self.restarts.clear()
+                    parked.clear()
                     continue
             for i, worker in enumerate(self.workers):
                 code = worker.poll()
-                if code is None:
+                if code is None or i in parked:
                     continue
-                if not self._may_restart():
+                may_restart = self._may_restart()
+                if not may_restart and self.reload:  # most likely code being edited
+                    message = f"worker {worker.pid} exited ({code}); waiting for a change to the source"
+                    print(f"eventmicro run: {message}", file=sys.stderr, flush=True)
+                    parked.add(i)
+                    continue
+                if not may_restart:
                     message = f"worker {worker.pid} exited ({code}); too many restarts, giving up"
                     print(f"eventmicro run: {message}", file=sys.stderr, flush=True)
                     failed = True

@@ -25,9 +25,9 @@ from eventmicro._adapter import Connection
 from eventmicro._client import Client
 from eventmicro._config import ConnectOptions
 from eventmicro._discovery import discover
-from eventmicro._durable import DeadLetters
 from eventmicro._errors import EventMicroError
 from eventmicro._jetstream import subject_counts
+from eventmicro._names import DEAD_LETTER_STREAM
 from eventmicro._server import NatsServer
 from eventmicro._service_errors import BadRequest
 from eventmicro._store import Store
@@ -74,11 +74,10 @@ async def run_demo(url: str | None, *, orders_count: int = 200) -> int:
         run = Run()
         async with Connection(ConnectOptions.from_env(url, connect_attempts=5)) as connection:
             await _wait_for_services(connection, processes)
-            before = await _event_counts(connection)
-            audited_before = await _audit_counts(connection)
+            before = await _snapshot(connection)  # a server given by --url may hold earlier runs
             await _place_orders(Client(connection, source="/eventmicro/demo"), orders_count, run)
             await _wait_until_settled(connection, run)
-            await _collect(connection, run, before, audited_before)
+            await _collect(connection, run, before)
         run.exit_codes = await asyncio.to_thread(_stop_services, processes)
         processes = []
         return _summary(run, orders_count)
@@ -215,15 +214,31 @@ async def _wait_until_settled(connection: Connection, run: Run) -> None:
     run.unsettled = len(waiting)
 
 
-async def _collect(
-    connection: Connection, run: Run, before: dict[str, int], audited_before: dict[str, int]
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the server held before the orders were placed: the summary counts the difference."""
+
+    events: dict[str, int]
+    audited: dict[str, int]
+    dead_letters: int
+
+
+async def _snapshot(connection: Connection) -> Snapshot:
+    dead = sum((await subject_counts(connection, DEAD_LETTER_STREAM)).values())
+    return Snapshot(await _event_counts(connection), await _audit_counts(connection), dead)
+
+
+async def _collect(connection: Connection, run: Run, before: Snapshot) -> None:
     deadline = time.monotonic() + 60
     while True:  # the audit service consumes durably and may still be catching up
         now = await _event_counts(connection)
-        run.events = {k: now.get(k, 0) - before.get(k, 0) for k in now if now.get(k, 0) != before.get(k, 0)}
+        run.events = {
+            k: now.get(k, 0) - before.events.get(k, 0)
+            for k in now
+            if now.get(k, 0) != before.events.get(k, 0)
+        }
         audited = await _audit_counts(connection)
-        run.audited = {k: audited.get(k, 0) - audited_before.get(k, 0) for k in audited}
+        run.audited = {k: audited.get(k, 0) - before.audited.get(k, 0) for k in audited}
         run.audited = {k: v for k, v in run.audited.items() if v}
         if run.audited == run.events or time.monotonic() > deadline:
             break
@@ -231,7 +246,8 @@ async def _collect(
     for answer in await discover(connection, "STATS", "orders", window=0.5):
         place: dict[str, Any] = next((e for e in answer.get("endpoints", []) if e.get("name") == "place"), {})
         run.calls_per_instance[str(answer.get("id", "?"))[:8]] = int(place.get("num_requests", 0))
-    run.dead_letters = len(await DeadLetters(connection).list())
+    dead = sum((await subject_counts(connection, DEAD_LETTER_STREAM)).values())
+    run.dead_letters = max(0, dead - before.dead_letters)
 
 
 async def _event_counts(connection: Connection) -> dict[str, int]:

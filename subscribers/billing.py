@@ -39,8 +39,13 @@ async def on_stock_reserved(event: inventory.StockReserved, ctx: Context) -> Non
     try:
         await payments.put(event.order_id, payment, expected_revision=0)
     except RevisionConflict:
-        return  # charged before (a redelivery): the outcome was announced then
-    if declined:
+        # charged before: announce that outcome again, since the attempt that charged may have
+        # died before its event was stored (the order would wait for ever); duplicates are harmless
+        entry = await payments.get(event.order_id)
+        if entry is None or entry.value is None:
+            raise
+        payment = entry.value
+    if not payment.captured:
         await ctx.publish(billing.PaymentFailed(order_id=event.order_id, reason=payment.reason), durable=True)
     else:
         await ctx.publish(

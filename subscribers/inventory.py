@@ -50,8 +50,11 @@ async def get_stock(req: inventory.GetStockRequest, ctx: Context) -> inventory.S
 @svc.subscribe(durable=True, idempotent=True)
 async def on_order_placed(event: orders.OrderPlaced, ctx: Context) -> None:
     reservations = await ctx.store("reservations", Reservation)
-    if await reservations.get(event.order_id) is not None:
-        return  # reserved, rejected or cancelled before: nothing to do again
+    held = await reservations.get(event.order_id)
+    if held is not None:  # reserved, rejected or cancelled before: nothing to take again, but
+        if held.value is not None and held.value.state == "reserved":  # the attempt that
+            await _announce_reserved(ctx, event)  # reserved may have died before announcing it
+        return
     wanted: dict[str, int] = {}
     for item in event.items:
         wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
@@ -74,6 +77,10 @@ async def on_order_placed(event: orders.OrderPlaced, ctx: Context) -> None:
         for sku, quantity in taken.items():  # cancelled meanwhile: give it back
             await _change(stock, sku, quantity)
         return
+    await _announce_reserved(ctx, event)
+
+
+async def _announce_reserved(ctx: Context, event: orders.OrderPlaced) -> None:
     await ctx.publish(
         inventory.StockReserved(
             order_id=event.order_id,

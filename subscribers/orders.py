@@ -76,21 +76,32 @@ async def cancel(req: orders.CancelOrder, ctx: Context) -> orders.Order:
 
 @svc.subscribe(durable=True, idempotent=True)
 async def on_payment_captured(event: billing.PaymentCaptured, ctx: Context) -> None:
-    await _settle(ctx, event.order_id, orders.ORDER_STATUS_CONFIRMED, "")
+    await _settle(ctx, event.order_id, orders.ORDER_STATUS_CONFIRMED, "", again=True)
 
 
 @svc.subscribe(durable=True, idempotent=True)
 async def on_payment_failed(event: billing.PaymentFailed, ctx: Context) -> None:
-    await _settle(ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"payment failed: {event.reason}")
+    await _settle(
+        ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"payment failed: {event.reason}", again=True
+    )
 
 
 @svc.subscribe(durable=True, idempotent=True)
 async def on_stock_rejected(event: inventory.StockRejected, ctx: Context) -> None:
-    await _settle(ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"out of stock: {event.sku}")
+    await _settle(
+        ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"out of stock: {event.sku}", again=True
+    )
 
 
-async def _settle(ctx: Context, order_id: str, status: int, reason: str) -> orders.Order | None:
-    """Move a pending order to its final ``status`` and announce it; ``None`` if it was settled."""
+async def _settle(
+    ctx: Context, order_id: str, status: int, reason: str, *, again: bool = False
+) -> orders.Order | None:
+    """Move a pending order to its final ``status`` and announce it; ``None`` if it was settled.
+
+    ``again``: an order already settled with this ``status`` is announced again (an event
+    delivered again may come from an attempt that stored the status but died before its event
+    was stored); duplicates of the announcement are harmless downstream.
+    """
     store = await _orders(ctx)
     while True:
         entry = await store.get(order_id)
@@ -98,7 +109,10 @@ async def _settle(ctx: Context, order_id: str, status: int, reason: str) -> orde
             raise NotFound(f"no order {order_id}")  # not retried for ever: dead-lettered
         order = entry.value
         if order.status in FINAL:
-            return None
+            if not again or order.status != status:
+                return None
+            reason = order.reason
+            break
         order.status = status  # type: ignore[assignment]
         order.reason = reason
         try:
