@@ -8,5 +8,5 @@ COPY schemas ./schemas
 COPY subscribers ./subscribers
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1
-# the service to run is the compose service's command, e.g. python -m subscribers.orders
+# the service to run is the compose service's command, e.g. eventmicro run subscribers.orders
 CMD ["eventmicro", "--help"]

@@ -337,6 +337,7 @@ class Connection:
             "max_reconnect_attempts": 1,
             "drain_timeout": opts.drain_timeout,
             "pending_size": opts.pending_size,
+            "dont_randomize": opts.no_randomize,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,

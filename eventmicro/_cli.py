@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   eventmicro services info orders         # $SRV discovery as tables
   eventmicro bench rpc                    # eventmicro's throughput and latency
   eventmicro deadletters ls               # dead letters of durable handlers
+  eventmicro new greeter                  # scaffold a service: .proto, generated code, a test
   eventmicro COMMAND -h                   # each command's options and examples
 """
 
@@ -60,9 +61,10 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from eventmicro._cli_common import connection_env
     from eventmicro._demo import run_demo
 
-    return asyncio.run(run_demo(args.url, orders_count=args.orders))
+    return asyncio.run(run_demo(args.url, orders_count=args.orders, auth=connection_env(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     from eventmicro import _cli_bench
 
     _cli_bench.add_parser(commands)
+    from eventmicro import _cli_new
+
+    _cli_new.add_parser(commands)
+    from eventmicro._cli_common import add_connection_flags
+
+    for command in commands.choices.values():  # every command that talks to NATS: auth flags too
+        if any("--url" in action.option_strings for action in command._actions):
+            add_connection_flags(command)
     return parser
 
 

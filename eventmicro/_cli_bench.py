@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from eventmicro._adapter import Connection
+from eventmicro._cli_common import connect_options
 from eventmicro._client import Client
 from eventmicro._codecs import event_type
 from eventmicro._config import ConnectOptions
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.msgs < 1 or args.size < 0 or args.clients < 1:
         print("eventmicro: --msgs and --clients must be at least 1, --size 0 or more")
         return 2
-    options = ConnectOptions.from_env(args.url)
+    options = connect_options(args)
     result = asyncio.run(_rpc(options, args) if args.kind == "rpc" else _pubsub(options, args))
     for label, value in result.items():
         print(f"  {label:<22} {value}")

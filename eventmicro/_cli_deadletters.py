@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from eventmicro._adapter import Connection
-from eventmicro._config import ConnectOptions
+from eventmicro._cli_common import connect_options
 from eventmicro._durable import DeadLetter, DeadLetters
 
 EXAMPLES = """examples:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    async with Connection(ConnectOptions.from_env(args.url)) as connection:
+    async with Connection(connect_options(args)) as connection:
         dead = DeadLetters(connection)
         verb: str = args.verb
         if verb == "ls":

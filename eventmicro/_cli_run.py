@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from eventmicro._adapter import Connection
+from eventmicro._cli_common import connect_options, connection_env
 from eventmicro._config import ConnectOptions
 from eventmicro._errors import ConfigurationError
 from eventmicro._service import Service
@@ -70,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--workers must be at least 1")
     services = load_services(args.target)  # fails here, before any process starts
     if args.workers == 1 and not args.reload:
-        return asyncio.run(serve(services, ConnectOptions.from_env(args.url)))
-    return Supervisor(args.target, args.workers, url=args.url, reload=args.reload).run()
+        return asyncio.run(serve(services, connect_options(args)))
+    supervisor = Supervisor(args.target, args.workers, url=args.url, reload=args.reload)
+    supervisor.env = {**os.environ, **connection_env(args)}  # auth flags reach the workers as env
+    return supervisor.run()
 
 
 def load_services(target: str) -> list[Service]:
@@ -121,6 +124,7 @@ class Supervisor:
         self.url = url
         self.reload = reload
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] | None = None  # the workers' environment (None: this one's)
         self.stop = threading.Event()
         self.restarts: list[float] = []
 
@@ -169,7 +173,7 @@ class Supervisor:
         command = [sys.executable, "-m", "eventmicro", "run", self.target]
         if self.url:
             command += ["--url", self.url]
-        return subprocess.Popen(command)
+        return subprocess.Popen(command, env=self.env)
 
     def _stop_workers(self) -> list[int]:
         for worker in self.workers:

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from eventmicro import _jetstream as jetstream
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
+from eventmicro._cli_common import connect_options
 from eventmicro._cli_schemas import (
     SERVICE_FAILED,
     UNKNOWN,
@@ -37,7 +38,6 @@ from eventmicro._cli_schemas import (
 )
 from eventmicro._client import Client
 from eventmicro._codecs import JSON, TYPE_URL_PREFIX, event_type
-from eventmicro._config import ConnectOptions
 from eventmicro._errors import JetStreamError, NoResponders, PayloadError, Timeout
 from eventmicro._event import Event
 from eventmicro._names import check_subject, event_subject
@@ -137,7 +137,7 @@ def add_common(parser: argparse.ArgumentParser, *, schemas: bool) -> None:
 
 def connection(args: argparse.Namespace) -> Connection:
     """A connection per ``--url``, with auth and TLS from the ``EVENTMICRO_NATS_*`` environment."""
-    return Connection(ConnectOptions.from_env(args.url))
+    return Connection(connect_options(args))
 
 
 # --- call ---------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ class ConnectOptions:
 
     ``connect_attempts`` bounds the initial connect (exponential backoff between attempts);
     after that the connection reconnects forever unless ``max_reconnect_attempts`` says
-    otherwise.
+    otherwise. ``no_randomize=True`` tries ``servers`` in the given order (nats-py shuffles
+    them by default): a connection goes to the first reachable URL, e.g. to pin each instance
+    to a cluster node while still listing every node for failover.
     """
 
     servers: tuple[str, ...] = (DEFAULT_URL,)
@@ -70,6 +72,7 @@ class ConnectOptions:
     max_reconnect_attempts: int = -1
     drain_timeout: float = 30.0
     pending_size: int = 2 * 1024 * 1024
+    no_randomize: bool = False
 
     def __post_init__(self) -> None:
         if not self.servers:

@@ -26,7 +26,7 @@ from eventmicro._client import Client
 from eventmicro._config import ConnectOptions
 from eventmicro._discovery import discover
 from eventmicro._errors import EventMicroError
-from eventmicro._jetstream import subject_counts
+from eventmicro._jetstream import publish, subject_counts
 from eventmicro._names import DEAD_LETTER_STREAM
 from eventmicro._server import NatsServer
 from eventmicro._service_errors import BadRequest
@@ -56,12 +56,15 @@ class Run:
     audited: dict[str, int] = field(default_factory=dict)
     calls_per_instance: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    retried: int = 0  # billing's charge attempts that failed and were redelivered
     unsettled: int = 0
     exit_codes: list[int] = field(default_factory=list)
 
 
-async def run_demo(url: str | None, *, orders_count: int = 200) -> int:
-    """Run the demo; returns the process exit code."""
+async def run_demo(url: str | None, *, orders_count: int = 200, auth: dict[str, str] | None = None) -> int:
+    """Run the demo; returns the process exit code. ``auth``: EVENTMICRO_NATS_* variables for
+    a given server that needs credentials (handed to the services' processes too)."""
+    environ = {**os.environ, **(auth or {})}
     server = None
     if url is None:
         say("starting an embedded nats-server with JetStream ...")
@@ -70,14 +73,17 @@ async def run_demo(url: str | None, *, orders_count: int = 200) -> int:
         say(f"  nats-server listening on {url} (store {server.store_dir})")
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        processes = _start_services(url)
+        processes = _start_services(url, environ)
         run = Run()
-        async with Connection(ConnectOptions.from_env(url, connect_attempts=5)) as connection:
+        async with Connection(
+            ConnectOptions.from_env(url, environ=environ, connect_attempts=5)
+        ) as connection:
             await _wait_for_services(connection, processes)
             before = await _snapshot(connection)  # a server given by --url may hold earlier runs
             await _place_orders(Client(connection, source="/eventmicro/demo"), orders_count, run)
+            await _publish_junk(connection)
             await _wait_until_settled(connection, run)
-            await _collect(connection, run, before)
+            await _collect(connection, run, before, expect_dead_letters=JUNK_LETTERS)
         run.exit_codes = await asyncio.to_thread(_stop_services, processes)
         processes = []
         return _summary(run, orders_count)
@@ -92,8 +98,8 @@ async def run_demo(url: str | None, *, orders_count: int = 200) -> int:
 # --- the services ---------------------------------------------------------------------------
 
 
-def _start_services(url: str) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    env = {**os.environ, "EVENTMICRO_NATS_URL": url, "SHOP_LOG_LEVEL": "ERROR"}
+def _start_services(url: str, environ: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    env = {**environ, "EVENTMICRO_NATS_URL": url, "SHOP_LOG_LEVEL": "ERROR"}
     started = []
     for name, count in SERVICES:
         for _ in range(count):
@@ -182,6 +188,24 @@ async def _place_orders(client: Client, count: int, run: Run) -> None:
     say()
 
 
+JUNK_SUBJECT: Final = "events.shop.junk"
+JUNK_LETTERS: Final = 1  # audit, the one durable subscriber of that subject, dead-letters it
+
+
+async def _publish_junk(connection: Connection) -> None:
+    """One malformed event (no ``ce-id``, a body that decodes to nothing): audit cannot handle
+    it and dead-letters it at once, while the saga goes on."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "shop.orders.v1.OrderPlaced",
+        "ce-source": "/eventmicro/demo",
+    }
+    await publish(
+        connection, JUNK_SUBJECT, b"\xff\xfe not an order", headers, msg_id=f"junk-{time.time_ns()}"
+    )
+    say(f"  published one malformed event on {JUNK_SUBJECT} (it should end as a dead letter)")
+
+
 async def _wait_until_settled(connection: Connection, run: Run) -> None:
     from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -228,10 +252,13 @@ async def _snapshot(connection: Connection) -> Snapshot:
     return Snapshot(await _event_counts(connection), await _audit_counts(connection), dead)
 
 
-async def _collect(connection: Connection, run: Run, before: Snapshot) -> None:
+async def _collect(
+    connection: Connection, run: Run, before: Snapshot, *, expect_dead_letters: int = 0
+) -> None:
     deadline = time.monotonic() + 60
     while True:  # the audit service consumes durably and may still be catching up
         now = await _event_counts(connection)
+        now.pop(JUNK_SUBJECT.removeprefix("events."), None)  # not an event of the saga
         run.events = {
             k: now.get(k, 0) - before.events.get(k, 0)
             for k in now
@@ -246,8 +273,16 @@ async def _collect(connection: Connection, run: Run, before: Snapshot) -> None:
     for answer in await discover(connection, "STATS", "orders", window=0.5):
         place: dict[str, Any] = next((e for e in answer.get("endpoints", []) if e.get("name") == "place"), {})
         run.calls_per_instance[str(answer.get("id", "?"))[:8]] = int(place.get("num_requests", 0))
-    dead = sum((await subject_counts(connection, DEAD_LETTER_STREAM)).values())
-    run.dead_letters = max(0, dead - before.dead_letters)
+    for answer in await discover(connection, "STATS", "billing", window=0.5):
+        charge = answer.get("data", {}).get("events", {}).get("on_stock_reserved", {})
+        run.retried += int(charge.get("errors", 0))
+    deadline = time.monotonic() + 30  # the expected dead letters come after audit's one attempt
+    while True:
+        dead = sum((await subject_counts(connection, DEAD_LETTER_STREAM)).values())
+        run.dead_letters = max(0, dead - before.dead_letters)
+        if run.dead_letters >= expect_dead_letters or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
 
 
 async def _event_counts(connection: Connection) -> dict[str, int]:
@@ -304,7 +339,11 @@ def _summary(run: Run, count: int) -> int:
     missing = sum(max(0, n - run.audited.get(k, 0)) for k, n in run.events.items())
     rows += [
         ("events missing", missing),
-        ("dead letters", run.dead_letters),
+        ("charge attempts retried", f"{run.retried} (gateway timeouts, redelivered after a backoff)"),
+        (
+            "dead letters",
+            f"{run.dead_letters} (expected {JUNK_LETTERS}: the malformed event, refused by audit)",
+        ),
         ("services exit codes", ", ".join(map(str, run.exit_codes))),
     ]
     for label, value in rows:
@@ -314,6 +353,7 @@ def _summary(run: Run, count: int) -> int:
         and not run.failed_calls
         and run.unsettled == 0
         and missing == 0
+        and run.dead_letters == JUNK_LETTERS
         and all(code == 0 for code in run.exit_codes)
     )
     say("  result" + " " * 35 + ("OK" if ok else "FAILED"))

@@ -1,12 +1,14 @@
-"""The billing service: charges reserved orders; a deterministic share of charges is declined
-(``SHOP_PAYMENT_FAIL_PERCENT``, default 10) so that the saga's compensation is visible."""
+"""The billing service: charges reserved orders. A deterministic share of charges is declined
+(``SHOP_PAYMENT_FAIL_PERCENT``, default 10) so that the saga's compensation is visible, and a
+deterministic share of first attempts times out at the "gateway" (``SHOP_GATEWAY_FLAKY_PERCENT``,
+default 5) so that redelivery with backoff is visible too."""
 
 from __future__ import annotations
 
 from eventmicro import Context, NotFound, RevisionConflict, Service
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
-from subscribers.shop import STREAM, main, payment_declined
+from subscribers.shop import STREAM, gateway_flaky, main, payment_declined
 
 svc = Service(
     "billing",
@@ -25,8 +27,18 @@ async def get_payment(req: billing.GetPaymentRequest, ctx: Context) -> billing.P
     return entry.value
 
 
-@svc.subscribe(durable=True, idempotent=True)
+class GatewayTimeout(Exception):
+    """The payment gateway did not answer (transient: the event is redelivered after a backoff)."""
+
+
+_timed_out: set[str] = set()  # orders whose first attempt already timed out, in this process
+
+
+@svc.subscribe(durable=True, idempotent=True, backoff=[0.2, 1, 5])
 async def on_stock_reserved(event: inventory.StockReserved, ctx: Context) -> None:
+    if gateway_flaky(event.order_id) and event.order_id not in _timed_out:
+        _timed_out.add(event.order_id)
+        raise GatewayTimeout
     payments = await ctx.store("payments", billing.Payment)
     declined = payment_declined(event.order_id)
     payment = billing.Payment(

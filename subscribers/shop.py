@@ -35,6 +35,14 @@ SKUS: Final = tuple(f"sku-{n:03d}" for n in range(1, 13))
 INITIAL_STOCK: Final = 60  # units of each SKU before the first reservation
 PRICE_CENTS: Final = 1250
 FAIL_PERCENT: Final = int(os.environ.get("SHOP_PAYMENT_FAIL_PERCENT", "10"))
+FLAKY_PERCENT: Final = int(os.environ.get("SHOP_GATEWAY_FLAKY_PERCENT", "5"))
+
+
+def gateway_flaky(order_id: str) -> bool:
+    """The deterministic share of charges whose first attempt times out at the payment gateway
+    (retried by the durable consumer's backoff, so redeliveries are visible)."""
+    digest = hashlib.sha256(b"gateway:" + order_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < FLAKY_PERCENT
 
 
 def payment_declined(order_id: str) -> bool:

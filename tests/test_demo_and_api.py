@@ -29,6 +29,9 @@ def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
     assert lines["calls failed"] == "0"
     assert "shop.orders.v1.OrderPlaced             49 stored, 49 audited" in out
     assert "services exit codes                      0, 0, 0, 0, 0, 0, 0" in out
+    assert (
+        "dead letters                             1 (expected 1" in out
+    )  # the malformed event, refused by audit
     assert out.rstrip().endswith("embedded nats-server stopped")
     assert "result                                   OK" in out
     assert "Traceback" not in result.stderr
