@@ -378,12 +378,7 @@ class PullConsumer:
         js = _js(connection)
         try:
             if stream is None:
-                try:
-                    stream = await js.find_stream_name_by_subject(subject)
-                except nats.js.errors.NotFoundError as exc:
-                    raise ConfigurationError(
-                        f"durable consumer {name}: no stream stores '{subject}'; declare one with Stream(...)"
-                    ) from exc
+                stream = await _stream_for(js, subject, f"durable consumer {name}")
             config = api.ConsumerConfig(
                 name=name,
                 durable_name=name,
@@ -484,12 +479,7 @@ class OrderedSubscription:
 
         try:
             if stream is None:
-                try:
-                    stream = await js.find_stream_name_by_subject(subject)
-                except nats.js.errors.NotFoundError as exc:
-                    raise ConfigurationError(
-                        f"ordered consumer: no stream stores '{subject}'; declare one with Stream(...)"
-                    ) from exc
+                stream = await _stream_for(js, subject, "ordered consumer")
             sub = await js.subscribe(
                 subject,
                 stream=stream,
@@ -529,6 +519,16 @@ class OrderedSubscription:
         for task in (jsi._hbtask, jsi._fctask):
             if task is not None:
                 task.cancel()
+
+
+async def _stream_for(js: JetStreamContext, subject: str, who: str) -> str:
+    """The stream that stores ``subject``; `ConfigurationError` naming ``who`` when none does."""
+    try:
+        return await js.find_stream_name_by_subject(subject)
+    except nats.js.errors.NotFoundError as exc:
+        raise ConfigurationError(
+            f"{who}: no stream stores '{subject}'; declare one with Stream(...)"
+        ) from exc
 
 
 def check_deliver(deliver: object) -> None:
