@@ -75,9 +75,14 @@ _FAILURE_FIELDS: Final = (
 _PLAIN_PREFIX: Final = "eventmicro-"  # failure headers on a dead letter that is not a binary CloudEvent
 
 
-def dead_letter_stream() -> Stream:
+def dead_letter_stream(replicas: int = 1) -> Stream:
     """The stream that keeps dead letters (all services), until replayed or purged."""
-    return Stream(DEAD_LETTER_STREAM, [f"{DEAD_LETTER_PREFIX}.>"], description="eventmicro dead letters")
+    return Stream(
+        DEAD_LETTER_STREAM,
+        [f"{DEAD_LETTER_PREFIX}.>"],
+        replicas=replicas,
+        description="eventmicro dead letters",
+    )
 
 
 @dataclass(frozen=True, slots=True)

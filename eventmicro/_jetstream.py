@@ -164,15 +164,19 @@ def message_id(source: str, event_id: str) -> str:
 # --- streams ------------------------------------------------------------------------------
 
 
-async def ensure_stream(connection: Connection, stream: Stream) -> None:
+async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool = False) -> None:
     """Create ``stream``, or update the server's one to the declaration where that is allowed.
 
-    Raises `StreamConflict` when retention or storage differ, or when the server refuses the
-    declaration (e.g. its subjects overlap another stream's).
+    ``adopt=True`` takes an existing stream as it is (for streams eventmicro declares itself,
+    such as the dead letters, which an operator may have scaled). Raises `StreamConflict` when
+    retention or storage differ, or when the server refuses the declaration (e.g. its subjects
+    overlap another stream's).
     """
     js = _js(connection)
     try:
         info = await js.stream_info(stream.name)
+        if adopt:
+            return
     except nats.js.errors.NotFoundError:
         try:
             await js.add_stream(stream._config())

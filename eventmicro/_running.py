@@ -27,7 +27,7 @@ from eventmicro._codecs import TypeRegistry, python_type_name
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
 from eventmicro._durable import DurableIntake, Replay, dead_letter_stream
-from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge
+from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, StreamConflict
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
 from eventmicro._jetstream import OrderedSubscription, ensure_stream
@@ -168,11 +168,27 @@ class Running:
         )
 
     async def _declare_streams(self) -> None:
-        streams = list(self.service.streams)
-        if any(spec.durable is not None and spec.durable.dead_letter for spec in self.service.handlers):
-            streams.append(dead_letter_stream())
-        for stream in streams:
+        for stream in self.service.streams:
             await ensure_stream(self.connection, stream)
+        if any(spec.durable is not None and spec.durable.dead_letter for spec in self.service.handlers):
+            await self._declare_dead_letters()
+
+    async def _declare_dead_letters(self) -> None:
+        """The shared dead-letter stream: three replicas on a cluster (one on a single server),
+        an existing one taken as it is; not reachable now is a warning, not a failed start
+        (a dead letter that cannot be stored is kept in its stream and retried)."""
+        clustered = bool(self.connection.server_info.get("cluster"))
+        for replicas in (3, 1) if clustered else (1,):
+            try:
+                await ensure_stream(self.connection, dead_letter_stream(replicas), adopt=True)
+                return
+            except StreamConflict:
+                continue  # e.g. fewer than three JetStream nodes: try one replica
+            except EventMicroError as exc:
+                log.warning("service %s: the dead-letter stream is not reachable now (%s)",
+                            self.service.name, exc.message)  # fmt: skip
+                return
+        log.warning("service %s: the dead-letter stream could not be created", self.service.name)
 
     # --- dispatch ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ STREAM: Final = Stream(
     "SHOP",
     ["events.shop.>"],
     storage="file",
+    replicas=int(os.environ.get("SHOP_STREAM_REPLICAS", "1")),  # 3 on a cluster (compose.cluster.yaml)
     max_age=7 * 24 * 3600,
     description="the reference shop's domain events",
 )
