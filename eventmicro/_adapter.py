@@ -338,6 +338,8 @@ class Connection:
             "drain_timeout": opts.drain_timeout,
             "pending_size": opts.pending_size,
             "dont_randomize": opts.no_randomize,
+            "ping_interval": opts.ping_interval,
+            "max_outstanding_pings": opts.max_outstanding_pings,
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,

@@ -55,7 +55,10 @@ class ConnectOptions:
     after that the connection reconnects forever unless ``max_reconnect_attempts`` says
     otherwise. ``no_randomize=True`` tries ``servers`` in the given order (nats-py shuffles
     them by default): a connection goes to the first reachable URL, e.g. to pin each instance
-    to a cluster node while still listing every node for failover.
+    to a cluster node while still listing every node for failover. A server that vanishes
+    without closing the socket (power loss, partition) is noticed after ``ping_interval`` x
+    ``max_outstanding_pings`` seconds (30 s x 2; nats-py's own default is 120 s x 2), after
+    which the connection fails over to another server.
     """
 
     servers: tuple[str, ...] = (DEFAULT_URL,)
@@ -73,10 +76,14 @@ class ConnectOptions:
     drain_timeout: float = 30.0
     pending_size: int = 2 * 1024 * 1024
     no_randomize: bool = False
+    ping_interval: float = 30.0
+    max_outstanding_pings: int = 2
 
     def __post_init__(self) -> None:
         if not self.servers:
             raise ConfigurationError("at least one NATS server URL is needed")
+        if not self.ping_interval > 0 or self.max_outstanding_pings < 1:
+            raise ConfigurationError("ping_interval must be positive and max_outstanding_pings at least 1")
         for url in self.servers:
             scheme = urlsplit(url).scheme
             if scheme not in ("nats", "tls", "ws", "wss"):

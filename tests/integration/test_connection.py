@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from eventmicro import (
+    ConfigurationError,
     ConnectError,
     Connection,
     ConnectionClosed,
@@ -21,6 +25,8 @@ from eventmicro import (
 )
 from eventmicro._adapter import headers_size
 from eventmicro._server import free_port
+
+Eventually = Callable[..., Awaitable[None]]
 
 
 def options(url: str, **extra: object) -> ConnectOptions:
@@ -256,3 +262,29 @@ async def test_a_subscription_receives_what_is_published_right_after_subscribe_r
             await publisher.publish(f"ready.{n}", b"x")
             await inbox.wait_for(1, timeout=5)
             await subscription.unsubscribe()
+
+
+async def test_a_frozen_server_is_noticed_by_pings_and_the_connection_fails_over(
+    eventually: Eventually,
+) -> None:
+    with NatsServer(jetstream=False) as first, NatsServer(jetstream=False) as second:
+        options = ConnectOptions.from_env(
+            [first.url, second.url], environ={}, no_randomize=True, ping_interval=0.3, max_outstanding_pings=2
+        )
+        async with Connection(options) as conn:
+            assert conn.connected_url == first.url
+            assert first.pid is not None
+            os.kill(first.pid, signal.SIGSTOP)  # the socket stays open; only pings tell
+            try:
+                await eventually(lambda: conn.connected_url == second.url and conn.is_connected, timeout=15)
+            finally:
+                os.kill(first.pid, signal.SIGCONT)
+            inbox = Inbox()
+            await conn.subscribe("after.failover", inbox)
+            await conn.publish("after.failover", b"still here")
+            assert (await inbox.wait_for(1))[0].data == b"still here"
+
+
+def test_ping_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="ping_interval"):
+        ConnectOptions.from_env("nats://127.0.0.1:4222", environ={}, ping_interval=0)
