@@ -7,7 +7,9 @@
     over plain nats-py, and the binding over eventmicro's Connection (size check included);
 (c) services: RPC, queue groups, events, I/O-bound handlers, beside raw nats-py (bench/services.py);
 (d) durable: JetStream publishing (sequential and pipelined) and consuming with acks, beside raw
-    nats-py JetStream, on a server with JetStream and file storage (bench/durable.py).
+    nats-py JetStream, on a server with JetStream and file storage (bench/durable.py);
+(e) observability, only with ``--suite observability``: RPC and events with tracing off and on
+    (bench/observability.py; needs the otel packages of the dev extra).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -209,7 +211,12 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100_000, help="events per throughput run")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions (medians are reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--suite", choices=("all", "binding", "services", "durable"), default="all")
+    parser.add_argument(
+        "--suite",
+        choices=("all", "binding", "services", "durable", "observability"),
+        default="all",
+        help="all = binding, services and durable; observability (tracing on/off) runs only when named",
+    )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
     parser.add_argument(
@@ -251,6 +258,17 @@ def main() -> int:
             "rounds": rounds,
             "medians": durable.report(rounds),
         }
+    if args.suite == "observability":
+        from bench import observability, observability_metrics
+
+        observability.VARIANTS.update(observability_metrics.VARIANTS)  # metrics on, beside tracing
+        print(
+            f"\n(e) observability: tracing off and on, {args.calls:,} calls (x2 for 64-way) and"
+            f" {args.events:,} events per variant ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            observed = observability.run(server, args.repeat, args.calls, args.events)
+        results["observability"] = {"rounds": observed, "medians": observability.report(observed)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

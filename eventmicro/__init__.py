@@ -61,6 +61,9 @@ from eventmicro._service_errors import (
     register_error,
 )
 from eventmicro._store import BucketConfig, Entry, Store, Watch
+from eventmicro._tracing import disable as disable_tracing
+from eventmicro._tracing import enable as enable_tracing
+from eventmicro._tracing import enabled as tracing_enabled
 
 try:
     __version__ = version("eventmicro")
@@ -139,12 +142,15 @@ __all__ = [
     "__version__",
     "connect",
     "decode_payload",
+    "disable_tracing",
     "discover",
+    "enable_tracing",
     "encode_payload",
     "event_type",
     "find_server_binary",
     "logging_middleware",
     "register_error",
     "timing_middleware",
+    "tracing_enabled",
     "type_name_of",
 ]

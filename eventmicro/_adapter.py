@@ -235,6 +235,13 @@ class Subscription:
         """Messages received from the server and not yet handled."""
         return int(self._sub.pending_msgs)
 
+    @property
+    def active(self) -> bool:
+        """True while the subscription holds its interest and its handler task runs."""
+        sub = self._sub
+        task: asyncio.Task[None] | None = sub._wait_for_msgs_task
+        return not sub._closed and sub._id in sub._conn._subs and (task is None or not task.done())
+
     async def drain(self) -> None:
         """Stop interest on the server, then wait for already-received messages to be handled."""
         try:

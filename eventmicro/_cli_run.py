@@ -100,19 +100,55 @@ def load_services(target: str) -> list[Service]:
 
 
 async def serve(services: Sequence[Service], options: ConnectOptions) -> int:
-    """Serve ``services`` on one connection until SIGINT/SIGTERM, then drain them all."""
+    """Serve ``services`` on one connection until SIGINT/SIGTERM, then drain them all.
+
+    Observability as `Service.run`: ``EVENTMICRO_LOG_FORMAT``, ``EVENTMICRO_METRICS_PORT`` and
+    ``EVENTMICRO_HEALTH_PORT`` (worker ``i`` of ``--workers`` listens on port + i).
+    """
+    from eventmicro._http import serve as serve_http
+
+    if os.environ.get("EVENTMICRO_LOG_FORMAT"):
+        from eventmicro._logs import configure
+
+        configure()
+    offset = int(os.environ.get(WORKER_INDEX, "0"))
+    metrics_port, health_port = (_env_port(name, offset) for name in ("METRICS", "HEALTH"))
+    if metrics_port is not None:
+        from eventmicro._metrics import enable
+
+        enable()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Connection(options) as connection, contextlib.AsyncExitStack() as stack:
+    instances: list[Any] = []
+    host = os.environ.get("EVENTMICRO_HTTP_HOST") or None
+    async with contextlib.AsyncExitStack() as stack:
+        for port in sorted({p for p in (metrics_port, health_port) if p is not None}):
+            endpoint = await serve_http(port, host, metrics=port == metrics_port,
+                                        instances=instances if port == health_port else None)  # fmt: skip
+            stack.push_async_callback(endpoint.close)
+        connection = await stack.enter_async_context(Connection(options))
         for service in services:
-            await stack.enter_async_context(service.serving(connection))
+            instances.append(await stack.enter_async_context(service.serving(connection)))
         names = ", ".join(f"{s.name} {s.version}" for s in services)
         log.warning("serving %s (pid %d)", names, os.getpid())
         await stop.wait()
         log.warning("stopping %s", names)
     return 0
+
+
+WORKER_INDEX: Final = "EVENTMICRO_WORKER_INDEX"
+
+
+def _env_port(kind: str, offset: int) -> int | None:
+    text = os.environ.get(f"EVENTMICRO_{kind}_PORT")
+    if not text:
+        return None
+    try:
+        return int(text) + offset
+    except ValueError as exc:
+        raise ConfigurationError(f"EVENTMICRO_{kind}_PORT must be a port number, not {text!r}") from exc
 
 
 class Supervisor:
@@ -133,7 +169,7 @@ class Supervisor:
             signal.signal(sig, lambda *_: self.stop.set())
         root = self._source_root()
         seen = _mtimes(root) if self.reload else {}
-        self.workers = [self._spawn() for _ in range(self.count)]
+        self.workers = [self._spawn(i) for i in range(self.count)]
         print(f"eventmicro run: {self.count} worker(s) serving {self.target}", flush=True)
         failed = False
         parked: set[int] = set()  # --reload: workers that kept crashing wait for the next change
@@ -144,7 +180,7 @@ class Supervisor:
                     seen = now
                     print("eventmicro run: source changed; restarting the workers", flush=True)
                     self._stop_workers()
-                    self.workers = [self._spawn() for _ in range(self.count)]
+                    self.workers = [self._spawn(i) for i in range(self.count)]
                     self.restarts.clear()
                     parked.clear()
                     continue
@@ -165,15 +201,15 @@ class Supervisor:
                     self.stop.set()
                     break
                 print(f"eventmicro run: worker {worker.pid} exited ({code}); starting another", flush=True)
-                self.workers[i] = self._spawn()
+                self.workers[i] = self._spawn(i)
         codes = self._stop_workers()
         return 1 if failed or any(codes) else 0
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "eventmicro", "run", self.target]
         if self.url:
             command += ["--url", self.url]
-        return subprocess.Popen(command, env=self.env)
+        return subprocess.Popen(command, env={**(self.env or os.environ), WORKER_INDEX: str(index)})
 
     def _stop_workers(self) -> list[int]:
         for worker in self.workers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Final, Self, TypeVar
 
 from tenacity import (
@@ -26,6 +26,7 @@ from tenacity import (
 )
 
 from eventmicro import _jetstream as jetstream
+from eventmicro import _tracing
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
@@ -173,7 +174,7 @@ class Client:
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    async def _call_once(
+    def _call_once(
         self,
         name: str,
         request: object,
@@ -182,6 +183,36 @@ class Client:
         deadline: float,
         attempt_timeout: float | None,
         trace: Trace | None,
+    ) -> Coroutine[Any, Any, T]:
+        tracing = _tracing.active
+        if tracing is None:  # the only cost of tracing while it is off
+            return self._request(
+                name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
+            )
+        span = tracing.client(name, trace)  # a CLIENT span per attempt, its context in the request
+        return tracing.around(
+            span,
+            self._request(
+                name,
+                request,
+                returns,
+                deadline=deadline,
+                attempt_timeout=attempt_timeout,
+                trace=span.trace,
+                span=span,
+            ),
+        )
+
+    async def _request(
+        self,
+        name: str,
+        request: object,
+        returns: type[T],
+        *,
+        deadline: float,
+        attempt_timeout: float | None,
+        trace: Trace | None,
+        span: _tracing.Outgoing | None = None,
     ) -> T:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -191,6 +222,8 @@ class Client:
         extensions: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
         extensions[TIMEOUT_EXTENSION] = max(1, min(MAX_BUDGET_MS, int(remaining * 1000)))
         event = Event.of(request, source=self.source, type=python_type_name(request), extensions=extensions)
+        if span is not None:
+            span.sending(event, name)
         wire = binding.to_binary(event, None)
         reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)
         headers = reply.headers
@@ -228,24 +261,41 @@ class Client:
         by ``Nats-Msg-Id``, derived from the event's source and id) for up to ``timeout``
         seconds; raises `NotStored` when no stream acknowledged it — never silently lost.
         """
-        event = self._event(message, type=type, source=source, trace=trace, extensions=extensions)
+        tracing = _tracing.active
+        span = None if tracing is None else tracing.producer(trace)  # a PRODUCER span, in the event
+        event = self._event(
+            message,
+            type=type,
+            source=source,
+            trace=trace if span is None else span.trace,
+            extensions=extensions,
+        )
         wire = binding.to_binary(event, None)
         topic = subject or event_subject(event.get_type())
-        if durable:
-            try:
-                await jetstream.publish(
-                    self.connection,
-                    topic,
-                    wire.data,
-                    wire.headers,
-                    msg_id=jetstream.message_id(event.get_source(), event.get_id()),
-                    timeout=timeout,
-                )
-            except NotStored as exc:
-                exc.event = event
-                raise
-        else:
-            await self.connection.publish(topic, wire.data, headers=wire.headers)
+        try:
+            if span is not None:
+                span.sending(event, topic)
+            if durable:
+                try:
+                    await jetstream.publish(
+                        self.connection,
+                        topic,
+                        wire.data,
+                        wire.headers,
+                        msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                        timeout=timeout,
+                    )
+                except NotStored as exc:
+                    exc.event = event
+                    raise
+            else:
+                await self.connection.publish(topic, wire.data, headers=wire.headers)
+        except BaseException as exc:
+            if span is not None:
+                span.end(exc)
+            raise
+        if span is not None:
+            span.end()
         return event
 
     async def publish_batch(
@@ -265,17 +315,28 @@ class Client:
         without storing anything twice, pass `Event` objects (built with `Event.of`): they keep
         their identity, while plain messages become new events on every call.
         """
-        events = [self._event(m, type=None, source=None, trace=trace, extensions=None) for m in messages]
-        pending = iter(events)
+        tracing = _tracing.active
+        # with tracing on: a PRODUCER span per event, from its making until its acknowledgement
+        spans = None if tracing is None else [tracing.producer(trace) for _ in messages]
+        events = [
+            self._event(m, type=None, source=None, trace=trace if spans is None else spans[i].trace,
+                        extensions=None)
+            for i, m in enumerate(messages)
+        ]  # fmt: skip
+        pending = iter(enumerate(events))
         failures: list[BaseException] = []
 
         async def worker() -> None:  # `window` of these: as many acknowledgements outstanding
-            for event in pending:
+            for i, event in pending:
                 wire = binding.to_binary(event, None)
+                topic = subject or event_subject(event.get_type())
+                span = None if spans is None else spans[i]
                 try:
+                    if span is not None:
+                        span.sending(event, topic)
                     await jetstream.publish(
                         self.connection,
-                        subject or event_subject(event.get_type()),
+                        topic,
                         wire.data,
                         wire.headers,
                         msg_id=jetstream.message_id(event.get_source(), event.get_id()),
@@ -285,6 +346,11 @@ class Client:
                     if isinstance(exc, NotStored):
                         exc.event = event
                     failures.append(exc)
+                    if span is not None:
+                        span.end(exc)
+                else:
+                    if span is not None:
+                        span.end()
 
         async with asyncio.TaskGroup() as group:
             for _ in range(max(1, min(window, len(events)))):

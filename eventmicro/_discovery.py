@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._codecs import TYPE_URL_PREFIX, python_type_name, type_name_of
 from eventmicro._handlers import HandlerKind, HandlerSpec
+from eventmicro._health import check
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._running import Running
@@ -133,7 +134,8 @@ class DiscoveryResponder:
             name: {"received": c.num_requests, "errors": c.num_errors, "last_error": c.last_error}
             for name, c in self.running.event_stats.items()
         }
-        response["data"] = {"events": events}  # nats-py's ServiceStats.from_dict needs the key
+        # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro._health
+        response["data"] = {"events": events, "health": check(self.running).as_dict()}
         return response
 
     def _endpoints(self) -> list[HandlerSpec]:

@@ -46,6 +46,7 @@ from eventmicro._jetstream import (
     purge,
     stream_messages,
 )
+from eventmicro._logs import HANDLING
 from eventmicro._names import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, consumer_name, dead_letter_subject
 from eventmicro._service_errors import BadRequest, ServiceError
 from eventmicro._store import BucketConfig, Store
@@ -129,6 +130,7 @@ class DurableIntake:
         self.invoke = invoke
         self.durability = durability
         self.consumer: PullConsumer | None = None
+        self.reachable = True  # the last fetch (or health probe) reached the consumer
         self.inflight: set[Delivery] = set()
         self._room = asyncio.Event()
         self._room.set()
@@ -212,6 +214,7 @@ class DurableIntake:
             try:
                 deliveries = await consumer.fetch(self.spec.concurrency - len(self.inflight), FETCH_WAIT)
             except EventMicroError as exc:  # the server is away or restarting: ask again later
+                self.reachable = False
                 pause = min(5.0, pause * 2 or 0.1)
                 log.warning("consumer %s: fetch failed (%s); again in %.1fs", self.name, exc.message, pause)
                 await asyncio.sleep(pause)
@@ -224,6 +227,7 @@ class DurableIntake:
                 await asyncio.sleep(pause)
                 continue
             pause = 0.0
+            self.reachable = True
             for delivery in deliveries:
                 self.inflight.add(delivery)
                 if len(self.inflight) >= self.spec.concurrency:
@@ -242,28 +246,35 @@ class DurableIntake:
         """The error boundary of one delivery: exactly one of ack, nak, dead letter (+ack), term."""
         stats = self.running.event_stats[self.spec.name]
         stats.num_requests += 1
+        HANDLING.set((self.running, self.spec, delivery.message))  # log context (this task's own)
         started = time.perf_counter_ns()
+        code: int | None = None  # the outcome for metrics: 0 ok, an error code, None none
         try:
-            await self._settle(delivery, stats)
+            code = await self._settle(delivery, stats)
         except asyncio.CancelledError:
             raise  # stop() ran out of time: not acked, so the server redelivers it
         except Exception:  # the ack itself failed (connection gone): the server redelivers
             log.exception("consumer %s: could not settle message %d", self.name, delivery.stream_seq)
         finally:
-            stats.processing_time += time.perf_counter_ns() - started
+            elapsed = time.perf_counter_ns() - started
+            stats.processing_time += elapsed
+            if stats.metrics is not None:
+                stats.metrics.handled(elapsed, code)
             self.inflight.discard(delivery)
             self._room.set()
 
-    async def _settle(self, delivery: Delivery, stats: EndpointStats) -> None:
+    async def _settle(self, delivery: Delivery, stats: EndpointStats) -> int | None:
+        """Settle one delivery; its outcome: 0 handled, an error code, None skipped."""
         policy = self.durability
+        if delivery.num_delivered > 1 and stats.metrics is not None:
+            stats.metrics.redeliveries += 1
         if delivery.num_delivered > policy.max_deliver:
             _count(stats, 500, "delivered too often")
             await self._give_up(delivery, 500, f"delivered {delivery.num_delivered} times without success")
-            return
+            return 500
         seen_key = _identity(delivery) if self._seen is not None else None
         if seen_key is None:
-            await self._attempt(delivery, stats, None)
-            return
+            return await self._attempt(delivery, stats, None)
         # copies of one event delivered together run one after the other, so the second sees
         # that the first was handled (instances still race: the guard is check-then-record)
         claim = self._handling.setdefault(seen_key, _Claim())
@@ -275,14 +286,14 @@ class DurableIntake:
                     log.info("consumer %s: message %d is an event already handled; skipped",
                              self.name, delivery.stream_seq)  # fmt: skip
                     await delivery.ack()
-                    return
-                await self._attempt(delivery, stats, seen_key)
+                    return None
+                return await self._attempt(delivery, stats, seen_key)
         finally:
             claim.users -= 1
             if not claim.users:
                 del self._handling[seen_key]
 
-    async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> None:
+    async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> int:
         policy = self.durability
         try:
             await self.running._handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
@@ -305,10 +316,11 @@ class DurableIntake:
                     exc_info=exc if not isinstance(exc, EventMicroError | ServiceError) else None,
                 )  # fmt: skip
                 await delivery.nak(delay)
-            return
+            return code
         if seen_key is not None:
             await self._remember(seen_key)
         await delivery.ack()
+        return 0
 
     async def _already_handled(self, key: str) -> bool:
         if self._seen is None:  # pragma: no cover - checked by the caller
@@ -345,6 +357,9 @@ class DurableIntake:
             return
         log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
                     self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
+        metrics = self.running.event_stats[self.spec.name].metrics
+        if metrics is not None:
+            metrics.dead_letters += 1
         await delivery.ack()
 
 

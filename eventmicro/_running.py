@@ -15,11 +15,12 @@ import logging
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from eventmicro import _tracing
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client, Trace
@@ -31,6 +32,9 @@ from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, S
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
 from eventmicro._jetstream import OrderedSubscription, ensure_stream
+from eventmicro._logs import HANDLING
+from eventmicro._metrics import attach as attach_metrics
+from eventmicro._metrics import error_code
 from eventmicro._middleware import Invoke, compose
 from eventmicro._service_errors import (
     ERROR_HEADER,
@@ -44,6 +48,7 @@ from eventmicro._service_errors import (
 from eventmicro._store import Stores
 
 if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro._metrics import HandlerMetrics
     from eventmicro._service import Service
 
 __all__ = ["EndpointStats", "Running"]
@@ -60,6 +65,7 @@ class EndpointStats:
     num_errors: int = 0
     last_error: str = ""
     processing_time: int = 0
+    metrics: HandlerMetrics | None = None  # set when metrics are enabled (eventmicro._metrics)
 
 
 class Running:
@@ -77,6 +83,7 @@ class Running:
         self.event_stats = {
             spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
         }
+        attach_metrics(self)
         self._intake: list[Subscription] = []
         self._discovery: list[Subscription] = []
         self._group = asyncio.TaskGroup()
@@ -227,6 +234,7 @@ class Running:
         """The error boundary of an RPC: exactly one reply (when there is a reply subject)."""
         stats = self.stats[spec.name]
         stats.num_requests += 1
+        HANDLING.set((self, spec, msg))  # log context (this task's own)
         started = time.perf_counter_ns()
         try:
             reply = await self._answer(spec, invoke, msg, received)
@@ -234,13 +242,18 @@ class Running:
             reply = self._error(stats, error)
         except asyncio.CancelledError:
             if _being_cancelled():
+                if stats.metrics is not None:
+                    stats.metrics.handled(time.perf_counter_ns() - started, None)
                 raise  # stop() ran out of time: no reply, the caller times out
             log.error("service %s: handler %s raised CancelledError", self.service.name, spec.name)
             reply = self._error(stats, InternalError())
         except Exception:  # anything the boundary did not expect: logged, answered 500
             log.exception("service %s: request for %s failed", self.service.name, spec.name)
             reply = self._error(stats, InternalError())
-        stats.processing_time += time.perf_counter_ns() - started
+        elapsed = time.perf_counter_ns() - started
+        stats.processing_time += elapsed
+        if stats.metrics is not None:
+            stats.metrics.replied(elapsed, reply)
         if not msg.reply:
             return
         try:
@@ -270,10 +283,20 @@ class Running:
         headers, body = error_reply(error)
         return binding.NATSMessage(headers, body)
 
-    async def _answer(
+    def _answer(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+    ) -> Coroutine[Any, Any, binding.NATSMessage]:
+        """The reply to one request, or a `ServiceError` raised for the error reply; in a
+        SERVER span while tracing is on."""
+        tracing = _tracing.active
+        if tracing is None:  # the only cost of tracing while it is off
+            return self._reply(spec, invoke, msg, received)
+        span = tracing.server(self.service.name, spec.name, msg)
+        return tracing.around(span, self._reply(spec, invoke, msg, received))
+
+    async def _reply(
         self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
     ) -> binding.NATSMessage:
-        """The reply to one request, or a `ServiceError` raised for the error reply."""
         expected = python_type_name(spec.message_types[0])
         try:
             event = binding.from_nats(msg, None)
@@ -328,16 +351,21 @@ class Running:
         """The error boundary of an event: handled, or logged and counted; never raised."""
         stats = self.event_stats[spec.name]
         stats.num_requests += 1
+        context = HANDLING.set((self, spec, msg))
         started = time.perf_counter_ns()
+        code: int | None = None  # the outcome for metrics: 0 ok, an error code, None cancelled
         try:
             await self._handle_event(spec, invoke, msg, received)
+            code = 0
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
+            code = 500
             stats.num_errors += 1
             stats.last_error = "500:CancelledError"
             log.error("service %s: event handler %s raised CancelledError", self.service.name, spec.name)
         except EventMicroError as exc:
+            code = error_code(exc)
             stats.num_errors += 1
             stats.last_error = f"{exc.code}:{exc.message}"
             log.warning(
@@ -348,15 +376,31 @@ class Running:
                 exc.message,
             )
         except Exception as exc:  # the handler's (or a bad event's) failure: logged, service keeps serving
+            code = error_code(exc)
             stats.num_errors += 1
             stats.last_error = f"{getattr(exc, 'code', 500)}:{type(exc).__name__}"
             log.exception(
                 "service %s: event handler %s failed on %s", self.service.name, spec.name, msg.subject
             )
         finally:
-            stats.processing_time += time.perf_counter_ns() - started
+            elapsed = time.perf_counter_ns() - started
+            stats.processing_time += elapsed
+            if stats.metrics is not None:
+                stats.metrics.handled(elapsed, code)
+            HANDLING.reset(context)
 
-    async def _handle_event(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+    def _handle_event(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+    ) -> Coroutine[Any, Any, None]:
+        """Decode and handle one event (core, ordered or durable); in a CONSUMER span while
+        tracing is on. Raises what the decoding or the handler raised."""
+        tracing = _tracing.active
+        if tracing is None:  # the only cost of tracing while it is off
+            return self._consume(spec, invoke, msg, received)
+        span = tracing.consumer(self.service.name, spec.name, msg)
+        return tracing.around(span, self._consume(spec, invoke, msg, received))
+
+    async def _consume(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
         event = binding.from_nats(msg, None)
         if len(spec.message_types) == 1:
             value: Any = event.data_as(spec.message_types[0])

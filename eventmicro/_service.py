@@ -293,16 +293,63 @@ class Service:
         finally:
             await running.stop()
 
-    def run(self, url: str | None = None, *, options: ConnectOptions | None = None) -> int:
-        """Connect, serve until SIGINT/SIGTERM, then drain, stop and return 0."""
-        return asyncio.run(self._run(options or ConnectOptions.from_env(url)))
+    def run(
+        self,
+        url: str | None = None,
+        *,
+        options: ConnectOptions | None = None,
+        metrics_port: int | None = None,
+        health_port: int | None = None,
+    ) -> int:
+        """Connect, serve until SIGINT/SIGTERM, then drain, stop and return 0.
 
-    async def _run(self, options: ConnectOptions) -> int:
+        ``metrics_port`` (or ``EVENTMICRO_METRICS_PORT``) enables metrics and serves
+        ``/metrics`` there (needs the ``metrics`` extra); ``health_port`` (or
+        ``EVENTMICRO_HEALTH_PORT``) serves ``/healthz`` and ``/readyz``; the same number for
+        both serves all three. They listen on every interface, or ``EVENTMICRO_HTTP_HOST``.
+        ``EVENTMICRO_LOG_FORMAT`` (``json`` or ``text``) configures logging first
+        (`eventmicro.logs.configure`).
+        """
+        if os.environ.get("EVENTMICRO_LOG_FORMAT"):
+            from eventmicro._logs import configure
+
+            configure()
+        metrics_port = _port(metrics_port, "EVENTMICRO_METRICS_PORT")
+        health_port = _port(health_port, "EVENTMICRO_HEALTH_PORT")
+        if metrics_port is not None:
+            from eventmicro._metrics import enable
+
+            enable()  # before the service starts: its handlers get their metrics
+        return asyncio.run(self._run(options or ConnectOptions.from_env(url), metrics_port, health_port))
+
+    async def _run(
+        self, options: ConnectOptions, metrics_port: int | None = None, health_port: int | None = None
+    ) -> int:
+        from eventmicro._http import serve
+        from eventmicro._logs import SCOPE, Scope
+
+        scope = Scope(service=self.name)
+        SCOPE.set(scope)  # log records outside handlers (reconnects, start, stop) name the service
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Connection(options) as connection, self.serving(connection):
+        instances: list[Any] = []  # filled once serving: readiness is 503 until then
+        host = os.environ.get("EVENTMICRO_HTTP_HOST") or None
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {p for p in (metrics_port, health_port) if p is not None}
+            for port in sorted(ports):  # closed last: probes answer 503 while draining
+                endpoint = await serve(
+                    port,
+                    host,
+                    metrics=port == metrics_port,
+                    instances=instances if port == health_port else None,
+                )
+                stack.push_async_callback(endpoint.close)
+            connection = await stack.enter_async_context(Connection(options))
+            running = await stack.enter_async_context(self.serving(connection))
+            scope.instance = running.id
+            instances.append(running)
             log.info("service %s %s serving (pid %d)", self.name, self.version, os.getpid())
             await stop.wait()
             log.info("service %s stopping", self.name)
@@ -340,6 +387,20 @@ def _durability(  # noqa: PLR0917 - the decorator's options, checked in one plac
         ack_wait=float(ack_wait),
         deliver=deliver,
     )
+
+
+def _port(port: int | None, variable: str) -> int | None:
+    if port is None:
+        text = os.environ.get(variable, "").strip()
+        if not text:
+            return None
+        try:
+            port = int(text)
+        except ValueError:
+            raise ConfigurationError(f"{variable} must be a port number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"port {port} is out of range")
+    return port
 
 
 def _positive(concurrency: int, fn: Handler) -> int:

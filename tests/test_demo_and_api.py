@@ -68,6 +68,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "BucketConfig", "BucketNotFound", "DeadLetter", "DeadLetters", "Entry", "InvalidKey",
         "JetStreamError", "NotStored", "RevisionConflict", "Store", "Stored", "Stream", "StreamConflict",
         "Watch",
+        # observability
+        "disable_tracing", "enable_tracing", "tracing_enabled",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from eventmicro import Client, ConfigurationError, Connection, ConnectOptions, NatsServer, discover
 from eventmicro._cli import main
 from eventmicro._cli_run import load_services
+from eventmicro._server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,3 +116,45 @@ def test_a_bad_target_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     assert "has no attribute 'nothing'" in capsys.readouterr().err
     with pytest.raises(ConfigurationError, match="not a Service"):
         load_services("eventmicro:__version__")
+
+
+def test_run_serves_metrics_and_probes_from_the_environment(nats_server: NatsServer) -> None:
+    port = free_port()
+    env_port = str(port)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eventmicro",
+            "run",
+            "tests.system.echo_service:svc",
+            "--url",
+            nats_server.url,
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "EVENTMICRO_METRICS_PORT": env_port,
+            "EVENTMICRO_HEALTH_PORT": env_port,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        asyncio.run(instances(nats_server.url, "echo", lambda a: len(a) == 1))
+
+        async def one_call() -> None:
+            async with Client.connect(nats_server.url, environ={}) as client:
+                await client.call("echo.work", Work(), returns=Done, timeout=10)
+
+        asyncio.run(one_call())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
+            text = scraped.read().decode()
+        assert 'eventmicro_handled_total{handler="work",kind="rpc",outcome="ok",service="echo"} 1.0' in text
+    finally:
+        code, out = stop(process)
+    assert code == 0, out
