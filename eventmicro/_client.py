@@ -263,16 +263,16 @@ class Client:
         """
         tracing = _tracing.active
         span = None if tracing is None else tracing.producer(trace)  # a PRODUCER span, in the event
-        event = self._event(
-            message,
-            type=type,
-            source=source,
-            trace=trace if span is None else span.trace,
-            extensions=extensions,
-        )
-        wire = binding.to_binary(event, None)
-        topic = subject or event_subject(event.get_type())
-        try:
+        try:  # the span ends however this ends, making the event included
+            event = self._event(
+                message,
+                type=type,
+                source=source,
+                trace=trace if span is None else span.trace,
+                extensions=extensions,
+            )
+            wire = binding.to_binary(event, None)
+            topic = subject or event_subject(event.get_type())
             if span is not None:
                 span.sending(event, topic)
             if durable:
@@ -318,6 +318,24 @@ class Client:
         tracing = _tracing.active
         # with tracing on: a PRODUCER span per event, from its making until its acknowledgement
         spans = None if tracing is None else [tracing.producer(trace) for _ in messages]
+        try:
+            return await self._publish_batch(messages, spans, subject=subject, trace=trace, window=window,
+                                             timeout=timeout)  # fmt: skip
+        except BaseException as exc:
+            for span in spans or ():  # those not ended yet: not sent, or cut short
+                span.end(exc)
+            raise
+
+    async def _publish_batch(
+        self,
+        messages: Sequence[object],
+        spans: list[_tracing.Outgoing] | None,
+        *,
+        subject: str | None,
+        trace: Trace | None,
+        window: int,
+        timeout: float,
+    ) -> list[Event]:
         events = [
             self._event(m, type=None, source=None, trace=trace if spans is None else spans[i].trace,
                         extensions=None)

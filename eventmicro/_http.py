@@ -12,7 +12,7 @@ path       answer
 =========  =============================================================================
 
 Only GET and HEAD; one request per connection (``Connection: close``); a request must arrive
-within 5 s and fit in 16 KiB.
+within 5 s and fit in 16 KiB; a client that does not take its answer within 5 s is dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = ["HttpEndpoint", "serve"]
 log = logging.getLogger("eventmicro.http")
 
 _READ_TIMEOUT: Final = 5.0
+_WRITE_TIMEOUT: Final = 5.0
 _LIMIT: Final = 16 * 1024
 _REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
@@ -88,15 +89,18 @@ class HttpEndpoint:
                 ).encode("latin-1")
                 + (b"" if method == "HEAD" else body)
             )
-            await writer.drain()
+            async with asyncio.timeout(_WRITE_TIMEOUT):  # a client that does not read: dropped
+                await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
-            pass  # a broken or slow client: just close
+            writer.transport.abort()  # a broken or slow client: closed now, unsent data dropped
         except Exception:
             log.exception("operations endpoint: request failed")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                async with asyncio.timeout(_WRITE_TIMEOUT):  # close flushes what is buffered
+                    await writer.wait_closed()
+            writer.transport.abort()  # no-op once closed
 
     async def _route(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):

@@ -60,7 +60,8 @@ FIELDS: Final = (
     "correlation_id",
 )
 _STRUCTURED_LIMIT: Final = 64 * 1024  # a structured event's body is parsed for its id only below this
-_USERINFO: Final = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/\s@]+)@")
+# the user-info ends at the authority's last "@" (as nats-py and `redact_url` split it)
+_USERINFO: Final = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/\s]+)@")
 
 
 def context_fields() -> dict[str, str]:
@@ -112,7 +113,7 @@ def _structured(data: bytes) -> dict[str, str | None]:
         return {}
     try:
         document = _json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # e.g. a deeply nested body: no fields, never an error
         return {}
     if not isinstance(document, dict):
         return {}
@@ -163,7 +164,12 @@ class ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "eventmicro_context"):
-            record.eventmicro_context = context_fields()
+            # a filter's exception escapes the logging call (only emit's are handled): it
+            # would break the error boundary that logs
+            try:
+                record.eventmicro_context = context_fields()
+            except Exception:
+                record.eventmicro_context = {}
         return True
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from eventmicro._errors import ConfigurationError, EventMicroError
@@ -121,16 +121,18 @@ class Tracing:
 class Outgoing:
     """The span of one request or event sent; ``trace`` is what the message carries."""
 
-    __slots__ = ("named", "span", "trace")
+    __slots__ = ("ended", "named", "span", "trace")
 
     def __init__(self, tracer: Tracer, name: str, kind: SpanKind, trace: Trace | None) -> None:
-        self.span: Span = tracer.start_span(
+        self.span: Span = _start(
+            tracer,
             name,
-            context=_outgoing_parent(trace),
-            kind=kind,
-            attributes={"messaging.system": SYSTEM, "messaging.operation.type": "send"},
+            lambda: _outgoing_parent(trace),
+            kind,
+            {"messaging.system": SYSTEM, "messaging.operation.type": "send"},
         )
         self.named = kind is not SpanKind.PRODUCER  # a publish is named once its event is made
+        self.ended = False
         self.trace = _carried(self.span, trace)
 
     def sending(self, event: Event, destination: str) -> None:
@@ -148,9 +150,11 @@ class Outgoing:
             )
 
     def end(self, error: BaseException | None = None) -> None:
-        if error is not None:
-            _failed(self.span, error)
-        self.span.end()
+        """End the span (with ``error``: status ERROR); only the first call counts."""
+        if self.ended:
+            return
+        self.ended = True
+        _end(self.span, error)
 
     def __enter__(self) -> Self:
         return self
@@ -165,8 +169,7 @@ class Incoming:
     __slots__ = ("span", "token")
 
     def __init__(self, tracer: Tracer, name: str, kind: SpanKind, msg: Message) -> None:
-        parent, attributes = _incoming(msg)
-        self.span: Span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        self.span: Span = _start(tracer, name, lambda: _incoming(msg), kind, None)
         self.token: object = None
 
     def __enter__(self) -> Self:
@@ -174,10 +177,36 @@ class Incoming:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is not None:
-            _failed(self.span, exc)
         otel_context.detach(self.token)  # type: ignore[arg-type]  # the token attach returned
-        self.span.end()
+        _end(self.span, exc)
+
+
+def _start(
+    tracer: Tracer,
+    name: str,
+    parent: Callable[[], otel_context.Context | tuple[otel_context.Context, dict[str, Any]] | None],
+    kind: SpanKind,
+    attributes: dict[str, Any] | None,
+) -> Span:
+    """A started span; when the SDK (e.g. a span processor) fails, a non-recording one, so
+    that tracing never changes how a message is handled."""
+    try:
+        found = parent()
+        context, attributes = found if isinstance(found, tuple) else (found, attributes)
+        return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    except Exception:
+        log.warning("tracing: span %r not started", name, exc_info=True)
+        return otel_trace.INVALID_SPAN
+
+
+def _end(span: Span, error: BaseException | None) -> None:
+    """End ``span`` (status ERROR for ``error``); an SDK failure is logged, never raised."""
+    try:
+        if error is not None:
+            _failed(span, error)
+        span.end()
+    except Exception:
+        log.warning("tracing: span not ended", exc_info=True)
 
 
 # --- trace context ----------------------------------------------------------------------------
