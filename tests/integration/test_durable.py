@@ -319,10 +319,10 @@ async def test_a_long_handler_is_kept_in_progress_and_not_redelivered(
     svc = Service(unique("long"), version="1.0.0")
     runs: list[int] = []
 
-    @svc.subscribe(subject=subject, durable=True, ack_wait=0.5)
+    @svc.subscribe(subject=subject, durable=True, ack_wait=1.5)
     async def slow(event: orders.OrderPlaced) -> None:
         runs.append(1)
-        await asyncio.sleep(2.0)  # four times ack_wait
+        await asyncio.sleep(4.5)  # three times ack_wait: only the +WPI heartbeats keep it
 
     async with svc.serving(conn) as running:
         await Client(conn).publish(placed("o-5"), subject=subject, durable=True)
@@ -349,7 +349,7 @@ async def test_stop_lets_durable_work_finish_and_ack(conn: Connection, eventuall
 
     async with build().serving(conn):
         await Client(conn).publish(placed("o-6"), subject=subject, durable=True)
-        await started.wait()
+        await asyncio.wait_for(started.wait(), 20)
     assert finished == ["o-6"]  # stop waited for it
     async with build().serving(conn) as again:  # a new instance: nothing left to redeliver
         await Client(conn).publish(placed("o-7"), subject=subject, durable=True)
