@@ -89,8 +89,17 @@ async def test_sigterm_drains_one_instance_under_load(
         except Exception as exc:  # counted below: the test states how many failed
             return exc
 
+    async def taken() -> dict[str, int]:
+        stats = await discover(client.connection, "STATS", "echo", window=0.2)
+        return {
+            s["id"]: next(e["num_requests"] for e in s["endpoints"] if e["name"] == "work") for s in stats
+        }
+
+    before = await taken()
     first = [asyncio.create_task(call()) for _ in range(60)]
-    await asyncio.sleep(0.05)  # let the calls reach the instances before the signal
+    async with asyncio.timeout(20):  # every instance, the victim included, has work in hand
+        while not (len(now := await taken()) == 3 and all(now[i] > before.get(i, 0) for i in now)):
+            pass
     victim.send_signal(signal.SIGTERM)
     second = [asyncio.create_task(call()) for _ in range(60)]
     results = await asyncio.gather(*first, *second)
