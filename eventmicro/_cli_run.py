@@ -212,17 +212,7 @@ class Supervisor:
         return subprocess.Popen(command, env={**(self.env or os.environ), WORKER_INDEX: str(index)})
 
     def _stop_workers(self) -> list[int]:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        codes = []
-        for worker in self.workers:
-            try:
-                codes.append(worker.wait(timeout=60))
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                codes.append(worker.wait())
-        return codes
+        return stop_processes(self.workers, timeout=60)
 
     def _may_restart(self) -> bool:
         now = time.monotonic()
@@ -240,6 +230,21 @@ class Supervisor:
         for _ in range(module.__name__.count(".")):
             root = root.parent
         return root / top if (root / top).is_dir() else file.parent
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, timeout: float) -> list[int]:
+    """SIGTERM every process still running, wait up to ``timeout`` s each (then kill); exit codes."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
 
 
 def _mtimes(root: Path) -> dict[Path, float]:

@@ -276,18 +276,7 @@ class Client:
             if span is not None:
                 span.sending(event, topic)
             if durable:
-                try:
-                    await jetstream.publish(
-                        self.connection,
-                        topic,
-                        wire.data,
-                        wire.headers,
-                        msg_id=jetstream.message_id(event.get_source(), event.get_id()),
-                        timeout=timeout,
-                    )
-                except NotStored as exc:
-                    exc.event = event
-                    raise
+                await self._store(event, topic, wire, timeout)
             else:
                 await self.connection.publish(topic, wire.data, headers=wire.headers)
         except BaseException as exc:
@@ -352,17 +341,8 @@ class Client:
                 try:
                     if span is not None:
                         span.sending(event, topic)
-                    await jetstream.publish(
-                        self.connection,
-                        topic,
-                        wire.data,
-                        wire.headers,
-                        msg_id=jetstream.message_id(event.get_source(), event.get_id()),
-                        timeout=timeout,
-                    )
+                    await self._store(event, topic, wire, timeout)
                 except EventMicroError as exc:
-                    if isinstance(exc, NotStored):
-                        exc.event = event
                     failures.append(exc)
                     if span is not None:
                         span.end(exc)
@@ -376,6 +356,21 @@ class Client:
         if failures:
             raise failures[0]
         return events
+
+    async def _store(self, event: Event, topic: str, wire: binding.NATSMessage, timeout: float) -> None:
+        """Publish ``event`` durably, deduplicated by its identity; `NotStored` carries the event."""
+        try:
+            await jetstream.publish(
+                self.connection,
+                topic,
+                wire.data,
+                wire.headers,
+                msg_id=jetstream.message_id(event.get_source(), event.get_id()),
+                timeout=timeout,
+            )
+        except NotStored as exc:
+            exc.event = event
+            raise
 
     def _event(
         self,

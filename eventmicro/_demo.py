@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -129,17 +128,9 @@ async def _wait_for_services(
 
 
 def _stop_services(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> list[int]:
-    for _, process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    codes = []
-    for _, process in processes:
-        try:
-            codes.append(process.wait(timeout=40))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            codes.append(process.wait())
-    return codes
+    from eventmicro._cli_run import stop_processes
+
+    return stop_processes([process for _, process in processes], timeout=40)
 
 
 # --- the orders ------------------------------------------------------------------------------
