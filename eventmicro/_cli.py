@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     from eventmicro import _cli_new
 
     _cli_new.add_parser(commands)
+    from eventmicro import _cli_docs, _cli_gateway
+
+    _cli_gateway.add_parser(commands)  # gateway, dashboard
+    _cli_docs.add_parser(commands)  # docs (AsyncAPI)
     from eventmicro._cli_common import add_connection_flags
 
     for command in commands.choices.values():  # every command that talks to NATS: auth flags too
