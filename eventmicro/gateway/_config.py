@@ -1,0 +1,48 @@
+"""The gateway's options: limits, CORS, authentication, what it serves."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Final
+
+from eventmicro._errors import ConfigurationError
+
+__all__ = ["GatewayConfig"]
+
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """How the gateway serves HTTP.
+
+    ``token``: when set, every data route asks for ``Authorization: Bearer <token>`` (the
+    dashboard's page and static files do not: they carry no data). ``cors_origins``: origins
+    allowed to call from a browser (``("*",)`` for any); none by default.
+    """
+
+    max_body: int = 1 * MIB  # bytes of a request body; larger is 413
+    default_timeout: float = 5.0  # seconds of a call that asks for no timeout
+    max_timeout: float = 30.0  # a caller's X-Timeout (or ?timeout=) is capped at this
+    cors_origins: tuple[str, ...] = ()
+    token: str | None = None
+    schemas: tuple[str, ...] = ()  # packages of protobuf modules to load (default: schemas)
+    dashboard: bool = True  # serve the dashboard under /dashboard
+    events_subject: str = "events.>"  # what the dashboard's live stream subscribes to at most
+    source: str = "/eventmicro/gateway"  # CloudEvent source of events the gateway builds
+    discovery_ttl: float = 2.0  # seconds a service's $SRV.INFO answer is reused
+
+    def __post_init__(self) -> None:
+        if self.max_body <= 0:
+            raise ConfigurationError("max_body must be a positive number of bytes")
+        if not 0 < self.default_timeout <= self.max_timeout:
+            raise ConfigurationError("timeouts must be positive, default_timeout <= max_timeout")
+        if self.token is not None and not self.token.strip():
+            raise ConfigurationError("token must not be empty (leave it unset for no authentication)")
+        if self.discovery_ttl < 0:
+            raise ConfigurationError("discovery_ttl must not be negative")
+
+    def replace(self, **changes: object) -> GatewayConfig:
+        """A copy with ``changes`` applied (and checked)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
