@@ -141,13 +141,12 @@ def read_json(text: str, what: str) -> Any:
 
 def to_message(value: Any, cls: type[Message], what: str) -> Message:
     """Build a protobuf message from parsed JSON (the protobuf JSON mapping; unknown fields fail)."""
-    name = cls.DESCRIPTOR.full_name
-    if not isinstance(value, dict) and not name.startswith("google.protobuf."):
-        raise ToolError(f"{what} for {name} must be a JSON object, not {type(value).__name__}")
+    from eventmicro._endpoints import RequestInvalid, parse_message  # it builds on this module
+
     try:
-        return json_format.ParseDict(value, cls())
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise ToolError(f"{what} does not fit {name}: {one_line(exc)}") from exc
+        return parse_message(value, cls, what)
+    except RequestInvalid as exc:
+        raise ToolError(str(exc)) from exc
 
 
 def data_to_json(data: Any, content_type: str | None, type_hint: str | None) -> tuple[str, Any]:

@@ -13,14 +13,10 @@ modules, and sends JSON as it is for endpoints whose types are not protobuf::
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import re
 import sys
 from typing import Any, Final
-
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from eventmicro import _jetstream as jetstream
 from eventmicro import cloudevents_nats as binding
@@ -37,7 +33,17 @@ from eventmicro._cli_schemas import (
     to_message,
 )
 from eventmicro._client import Client
-from eventmicro._codecs import JSON, TYPE_URL_PREFIX, event_type
+from eventmicro._codecs import JSON
+from eventmicro._endpoints import (
+    EndpointNotFound,
+    RequestInvalid,
+    TypeNotInstalled,
+    build_request,
+    find_endpoint,
+    reply_to_json,
+    reply_type,
+    service_info,
+)
 from eventmicro._errors import JetStreamError, NoResponders, PayloadError, Timeout
 from eventmicro._event import Event
 from eventmicro._names import check_subject, event_subject
@@ -152,11 +158,19 @@ async def _call(args: argparse.Namespace) -> int:
     value = read_json(args.json, "the request")
     load_schemas(args.schemas)
     async with connection(args) as conn:
-        info = await _service_info(conn, service, min(args.timeout, 2.0))
-        found = _endpoint(info, service, endpoint)
-        metadata = found.get("metadata") or {}
-        request = _request(value, metadata)
-        returns = _reply_type(metadata)
+        try:
+            info = await service_info(conn, service, min(args.timeout, 2.0))
+            found = find_endpoint(info, service, endpoint)
+            metadata = found.get("metadata") or {}
+            request = build_request(value, metadata)
+            returns = reply_type(metadata)
+        except TypeNotInstalled as exc:
+            raise ToolError(f"{exc}: pass --schemas PACKAGE", UNKNOWN) from exc
+        except EndpointNotFound as exc:
+            hint = " (eventmicro services ls lists them)" if "answers" in str(exc) else ""
+            raise ToolError(f"{exc}{hint}", UNKNOWN) from exc
+        except RequestInvalid as exc:
+            raise ToolError(str(exc)) from exc
         subject = str(found.get("subject") or args.endpoint)
         try:
             reply = await Client(conn, source=SOURCE).call(
@@ -172,79 +186,8 @@ async def _call(args: argparse.Namespace) -> int:
             raise ToolError(f"{subject} did not answer within {args.timeout:g}s", SERVICE_FAILED) from exc
         except PayloadError as exc:
             raise ToolError(f"the reply could not be decoded: {exc}", SERVICE_FAILED) from exc
-    print(json.dumps(_reply_json(reply), indent=2, ensure_ascii=False))
+    print(json.dumps(reply_to_json(reply), indent=2, ensure_ascii=False))
     return 0
-
-
-async def _service_info(conn: Connection, service: str, timeout: float) -> dict[str, Any]:
-    """The ``$SRV.INFO`` answer of the first instance of ``service`` to answer."""
-    try:
-        answer = await conn.request(f"$SRV.INFO.{service}", b"", timeout=timeout)
-    except (NoResponders, Timeout) as exc:
-        raise ToolError(
-            f"no service named {service!r} answers (eventmicro services ls lists them)", UNKNOWN
-        ) from exc
-    try:
-        info = json.loads(answer.data)
-    except ValueError:
-        info = None
-    if not isinstance(info, dict):
-        raise ToolError(f"service {service!r} answered $SRV.INFO with something that is not JSON", UNKNOWN)
-    return info
-
-
-def _endpoint(info: dict[str, Any], service: str, endpoint: str) -> dict[str, Any]:
-    endpoints = [e for e in info.get("endpoints") or [] if isinstance(e, dict)]
-    for candidate in endpoints:
-        if candidate.get("name") == endpoint or candidate.get("subject") == f"{service}.{endpoint}":
-            return candidate
-    names = ", ".join(sorted(str(e.get("name")) for e in endpoints)) or "none"
-    raise ToolError(f"service {service!r} has no endpoint {endpoint!r} (its endpoints: {names})", UNKNOWN)
-
-
-def _protobuf_type(metadata: dict[str, str], role: str) -> type[Any] | None:
-    """The protobuf class of the endpoint's request or reply; a `ToolError` when not installed."""
-    schema = metadata.get(f"eventmicro.{role}_schema")
-    if schema:
-        cls = message_class(schema)
-        if cls is None:
-            name = schema.removeprefix(TYPE_URL_PREFIX)
-            raise ToolError(f"the {role} type {name} is not installed: pass --schemas PACKAGE", UNKNOWN)
-        return cls
-    label = metadata.get(f"eventmicro.{role}")  # a foreign service may name a protobuf type here
-    return message_class(label) if label and _TYPE_NAME.fullmatch(label) else None
-
-
-def _request(value: Any, metadata: dict[str, str]) -> object:
-    cls = _protobuf_type(metadata, "request")
-    if cls is not None:
-        return to_message(value, cls, "the request")
-    label = metadata.get("eventmicro.request")
-    if isinstance(value, dict | list):  # sent as application/json, typed as the endpoint's request
-        if not label or not _TYPE_NAME.fullmatch(label) or label in ("builtins.dict", "builtins.list"):
-            return value
-        typed: type[Any] = type("JSONRequest", (dict if isinstance(value, dict) else list,), {})
-        return event_type(label)(typed)(value)
-    if isinstance(value, str):
-        return value  # text/plain, for endpoints that take a str
-    raise ToolError(f"the request must be a JSON object, array or string, not {json.dumps(value)}")
-
-
-def _reply_type(metadata: dict[str, str]) -> type[Any]:
-    cls = _protobuf_type(metadata, "reply")
-    if cls is not None:
-        return cls
-    label = metadata.get("eventmicro.reply")
-    simple: dict[str | None, type[Any]] = {"none": type(None), "builtins.str": str, "builtins.bytes": bytes}
-    return simple.get(label, object)
-
-
-def _reply_json(reply: object) -> Any:
-    if isinstance(reply, Message):
-        return json_format.MessageToDict(reply)
-    if isinstance(reply, bytes):
-        return base64.b64encode(reply).decode("ascii")
-    return reply
 
 
 # --- publish ------------------------------------------------------------------------------
