@@ -1,7 +1,20 @@
-"""The HTTP gateway (``pip install 'eventmicro[gateway]'``): services and events over HTTP."""
+"""The HTTP gateway (``pip install 'eventmicro[gateway]'``): services and events over HTTP.
+
+>>> async def main(connection: Connection) -> None:     # doctest: +SKIP
+...     await serve(connection, GatewayConfig(token="s3cret"), port=8080)
+
+or mount ``create_app(connection, config)`` in any ASGI server or app. See ``_app`` for the
+routes and ``_calls`` for the status mapping.
+"""
 
 from __future__ import annotations
 
+try:
+    import starlette  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only without the extra
+    raise ImportError("the gateway needs its extra: pip install 'eventmicro[gateway]'") from exc
+
+from eventmicro.gateway._app import create_app, serve
 from eventmicro.gateway._config import GatewayConfig
 
-__all__ = ["GatewayConfig"]
+__all__ = ["GatewayConfig", "create_app", "serve"]

@@ -1,0 +1,205 @@
+"""The gateway as an ASGI app (Starlette), and `serve` to run it with uvicorn.
+
+Routes::
+
+    POST /api/{service}/{endpoint}   call an endpoint (see _calls)
+    POST /events/{type}, /events     publish a CloudEvent (see _events)
+    GET  /openapi.json               OpenAPI 3.1 of the discovered services
+    GET  /asyncapi.json              AsyncAPI 3.0 of the discovered services
+    GET  /healthz                    200 while connected to NATS, else 503
+    GET  /dashboard/...              the web dashboard (eventmicro.dashboard), when enabled
+
+Middleware, outermost first: CORS (when origins are configured), bearer-token authentication
+(when a token is configured; the dashboard's page and static files and /healthz are public,
+they carry no data). The app is an ordinary ASGI app: mount it in another Starlette or
+FastAPI app, or run it under any ASGI server; it does not own the NATS connection it is given.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from eventmicro._adapter import Connection
+from eventmicro._cli_schemas import ToolError, load_schemas
+from eventmicro._client import Client
+from eventmicro._errors import ConfigurationError
+from eventmicro.gateway._calls import Calls
+from eventmicro.gateway._catalog import Catalog
+from eventmicro.gateway._config import GatewayConfig
+from eventmicro.gateway._events import Events
+from eventmicro.gateway._openapi import openapi_document
+from eventmicro.gateway._problems import Problem, problem_response
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("eventmicro.gateway")
+
+_PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/dashboard", "/dashboard/"})
+_PUBLIC_PREFIX: Final = "/dashboard/static/"
+
+
+def create_app(connection: Connection, config: GatewayConfig | None = None) -> Starlette:
+    """The gateway's ASGI app, calling and publishing over ``connection`` (opened by the caller).
+
+    Loads the protobuf modules of ``config.schemas`` (default: the ``schemas`` package, when
+    installed) so JSON can be turned into the endpoints' request types.
+    """
+    config = config or GatewayConfig()
+    try:
+        load_schemas(list(config.schemas) or None)
+    except ToolError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    from eventmicro import __version__
+
+    catalog = Catalog(connection, config.discovery_ttl)
+    calls = Calls(Client(connection, source=config.source), catalog, config)
+    events = Events(connection, config)
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(openapi_document(await catalog.everything(), config, version=__version__))
+
+    async def asyncapi(request: Request) -> JSONResponse:
+        from eventmicro._asyncapi import asyncapi_from_discovery
+
+        return JSONResponse(asyncapi_from_discovery(await catalog.everything(), title="eventmicro services"))
+
+    async def healthz(request: Request) -> JSONResponse:
+        connected = connection.is_connected
+        return JSONResponse(
+            {"nats": "connected" if connected else "disconnected"}, status_code=200 if connected else 503
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/api/{service}/{endpoint}", calls.handle, methods=["POST"]),
+        Route("/events", events.handle, methods=["POST"]),
+        Route("/events/{type}", events.handle, methods=["POST"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/asyncapi.json", asyncapi, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    if config.dashboard:
+        from eventmicro.dashboard import routes as dashboard_routes
+
+        routes += dashboard_routes(connection, config)
+        routes.append(Route("/", lambda request: RedirectResponse("/dashboard/"), methods=["GET"]))
+    middleware = []
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],
+                expose_headers=["WWW-Authenticate"],
+                max_age=600,
+            )
+        )
+    if config.token is not None:
+        middleware.append(Middleware(BearerAuth, token=config.token))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
+    )
+
+
+class BearerAuth:
+    """Asks for ``Authorization: Bearer <token>`` on every route but the public ones."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode("utf-8")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        problem = Problem(
+            401,
+            "Unauthorized",
+            "send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="eventmicro"'},
+        )
+        await problem_response(problem)(scope, receive, send)
+
+    @staticmethod
+    def _public(scope: Scope) -> bool:
+        path: str = scope["path"]
+        return scope["method"] in ("GET", "HEAD") and (
+            path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIX)
+        )
+
+    def _authorized(self, scope: Scope) -> bool:
+        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+        given = credentials.strip().encode("utf-8", "replace")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.token)
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kinds = {404: "NotFound", 405: "MethodNotAllowed"}
+    detail = f"no route {request.method} {request.url.path}" if exc.status_code in kinds else str(exc.detail)
+    return problem_response(
+        Problem(exc.status_code, kinds.get(exc.status_code, "HTTPError"), detail, headers=exc.headers)
+    )
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.error("gateway: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "InternalError", "internal error"))
+
+
+async def serve(
+    connection: Connection,
+    config: GatewayConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    ready: Callable[[str], Any] | None = None,
+) -> None:
+    """Serve the gateway with uvicorn until SIGINT/SIGTERM (or cancellation).
+
+    ``ready`` is called with the base URL once the socket listens (``port=0``: a free port).
+    """
+    import uvicorn
+
+    app = create_app(connection, config)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)  # connections wait in the backlog until uvicorn accepts them
+    except OSError as exc:
+        listener.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    if ready is not None:
+        ready(f"http://{_host(host)}:{listener.getsockname()[1]}")
+    try:
+        await server.serve(sockets=[listener])
+    finally:
+        listener.close()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,166 @@
+"""``POST /api/{service}/{endpoint}``: an HTTP request in, an RPC over NATS, the reply out.
+
+::
+
+    POST /api/orders/place  {"customerId": "c-1", ...}       (or application/protobuf bytes)
+      $SRV.INFO.orders (cached)  -> subject orders.place, request PlaceOrder, reply OrderAccepted
+      JSON -> PlaceOrder -> Client.call("orders.place", timeout=X-Timeout capped) -> OrderAccepted
+    200 {"orderId": "o-1", ...}                               (protobuf when Accept asks for it)
+
+Status mapping::
+
+    service error reply            its code (400, 404, 409, 500, ...) when 400-599, else 500
+    no responders                  503        deadline passed           504
+    unknown service or endpoint    404        request type not installed 501
+    bad JSON, body not the type    400        reply not decodable       502
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError, Message
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from eventmicro._client import Client, Trace
+from eventmicro._endpoints import (
+    EndpointNotFound,
+    RequestInvalid,
+    TypeNotInstalled,
+    build_request,
+    find_endpoint,
+    protobuf_type,
+    reply_to_json,
+    reply_type,
+)
+from eventmicro._errors import NoResponders, PayloadError, Timeout
+from eventmicro._service_errors import ServiceError
+from eventmicro.gateway._catalog import Catalog
+from eventmicro.gateway._config import GatewayConfig
+from eventmicro.gateway._problems import (
+    PROTOBUF_MEDIA,
+    Problem,
+    call_timeout,
+    media_type,
+    read_body,
+    wants_protobuf,
+)
+
+__all__ = ["Calls"]
+
+log = logging.getLogger("eventmicro.gateway")
+
+_JSON_MEDIA: Final = frozenset({"application/json", "text/json"})
+_TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,512}")
+
+
+class Calls:
+    """The ``/api`` route: calls endpoints found by discovery."""
+
+    def __init__(self, client: Client, catalog: Catalog, config: GatewayConfig) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.config = config
+
+    async def handle(self, request: Request) -> Response:
+        service = request.path_params["service"]
+        endpoint = request.path_params["endpoint"]
+        timeout = call_timeout(request, self.config.default_timeout, self.config.max_timeout)
+        protobuf_reply = wants_protobuf(request)
+        body = await read_body(request, self.config.max_body)
+        try:
+            found = find_endpoint(await self.catalog.info(service), service, endpoint)
+        except EndpointNotFound as exc:
+            raise Problem(404, "UnknownEndpoint", str(exc)) from None
+        metadata: dict[str, str] = found.get("metadata") or {}
+        subject = str(found.get("subject") or f"{service}.{endpoint}")
+        try:
+            message = self._request(request, body, metadata)
+            returns = reply_type(metadata)
+        except TypeNotInstalled as exc:
+            raise Problem(
+                501, "TypeNotInstalled", f"{exc} in the gateway (start it with --schemas)"
+            ) from None
+        if protobuf_reply and not (isinstance(returns, type) and issubclass(returns, Message)):
+            raise Problem(
+                406, "NotAcceptable", f"{subject} does not answer protobuf: ask for application/json"
+            )
+        try:
+            reply = await self.client.call(
+                subject,
+                message,
+                returns=returns,
+                timeout=timeout,
+                idempotent=metadata.get("eventmicro.idempotent") == "true",
+                trace=_trace(request),
+            )
+        except ServiceError as error:
+            status = error.instance_code if 400 <= error.instance_code <= 599 else 500
+            raise Problem(status, error.id, error.detail) from None
+        except NoResponders:
+            self.catalog.forget(service)
+            raise Problem(503, "NoResponders", f"no instance of {service!r} serves {subject} now") from None
+        except Timeout:
+            raise Problem(504, "Timeout", f"{subject} did not answer within {timeout:g}s") from None
+        except PayloadError as exc:
+            log.warning("gateway: the reply of %s could not be decoded: %s", subject, exc)
+            raise Problem(502, "BadReply", f"the reply of {subject} could not be decoded") from None
+        if reply is None and returns is type(None):
+            return Response(status_code=204)
+        if protobuf_reply and isinstance(reply, Message):
+            return Response(reply.SerializeToString(), media_type="application/protobuf")
+        return JSONResponse(reply_to_json(reply))
+
+    def _request(self, request: Request, body: bytes, metadata: dict[str, str]) -> object:
+        media = media_type(request)
+        if media in PROTOBUF_MEDIA:
+            cls = protobuf_type(metadata, "request")
+            if cls is None:
+                raise Problem(415, "UnsupportedMediaType", "this endpoint takes JSON, not protobuf")
+            try:
+                return cls.FromString(body)
+            except DecodeError:
+                name = cls.DESCRIPTOR.full_name
+                raise Problem(400, "BadRequest", f"the body is not a protobuf {name}") from None
+        if media is not None and media not in _JSON_MEDIA and not media.endswith("+json"):
+            raise Problem(415, "UnsupportedMediaType", "send application/json or application/protobuf")
+        value = _parse_json(body)
+        try:
+            return build_request(value, metadata)
+        except RequestInvalid as exc:
+            raise Problem(400, "BadRequest", str(exc)) from None
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise Problem(400, "BadRequest", "the body is not UTF-8") from None
+    except ValueError as exc:
+        raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+
+
+def _trace(request: Request) -> Trace | None:
+    """The caller's trace context and correlation id, carried into the call's CloudEvent."""
+    headers = request.headers
+    traceparent = headers.get("traceparent")
+    if traceparent is not None and not _TRACEPARENT.fullmatch(traceparent):
+        traceparent = None  # W3C: an invalid traceparent is ignored, a new trace starts
+    tracestate = headers.get("tracestate") if traceparent else None
+    correlation = headers.get("x-correlation-id")
+    if correlation is not None and not _PRINTABLE.fullmatch(correlation):
+        correlation = None
+    if traceparent is None and correlation is None:
+        return None
+    return Trace(
+        correlation_id=correlation,
+        traceparent=traceparent,
+        tracestate=tracestate if tracestate and _PRINTABLE.fullmatch(tracestate) else None,
+    )

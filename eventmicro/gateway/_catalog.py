@@ -1,0 +1,68 @@
+"""What the gateway knows of the services: ``$SRV.INFO`` answers, reused for a short while.
+
+A call asks ``$SRV.INFO.<service>`` once per ``ttl`` seconds (concurrent callers share the
+one request); a service that stops answering (no responders) is forgotten at once, so the
+next call looks again. Nothing is registered anywhere: discovery is the only source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Final
+
+from eventmicro._adapter import Connection
+from eventmicro._discovery import discover
+from eventmicro._endpoints import service_info
+
+__all__ = ["Catalog"]
+
+INFO_TIMEOUT: Final = 2.0  # seconds to wait for a service's first $SRV.INFO answer
+DISCOVERY_WINDOW: Final = 0.3  # seconds to collect every instance's answer for the documents
+
+
+class Catalog:
+    """``$SRV.INFO`` answers by service name, cached for ``ttl`` seconds."""
+
+    def __init__(self, connection: Connection, ttl: float) -> None:
+        self.connection = connection
+        self.ttl = ttl
+        self._info: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._all: tuple[float, list[dict[str, Any]]] | None = None
+
+    async def info(self, service: str) -> dict[str, Any]:
+        """One instance's ``$SRV.INFO`` answer; raises `EndpointNotFound` when nobody answers."""
+        cached = self._info.get(service)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        pending = self._pending.get(service)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[service] = future
+        try:
+            info = await service_info(self.connection, service, INFO_TIMEOUT)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: nobody else may be waiting
+            raise
+        else:
+            future.set_result(info)
+            self._info[service] = (time.monotonic(), info)
+            return info
+        finally:
+            del self._pending[service]
+
+    def forget(self, service: str) -> None:
+        """Drop what is known of ``service`` (it stopped answering)."""
+        self._info.pop(service, None)
+        self._all = None
+
+    async def everything(self) -> list[dict[str, Any]]:
+        """Every instance's ``$SRV.INFO`` answer (for the OpenAPI and AsyncAPI documents)."""
+        if self._all is not None and time.monotonic() - self._all[0] < self.ttl:
+            return self._all[1]
+        infos = await discover(self.connection, "INFO", window=DISCOVERY_WINDOW)
+        self._all = (time.monotonic(), infos)
+        return infos

@@ -1,0 +1,195 @@
+"""``POST /events/{type}``: HTTP producers feed events into NATS.
+
+Three ways in, one CloudEvent out on ``events.<type>`` (or ``?subject=`` under ``events.``)::
+
+    plain body        POST /events/shop.orders.v1.OrderCancelled  {"orderId": "o-1"}
+                      the gateway builds the event: JSON -> protobuf when the type is installed
+    binary mode       ce-specversion, ce-id, ce-source, ce-type headers + the data as the body
+    structured mode   Content-Type: application/cloudevents+json (or a -batch+json array)
+
+A CloudEvent that arrives in binary or structured mode is forwarded unchanged: the same
+attributes, ``ce-*`` headers and body (HTTP's ``Content-Type`` becomes ``ce-datacontenttype``,
+as the NATS binding wants). Every event is checked by the NATS binding's reader first, so a
+malformed one is a 400 and never reaches NATS. ``?durable=true`` waits for a JetStream
+stream to store it (201, with stream and sequence); otherwise the answer is 202.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from eventmicro import _jetstream as jetstream
+from eventmicro import cloudevents_nats as binding
+from eventmicro._adapter import Connection
+from eventmicro._cli_schemas import message_class
+from eventmicro._codecs import JSON
+from eventmicro._endpoints import RequestInvalid, parse_message
+from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
+from eventmicro._event import Event
+from eventmicro._names import EVENT_PREFIX, check_subject, event_subject
+from eventmicro.gateway._config import GatewayConfig
+from eventmicro.gateway._problems import PROTOBUF_MEDIA, Problem, media_type, read_body
+
+__all__ = ["Events"]
+
+STRUCTURED: Final = "application/cloudevents+json"
+BATCH: Final = "application/cloudevents-batch+json"
+_TRUE: Final = frozenset({"1", "true", "yes"})
+
+
+class Events:
+    """The ``/events`` routes: publish CloudEvents given over HTTP."""
+
+    def __init__(self, connection: Connection, config: GatewayConfig) -> None:
+        self.connection = connection
+        self.config = config
+
+    async def handle(self, request: Request) -> JSONResponse:
+        path_type: str | None = request.path_params.get("type")
+        body = await read_body(request, self.config.max_body)
+        media = media_type(request)
+        if "ce-specversion" in request.headers:
+            messages = [_binary(request, body)]
+        elif media == STRUCTURED:
+            messages = [binding.NATSMessage({"content-type": STRUCTURED}, body)]
+        elif media == BATCH:
+            messages = _batch(body)
+        elif path_type is None:
+            raise Problem(
+                400, "BadRequest", "POST /events takes a CloudEvent; plain data goes to /events/{type}"
+            )
+        else:
+            messages = [self._build(path_type, media, body)]
+        events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
+        durable = request.query_params.get("durable", "").lower() in _TRUE
+        answers = []
+        for message, event in zip(messages, events, strict=True):
+            subject = _subject(request, event.get_type())
+            answers.append(await self._send(subject, message, event, durable=durable))
+        status = 201 if durable else 202
+        return JSONResponse(answers[0] if media != BATCH else {"events": answers}, status_code=status)
+
+    def _build(self, event_type: str, media: str | None, body: bytes) -> binding.NATSMessage:
+        """A new CloudEvent of ``event_type`` carrying the body (protobuf when the type is installed)."""
+        _check_type(event_type)
+        cls = message_class(event_type)
+        source = self.config.source
+        if cls is not None:
+            if media in PROTOBUF_MEDIA:
+                try:
+                    data = cls.FromString(body)
+                except Exception:  # DecodeError, or protobuf's RuntimeError on broken input
+                    raise Problem(400, "BadRequest", f"the body is not a protobuf {event_type}") from None
+            elif media is None or media == JSON or media.endswith("+json"):
+                try:
+                    data = parse_message(_json(body), cls, "the data")
+                except RequestInvalid as exc:
+                    raise Problem(400, "BadRequest", str(exc)) from None
+            else:
+                raise Problem(415, "UnsupportedMediaType", f"{event_type} takes JSON or protobuf data")
+            event = Event.of(data, source=source)
+        elif media is None or media == JSON or media.endswith("+json"):
+            _json(body)  # checked: a JSON event must carry JSON
+            event = Event.create(type=event_type, source=source, data=body, datacontenttype=JSON)
+        else:  # any other media type travels as it is, typed by its Content-Type
+            event = Event.create(type=event_type, source=source, data=body, datacontenttype=media)
+        return binding.to_binary(event, None)
+
+    async def _send(
+        self, subject: str, message: binding.NATSMessage, event: Any, *, durable: bool
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "id": event.get_id(),
+            "source": event.get_source(),
+            "type": event.get_type(),
+            "subject": subject,
+        }
+        headers = dict(message.headers)
+        try:
+            if durable:
+                msg_id = jetstream.message_id(event.get_source(), event.get_id())
+                stored = await jetstream.publish(
+                    self.connection,
+                    subject,
+                    message.data,
+                    headers,
+                    msg_id=msg_id,
+                    timeout=self.config.default_timeout,
+                )
+                answer.update(stream=stored.stream, seq=stored.seq, duplicate=stored.duplicate)
+            else:
+                await self.connection.publish(subject, message.data, headers=headers)
+        except PayloadTooLarge as exc:
+            raise Problem(413, "BodyTooLarge", str(exc)) from None
+        except JetStreamError as exc:  # NotStored among them: no stream took it
+            raise Problem(503, "NotStored", f"the event was not stored: {exc}") from None
+        return answer
+
+
+def _binary(request: Request, body: bytes) -> binding.NATSMessage:
+    """An HTTP binary-mode CloudEvent as a NATS binary-mode message: same headers, same body."""
+    headers = {name: value for name, value in request.headers.items() if name.startswith("ce-")}
+    content_type = request.headers.get("content-type")
+    if content_type:
+        headers["ce-datacontenttype"] = content_type
+    for name in ("traceparent", "tracestate"):  # the distributed-tracing extension, unprefixed
+        if name in request.headers and f"ce-{name}" not in headers:
+            headers[name] = request.headers[name]
+    return binding.NATSMessage(headers, body)
+
+
+def _batch(body: bytes) -> list[binding.NATSMessage]:
+    documents = _json(body)
+    if not isinstance(documents, list) or not documents:
+        raise Problem(400, "BadRequest", "a CloudEvents batch is a non-empty JSON array of events")
+    messages = []
+    for document in documents:
+        encoded = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        messages.append(binding.NATSMessage({"content-type": STRUCTURED}, encoded))
+    return messages
+
+
+def _checked(message: binding.NATSMessage, path_type: str | None) -> Event:
+    try:
+        event = binding.from_nats(message, None)
+    except EnvelopeError as exc:
+        raise Problem(400, "BadEvent", f"not a valid CloudEvent: {exc}") from None
+    if path_type is not None and event.get_type() != path_type:
+        detail = f"the event's type {event.get_type()!r} is not the path's {path_type!r}"
+        raise Problem(400, "BadEvent", detail)
+    return event
+
+
+def _subject(request: Request, event_type: str) -> str:
+    """``?subject=`` when given (it must be under ``events.``), else ``events.<type>``."""
+    wanted = request.query_params.get("subject")
+    if wanted is None:
+        _check_type(event_type)
+        return event_subject(event_type)
+    try:
+        check_subject(wanted)
+    except ValueError as exc:
+        raise Problem(400, "BadRequest", str(exc)) from None
+    if not wanted.startswith(f"{EVENT_PREFIX}."):
+        raise Problem(400, "BadRequest", f"the gateway publishes under {EVENT_PREFIX}. only")
+    return wanted
+
+
+def _check_type(event_type: str) -> None:
+    try:
+        check_subject(event_subject(event_type))
+    except ValueError:
+        raise Problem(
+            400, "BadRequest", f"{event_type!r} cannot be part of a subject: give ?subject="
+        ) from None
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body.strip() else None
+    except ValueError as exc:
+        raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None

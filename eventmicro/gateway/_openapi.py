@@ -1,0 +1,210 @@
+"""The gateway's OpenAPI 3.1 document, built from ``$SRV.INFO`` answers alone.
+
+One operation per discovered endpoint, ``POST /api/{service}/{endpoint}``, with the request
+and reply schemas of its types (protobuf types installed in the gateway get full schemas,
+others are described by their label); ``POST /events/{type}`` for publishing. Instances of
+one service are merged; when they run different versions, the endpoints of all of them are
+listed and the versions named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from eventmicro._jsonschema import SchemaSet
+from eventmicro.gateway._config import GatewayConfig
+
+__all__ = ["openapi_document"]
+
+OPENAPI_VERSION: Final = "3.1.0"
+ERROR_SCHEMA: Final = "eventmicro.gateway.Error"
+_ERRORS: Final = {
+    "400": "the body is not JSON or does not fit the request type",
+    "404": "no such service or endpoint (or the service's own not-found error)",
+    "406": "the reply cannot be given in the media type asked for",
+    "409": "a conflict reported by the service",
+    "413": "the body is larger than the gateway's limit",
+    "415": "a body that is neither JSON nor protobuf",
+    "500": "the service failed",
+    "501": "the gateway does not have the endpoint's protobuf type installed",
+    "502": "the service's reply could not be decoded",
+    "503": "no instance of the service answers",
+    "504": "the service did not answer in time",
+}
+
+
+def openapi_document(
+    infos: Sequence[Mapping[str, Any]], config: GatewayConfig, *, version: str
+) -> dict[str, Any]:
+    """The OpenAPI document of the services that answered ``$SRV.INFO``."""
+    schemas = SchemaSet("#/components/schemas/")
+    paths: dict[str, Any] = {}
+    tags = []
+    for name, service in sorted(_merge(infos).items()):
+        versions = ", ".join(sorted(service["versions"]))
+        tags.append({"name": name, "description": service["description"] or f"{name} {versions}"})
+        for endpoint in sorted(service["endpoints"].values(), key=lambda e: str(e.get("name"))):
+            path = f"/api/{name}/{endpoint.get('name')}"
+            paths[path] = {"post": _operation(name, endpoint, schemas, versions)}
+    paths["/events/{type}"] = {"post": _publish_operation()}
+    components: dict[str, Any] = {"schemas": {**schemas.components, ERROR_SCHEMA: _error_schema()}}
+    document: dict[str, Any] = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "eventmicro gateway",
+            "version": version,
+            "description": "Services found by NATS $SRV discovery, called over NATS request-reply.",
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": components,
+    }
+    if config.token is not None:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    return document
+
+
+def _merge(infos: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        name = info.get("name")
+        if not isinstance(name, str):
+            continue
+        service = services.setdefault(name, {"versions": set(), "description": "", "endpoints": {}})
+        service["versions"].add(str(info.get("version") or "?"))
+        service["description"] = service["description"] or str(info.get("description") or "")
+        for endpoint in info.get("endpoints") or []:
+            if isinstance(endpoint, dict) and isinstance(endpoint.get("name"), str):
+                service["endpoints"].setdefault(endpoint["name"], endpoint)
+    return services
+
+
+def _operation(
+    service: str, endpoint: Mapping[str, Any], schemas: SchemaSet, versions: str
+) -> dict[str, Any]:
+    metadata: Mapping[str, str] = endpoint.get("metadata") or {}
+    name = str(endpoint.get("name"))
+    subject = str(endpoint.get("subject") or f"{service}.{name}")
+    request_label = metadata.get("eventmicro.request")
+    reply_label = metadata.get("eventmicro.reply")
+    request_url = metadata.get("eventmicro.request_schema")
+    reply_url = metadata.get("eventmicro.reply_schema")
+    request_content: dict[str, Any] = {
+        "application/json": {"schema": schemas.of_label(request_label, request_url)}
+    }
+    if request_url:
+        request_content["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
+    responses: dict[str, Any] = {}
+    if reply_label == "none":
+        responses["204"] = {"description": "done; the endpoint answers nothing"}
+    else:
+        reply_content: dict[str, Any] = {
+            "application/json": {"schema": schemas.of_label(reply_label, reply_url)}
+        }
+        if reply_url:
+            reply_content["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
+        responses["200"] = {
+            "description": f"the reply ({reply_label or 'any JSON'})",
+            "content": reply_content,
+        }
+    for status, description in _ERRORS.items():
+        responses[status] = {"description": description, "content": _error_content()}
+    idempotent = metadata.get("eventmicro.idempotent") == "true"
+    return {
+        "operationId": f"{service}.{name}",
+        "tags": [service],
+        "summary": f"call {subject}",
+        "description": (
+            f"NATS request-reply on `{subject}` (queue group `{endpoint.get('queue_group')}`), "
+            f"service versions {versions}. Request type `{request_label}`, reply type `{reply_label}`."
+            + (" Idempotent: retried after a lost attempt." if idempotent else "")
+        ),
+        "parameters": [
+            {
+                "name": "X-Timeout",
+                "in": "header",
+                "required": False,
+                "description": "seconds the call may take (capped by the gateway)",
+                "schema": {"type": "number", "exclusiveMinimum": 0},
+            }
+        ],
+        "requestBody": {"required": False, "content": request_content},
+        "responses": responses,
+    }
+
+
+def _publish_operation() -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "subject": {"type": "string"},
+            "stream": {"type": "string"},
+            "seq": {"type": "integer"},
+            "duplicate": {"type": "boolean"},
+        },
+        "required": ["id", "source", "type", "subject"],
+    }
+    return {
+        "operationId": "events.publish",
+        "tags": ["events"],
+        "summary": "publish a CloudEvent on events.{type}",
+        "description": (
+            "The body is the event's data (JSON, or protobuf when the type is installed), or a "
+            "whole CloudEvent in HTTP binary mode (ce-* headers) or structured mode "
+            "(application/cloudevents+json, or a -batch+json array), forwarded unchanged."
+        ),
+        "parameters": [
+            {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "durable", "in": "query", "required": False, "schema": {"type": "boolean"}},
+            {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": {}},
+                "application/protobuf": {"schema": {"type": "string", "format": "binary"}},
+                "application/cloudevents+json": {"schema": {"type": "object"}},
+                "application/cloudevents-batch+json": {
+                    "schema": {"type": "array", "items": {"type": "object"}}
+                },
+            },
+        },
+        "responses": {
+            "202": {"description": "published", "content": {"application/json": {"schema": accepted}}},
+            "201": {
+                "description": "stored by a stream",
+                "content": {"application/json": {"schema": accepted}},
+            },
+            "400": {"description": "not a valid event", "content": _error_content()},
+            "413": {"description": "too large", "content": _error_content()},
+            "503": {"description": "no stream stored it (durable)", "content": _error_content()},
+        },
+    }
+
+
+def _error_content() -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "id", "detail"],
+                "properties": {
+                    "code": {"type": "integer", "description": "the HTTP status"},
+                    "status": {"type": "string"},
+                    "id": {"type": "string", "description": "the kind of error, e.g. eventmicro.NotFound"},
+                    "detail": {"type": "string"},
+                },
+            }
+        },
+    }

@@ -1,0 +1,160 @@
+"""What the gateway answers when something is wrong, and the request checks that find it.
+
+Every error is JSON, one shape for all of them::
+
+    {"error": {"code": 404, "id": "eventmicro.gateway.UnknownEndpoint", "detail": "..."}}
+
+``code`` is the HTTP status; ``id`` names the kind of error (a service's own error id when a
+service answered the error); ``detail`` is a sentence for a person. Internals (tracebacks,
+exception reprs) are logged, never answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from eventmicro._codecs import PROTOBUF
+
+__all__ = [
+    "PROTOBUF_MEDIA",
+    "Problem",
+    "call_timeout",
+    "media_type",
+    "problem_response",
+    "read_body",
+    "wants_protobuf",
+]
+
+log = logging.getLogger("eventmicro.gateway")
+
+PROTOBUF_MEDIA: Final = frozenset({PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"})
+_STATUS_TEXT: Final = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class Problem(Exception):
+    """An HTTP error answer: raise it from a route, the app turns it into the JSON error."""
+
+    def __init__(
+        self, status: int, kind: str, detail: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.id = kind if "." in kind else f"eventmicro.gateway.{kind}"
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    """The JSON error answer of ``problem``."""
+    body = {
+        "error": {
+            "code": problem.status,
+            "status": _STATUS_TEXT.get(problem.status, ""),
+            "id": problem.id,
+            "detail": problem.detail,
+        }
+    }
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond, checked while reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise Problem(400, "BadRequest", "Content-Length is not a number") from None
+        if size > limit:
+            raise _too_large(limit)
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:  # a chunked body, or a Content-Length that lied
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413, "BodyTooLarge", f"the request body is larger than the gateway's limit of {limit} bytes"
+    )
+
+
+def media_type(request: Request) -> str | None:
+    """The request's media type, lower case, without parameters (``None`` when not given)."""
+    header = request.headers.get("content-type")
+    if not header:
+        return None
+    return header.split(";", 1)[0].strip().lower() or None
+
+
+def call_timeout(request: Request, default: float, cap: float) -> float:
+    """Seconds a call may take: ``X-Timeout`` header or ``?timeout=`` (seconds), capped at ``cap``."""
+    raw = request.headers.get("x-timeout") or request.query_params.get("timeout")
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:  # NaN, zero, negative
+        raise Problem(400, "BadRequest", f"timeout must be a positive number of seconds, not {raw[:40]!r}")
+    return min(seconds, cap)
+
+
+def wants_protobuf(request: Request) -> bool:
+    """Whether the caller asked for a protobuf reply (``Accept``), JSON being the default.
+
+    The first media type listed with the highest ``q`` wins; 406 when none of JSON, protobuf
+    or a wildcard is acceptable.
+    """
+    header = request.headers.get("accept")
+    if not header:
+        return False
+    best: tuple[float, bool] | None = None
+    for item in header.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        media = media.lower()
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality <= 0:
+            continue
+        if media in PROTOBUF_MEDIA:
+            choice = True
+        elif media in ("application/json", "application/*", "*/*") or media.endswith("+json"):
+            choice = False
+        else:
+            continue
+        if best is None or quality > best[0]:
+            best = (quality, choice)
+    if best is None:
+        raise Problem(406, "NotAcceptable", "the gateway answers application/json or application/protobuf")
+    return best[1]
