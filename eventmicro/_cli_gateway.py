@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -92,6 +93,10 @@ async def _serve(args: argparse.Namespace) -> int:
         )
 
     async with connection(args) as conn:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # uvicorn catches these while it serves, shuts down gracefully, then raises them
+            # again for the handler it found: this one, so the connection is closed and we exit 0
+            signal.signal(sig, lambda *_: None)
         try:
             await serve(conn, config, host=args.host, port=args.port, ready=ready)
         except ConfigurationError as exc:

@@ -1,0 +1,103 @@
+"""``eventmicro gateway`` as a user runs it: its own process, a free port, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def gateway_process(
+    url: str, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "eventmicro", "gateway", "--port", "0", "--url", url, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    ) as process:
+        try:
+            yield _ready(process), process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+
+
+def _ready(process: subprocess.Popen[str]) -> str:
+    """The gateway's base URL, read from its ready line."""
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the ready line, or nothing when it failed to start
+        assert line.startswith("eventmicro gateway ready: http://127.0.0.1:"), line + (
+            process.stderr.read() if process.stderr else ""
+        )
+    except BaseException:
+        process.kill()
+        raise
+    return line.split()[3]
+
+
+def test_the_gateway_serves_until_sigterm(nats_url: str) -> None:
+    with gateway_process(nats_url) as (base, process):
+        health = httpx.get(f"{base}/healthz", timeout=10)
+        unknown = httpx.post(f"{base}/api/nosuchservice/get", json={}, timeout=10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert (health.status_code, health.json()) == (200, {"nats": "connected"})
+    assert unknown.status_code == 404
+
+
+def test_the_token_comes_from_the_environment_or_a_file(nats_url: str, tmp_path: Path) -> None:
+    with gateway_process(nats_url, env={"EVENTMICRO_GATEWAY_TOKEN": "from-env"}) as (base, _):
+        assert httpx.get(f"{base}/openapi.json", timeout=10).status_code == 401
+        authorized = httpx.get(
+            f"{base}/openapi.json", headers={"authorization": "Bearer from-env"}, timeout=10
+        )
+        assert authorized.status_code == 200
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    with gateway_process(nats_url, "--token-file", str(token_file)) as (base, _):
+        authorized = httpx.get(
+            f"{base}/openapi.json", headers={"authorization": "Bearer from-file"}, timeout=10
+        )
+        assert authorized.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--token-file", "/nonexistent/token"], "cannot read the token file"),
+        (["--timeout", "60", "--max-timeout", "30"], "default_timeout <= max_timeout"),
+        (["--port", "{taken}"], "cannot listen on 127.0.0.1:{taken}"),
+    ],
+)
+def test_bad_options_are_one_line_errors(nats_url: str, extra: list[str], message: str) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))  # a port somebody else listens on
+    port = str(taken.getsockname()[1])
+    extra = [arg.replace("{taken}", port) for arg in extra]
+    with taken:
+        result = subprocess.run(
+            [sys.executable, "-m", "eventmicro", "gateway", "--url", nats_url, *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert message.replace("{taken}", port) in result.stderr
+    assert "Traceback" not in result.stderr
