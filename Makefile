@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JS_DEPS := tests/interop/js/node_modules/.package-lock.json
 
-.PHONY: demo test lint typecheck unit schemas schemas-check bench clean
+.PHONY: demo test lint typecheck unit browser schemas schemas-check bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventmicro needs Python 3.11 or newer")'
@@ -30,8 +30,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(JS_DEPS)
+unit: $(STAMP) $(JS_DEPS) browser
 	$(BIN)/pytest
+
+# Debian's chromium, for the dashboard's browser tests: Playwright drives it, nothing is downloaded
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null \
+	  || { $$SUDO apt-get update -q >/dev/null && \
+	       DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }; }
 
 schemas: $(STAMP)
 	$(BIN)/python scripts/gen_schemas.py

@@ -551,3 +551,58 @@ async def test_an_event_larger_than_nats_allows_is_413(nats_connection: Connecti
             headers={"content-type": "application/json"},
         )
     assert response.status_code == 413
+
+
+@asynccontextmanager
+async def foreign_service(connection: Connection, name: str, metadata: dict[str, str]) -> AsyncIterator[None]:
+    """A service in another language, as NATS sees it: a $SRV.INFO answer and an endpoint of raw bytes."""
+    info = {
+        "type": "io.nats.micro.v1.info_response",
+        "name": name,
+        "id": "f1",
+        "version": "0.1.0",
+        "metadata": {},
+        "endpoints": [{"name": "get", "subject": f"{name}.get", "queue_group": "q", "metadata": metadata}],
+    }
+
+    async def answer_info(msg: Message) -> None:
+        await connection.publish(msg.reply, json.dumps(info).encode())
+
+    async def answer_get(msg: Message) -> None:
+        await connection.publish(msg.reply, b"\xff\xfe not protobuf")
+
+    subscriptions = [
+        await connection.subscribe(f"$SRV.INFO.{name}", answer_info),
+        await connection.subscribe(f"{name}.get", answer_get),
+    ]
+    await connection.flush()
+    try:
+        yield
+    finally:
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+
+
+async def test_a_type_the_gateway_lacks_is_501_and_an_undecodable_reply_502(
+    nats_connection: Connection,
+) -> None:
+    missing, broken = unique("foreign"), unique("foreign")
+    lacking = {
+        "eventmicro.request_schema": "type.googleapis.com/acme.v1.Unknown",
+        "eventmicro.request": "acme",
+    }
+    declared = {
+        "eventmicro.request_schema": "type.googleapis.com/shop.inventory.v1.GetStockRequest",
+        "eventmicro.reply_schema": "type.googleapis.com/shop.inventory.v1.StockLevel",
+    }
+    async with (
+        foreign_service(nats_connection, missing, lacking),
+        foreign_service(nats_connection, broken, declared),
+        gateway(nats_connection) as http,
+    ):
+        not_installed = await http.post(f"/api/{missing}/get", json={})
+        undecodable = await http.post(f"/api/{broken}/get", json={"sku": "a"})
+    assert not_installed.status_code == 501
+    assert "acme.v1.Unknown is not installed" in error_of(not_installed)["detail"]
+    assert undecodable.status_code == 502
+    assert error_of(undecodable)["detail"] == f"the reply of {broken}.get could not be decoded"
