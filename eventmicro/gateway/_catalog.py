@@ -28,7 +28,7 @@ class Catalog:
         self.connection = connection
         self.ttl = ttl
         self._info: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._asking: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._all: tuple[float, list[dict[str, Any]]] | None = None
 
     async def info(self, service: str) -> dict[str, Any]:
@@ -36,23 +36,17 @@ class Catalog:
         cached = self._info.get(service)
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
-        pending = self._pending.get(service)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[service] = future
-        try:
-            info = await service_info(self.connection, service, INFO_TIMEOUT)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here: nobody else may be waiting
-            raise
-        else:
-            future.set_result(info)
-            self._info[service] = (time.monotonic(), info)
-            return info
-        finally:
-            del self._pending[service]
+        asking = self._asking.get(service)
+        if asking is None:  # one request for all the callers, not tied to any one of them
+            asking = asyncio.create_task(service_info(self.connection, service, INFO_TIMEOUT))
+            self._asking[service] = asking
+            asking.add_done_callback(lambda task: self._answered(service, task))
+        return await asyncio.shield(asking)  # a caller that goes away leaves the request running
+
+    def _answered(self, service: str, task: asyncio.Task[dict[str, Any]]) -> None:
+        del self._asking[service]
+        if not task.cancelled() and task.exception() is None:  # an error reaches every caller
+            self._info[service] = (time.monotonic(), task.result())
 
     def forget(self, service: str) -> None:
         """Drop what is known of ``service`` (it stopped answering)."""

@@ -66,10 +66,15 @@ class Events:
             messages = [self._build(path_type, media, body)]
         events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
         durable = request.query_params.get("durable", "").lower() in _TRUE
-        answers = []
-        for message, event in zip(messages, events, strict=True):
-            subject = _subject(request, event.get_type())
-            answers.append(await self._send(subject, message, event, durable=durable))
+        subjects = [_subject(request, event.get_type()) for event in events]
+        answers: list[dict[str, Any]] = []
+        for message, event, subject in zip(messages, events, subjects, strict=True):
+            try:
+                answers.append(await self._send(subject, message, event, durable=durable))
+            except Problem as problem:
+                if len(messages) > 1:  # a batch stops at its first failure; say what went before
+                    problem.detail += f" ({len(answers)} of the batch's {len(messages)} events were sent)"
+                raise
         status = 201 if durable else 202
         return JSONResponse(answers[0] if media != BATCH else {"events": answers}, status_code=status)
 

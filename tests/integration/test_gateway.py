@@ -606,3 +606,22 @@ async def test_a_type_the_gateway_lacks_is_501_and_an_undecodable_reply_502(
     assert "acme.v1.Unknown is not installed" in error_of(not_installed)["detail"]
     assert undecodable.status_code == 502
     assert error_of(undecodable)["detail"] == f"the reply of {broken}.get could not be decoded"
+
+
+async def test_concurrent_calls_share_one_discovery_request(nats_connection: Connection) -> None:
+    name = unique("gw")
+    asked: list[Message] = []
+
+    async def spy(msg: Message) -> None:
+        asked.append(msg)
+
+    spying = await nats_connection.subscribe(f"$SRV.INFO.{name}", spy)
+    try:
+        async with stock_service(name).serving(nats_connection), gateway(nats_connection) as http:
+            responses = await asyncio.gather(
+                *(http.post(f"/api/{name}/stock", json={"sku": f"s{i}"}) for i in range(20))
+            )
+    finally:
+        await spying.unsubscribe()
+    assert [r.json()["available"] for r in responses] == [len(f"s{i}") for i in range(20)]
+    assert len(asked) == 1
