@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tools = ("deadletters", "call", "publish", "tail", "services", "bench")
+    tools = ("deadletters", "call", "publish", "tail", "services", "bench", "docs")
     quiet = logging.ERROR if args.command in tools else logging.WARNING  # tools: no retry chatter
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,

@@ -5,6 +5,15 @@ Every instance answers all three verbs on ``$SRV.<VERB>``, ``$SRV.<VERB>.<name>`
 names the request and reply types (``eventmicro.request``, ``eventmicro.reply``, and the
 protobuf type URLs), and the service metadata the event types it subscribes to, so tools can
 build requests without the Python code. `discover` collects the answers of all instances.
+
+Service metadata written by eventmicro (ADR-32: strings to strings)::
+
+    eventmicro.subscribes                  the event types handled, comma-separated
+    eventmicro.publishes                   the event types published (Service(publishes=...))
+    eventmicro.event_schemas               type URLs of the protobuf ones among both
+    eventmicro.subscription.<handler>      JSON: {"subject", "types", "delivery": "core" |
+                                           "durable" | "ordered", "queue_group" (of a core
+                                           subscription; null: broadcast), "consumer" (durable)}
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._codecs import TYPE_URL_PREFIX, python_type_name, type_name_of
 from eventmicro._handlers import HandlerKind, HandlerSpec
 from eventmicro._health import check
+from eventmicro._names import consumer_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._running import Running
@@ -76,20 +86,21 @@ class DiscoveryResponder:
         }
 
     def metadata(self) -> dict[str, str]:
-        metadata = dict(self.running.service.metadata)
-        subscribed = sorted(
-            {
-                name
-                for spec in self.running.service.handlers
-                if spec.kind is HandlerKind.EVENT
-                for name in _names(spec)
-            }
-        )
+        service = self.running.service
+        metadata = dict(service.metadata)
+        handlers = [spec for spec in service.handlers if spec.kind is HandlerKind.EVENT]
+        subscribed = sorted({name for spec in handlers for name in _names(spec)})
         if subscribed:
             metadata["eventmicro.subscribes"] = ",".join(subscribed)
-        published = sorted({_label(cls) for cls in self.running.service.publishes})
+        published = sorted({_label(cls) for cls in service.publishes})
         if published:
             metadata["eventmicro.publishes"] = ",".join(published)
+        event_types = [*service.publishes, *(cls for spec in handlers for cls in spec.message_types)]
+        schemas = sorted({url for cls in event_types if (url := _type_url(cls))})
+        if schemas:
+            metadata["eventmicro.event_schemas"] = ",".join(schemas)
+        for spec in handlers:
+            metadata[f"eventmicro.subscription.{spec.name}"] = _subscription(spec, service.name)
         return metadata
 
     def ping(self) -> dict[str, Any]:
@@ -154,13 +165,29 @@ def _names(spec: HandlerSpec) -> list[str]:
     return [_label(cls) for cls in spec.message_types]
 
 
+def _type_url(cls: Any) -> str | None:
+    """``type.googleapis.com/<full name>`` of a protobuf class, ``None`` for other types."""
+    name = type_name_of(cls) if isinstance(cls, type) else None
+    return TYPE_URL_PREFIX + name if name and hasattr(cls, "DESCRIPTOR") else None
+
+
+def _subscription(spec: HandlerSpec, service: str) -> str:
+    """How an event handler listens; ``queue_group`` is that of a core NATS subscription."""
+    delivery = "durable" if spec.durable else "ordered" if spec.ordered else "core"
+    queue = spec.queue if delivery == "core" else None
+    document = {"subject": spec.subject, "queue_group": queue, "types": _names(spec), "delivery": delivery}
+    if spec.durable:
+        document["consumer"] = consumer_name(service, spec.name)
+    return json.dumps(document)
+
+
 def _endpoint_metadata(spec: HandlerSpec) -> dict[str, str]:
     request, reply = spec.message_types[0], spec.reply_type
     metadata = {"eventmicro.request": _label(request), "eventmicro.reply": _label(reply)}
     for key, cls in (("eventmicro.request_schema", request), ("eventmicro.reply_schema", reply)):
-        name = type_name_of(cls) if isinstance(cls, type) else None
-        if name and hasattr(cls, "DESCRIPTOR"):
-            metadata[key] = TYPE_URL_PREFIX + name
+        url = _type_url(cls)
+        if url:
+            metadata[key] = url
     if spec.idempotent:
         metadata["eventmicro.idempotent"] = "true"
     return metadata

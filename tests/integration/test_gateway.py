@@ -14,9 +14,11 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import uvicorn
 from openapi_spec_validator import validate
@@ -625,3 +627,21 @@ async def test_concurrent_calls_share_one_discovery_request(nats_connection: Con
         await spying.unsubscribe()
     assert [r.json()["available"] for r in responses] == [len(f"s{i}") for i in range(20)]
     assert len(asked) == 1
+
+
+async def test_asyncapi_document_of_the_discovered_services(nats_connection: Connection) -> None:
+    spec_file = (
+        Path(__file__).parents[1] / "interop/js/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json"
+    )
+    if not spec_file.is_file():
+        pytest.skip("the AsyncAPI schema comes from npm: run `npm ci` in tests/interop/js (make test does)")
+    schema = json.loads(spec_file.read_text(encoding="utf-8"))
+    name = unique("gw")
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection) as http:
+        document = (await http.get("/asyncapi.json")).json()
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(document)) == []
+    assert document["asyncapi"] == "3.0.0"
+    operation = document["operations"][f"{name}.stock"]
+    assert operation["reply"] is not None  # the RPC endpoint is a request/reply operation
+    reply = document["components"]["messages"][f"{name}.stock.reply"]
+    assert reply["payload"] == {"$ref": "#/components/schemas/shop.inventory.v1.StockLevel"}
