@@ -22,7 +22,7 @@ from eventmicro._cli_schemas import ToolError, data_to_json, load_schemas, one_l
 from eventmicro._cli_tools import NATS_HELP, add_common, connection
 from eventmicro._errors import EventMicroError
 
-__all__ = ["add_parser", "render"]
+__all__ = ["add_parser", "event_document", "foreign_document", "render"]
 
 _SUBJECT: Final = re.compile(r"[^\s.]+(\.[^\s.]+)*")
 EXAMPLES: Final = f"""examples:
@@ -85,15 +85,15 @@ async def _tail(args: argparse.Namespace) -> int:
 def render(msg: Message, *, as_json: bool) -> str:
     """One message as text: pretty, or a line of JSON."""
     try:
-        document = _event_document(msg)
+        document = event_document(msg)
     except (EventMicroError, ValueError, TypeError) as exc:  # not a CloudEvent, or a broken one
-        document = _foreign_document(msg, one_line(exc))
+        document = foreign_document(msg, one_line(exc))
     if as_json:
         return json.dumps(document, ensure_ascii=False, default=str)
     return _pretty(document)
 
 
-def _event_document(msg: Message) -> dict[str, Any]:
+def event_document(msg: Message) -> dict[str, Any]:
     mode = binding.detect_mode(msg.headers)
     event = binding.from_nats(msg, None)
     attributes: dict[str, Any] = {}
@@ -104,7 +104,7 @@ def _event_document(msg: Message) -> dict[str, Any]:
     return {"nats_subject": msg.subject, "mode": mode.value, **attributes, key: data}
 
 
-def _foreign_document(msg: Message, reason: str) -> dict[str, Any]:
+def foreign_document(msg: Message, reason: str) -> dict[str, Any]:
     content_type = next((v for k, v in (msg.headers or {}).items() if k.lower() == "content-type"), None)
     key, data = data_to_json(msg.data, content_type or "application/octet-stream", None)
     document: dict[str, Any] = {"nats_subject": msg.subject, "cloudevent": False, "reason": reason}

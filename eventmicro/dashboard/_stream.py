@@ -1,0 +1,160 @@
+"""``GET /dashboard/events``: live CloudEvents from NATS as Server-Sent Events, one subscription a client.
+
+Query: ``subject`` (a NATS subject, wildcards allowed, inside the gateway's ``events_subject``;
+default: all of it) and ``type`` (an exact CloudEvent type, or a prefix ending with ``*``).
+What the client reads::
+
+    : connected
+    event: ready                                      the NATS subscription is in place
+    data: {"subject": "events.>", "type": ""}
+
+    data: {"subject": "events.shop...", "id": "...", "type": "...", "data": {...}}
+    event: dropped                                    this client fell behind: k oldest dropped
+    data: {"dropped": k}
+    : heartbeat                                       after 15 s without anything to send
+
+The subscription lives exactly as long as the HTTP response: it is taken before the first byte
+and given back when the client disconnects (or the server stops the response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from eventmicro._adapter import Connection
+from eventmicro._errors import EventMicroError
+from eventmicro._names import check_subject
+from eventmicro.dashboard._feed import MAX_QUEUE, Feed, TypeFilter
+
+__all__ = ["HEARTBEAT", "EventsEndpoint", "error_response", "within"]
+
+log = logging.getLogger("eventmicro.dashboard")
+
+HEARTBEAT: Final = 15.0  # seconds of silence before a comment line keeps proxies from closing
+_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-store"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
+
+
+_STATUS_TEXT: Final = {400: "Bad Request", 503: "Service Unavailable"}
+
+
+def error_response(status: int, kind: str, detail: str) -> JSONResponse:
+    """The gateway's error body: ``{"error": {"code", "status", "id", "detail"}}``."""
+    error = {"code": status, "status": _STATUS_TEXT.get(status, ""), "id": f"eventmicro.gateway.{kind}"}
+    return JSONResponse({"error": {**error, "detail": detail}}, status_code=status)
+
+
+def within(subject: str, scope: str) -> bool:
+    """Whether every subject that ``subject`` matches is matched by ``scope`` too.
+
+    >>> within("events.shop.>", "events.>"), within("events.>", "events.*"), within("a.b", "events.>")
+    (True, False, False)
+    """
+    parts, allowed = subject.split("."), scope.split(".")
+    for i, part in enumerate(allowed):
+        if part == ">":
+            return len(parts) > i
+        if i >= len(parts) or parts[i] == ">" or part not in ("*", parts[i]):
+            return False
+    return len(parts) == len(allowed)
+
+
+class EventsEndpoint:
+    """The ASGI app of ``GET /dashboard/events`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        allowed: str,
+        max_queue: int = MAX_QUEUE,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
+        self.connection = connection
+        self.allowed = allowed  # the widest subject a client may ask for
+        self.max_queue = max_queue
+        self.heartbeat = heartbeat
+
+    def parse(self, request: Request) -> tuple[str, TypeFilter]:
+        """The subject and type filter a request asks for; `ValueError` saying what is wrong."""
+        subject = request.query_params.get("subject", "").strip() or self.allowed
+        try:
+            check_subject(subject, wildcards=True)
+        except EventMicroError as exc:
+            raise ValueError(str(exc)) from exc
+        if not within(subject, self.allowed):
+            raise ValueError(f"subject must be within {self.allowed!r}")
+        return subject, TypeFilter.parse(request.query_params.get("type"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            subject, type_filter = self.parse(Request(scope))
+        except ValueError as exc:
+            await error_response(400, "BadRequest", str(exc))(scope, receive, send)
+            return
+        feed = Feed(type_filter, max_queue=self.max_queue)
+        try:
+            subscription = await self.connection.subscribe(subject, feed.on_message)
+        except EventMicroError as exc:
+            log.warning("dashboard: cannot subscribe to %s: %s", subject, exc)
+            detail = "cannot subscribe to NATS at the moment"
+            await error_response(503, "Unavailable", detail)(scope, receive, send)
+            return
+        log.debug("dashboard: event stream opened on %s", subject)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            ready = {"subject": subject, "type": type_filter.pattern}
+            async with asyncio.TaskGroup() as group:
+                pump = group.create_task(self._pump(feed, send, _message(ready, event="ready")))
+                group.create_task(_until_disconnect(receive, pump))
+        except* OSError as group:  # ASGI 2.4 servers report a gone client by failing the send
+            log.debug("dashboard: event stream client gone: %s", group.exceptions[0])
+        finally:
+            try:
+                await subscription.unsubscribe()
+            except EventMicroError as exc:  # the connection is closing: the server forgets it anyway
+                log.info("dashboard: unsubscribing from %s: %s", subject, exc)
+            log.debug("dashboard: event stream closed on %s", subject)
+
+    async def _pump(self, feed: Feed, send: Send, first: bytes) -> None:
+        await send({"type": "http.response.body", "body": b": connected\n\n" + first, "more_body": True})
+        while True:
+            try:
+                async with asyncio.timeout(self.heartbeat):
+                    await feed.wait()
+            except TimeoutError:
+                chunk = b": heartbeat\n\n"
+            else:
+                documents, dropped = feed.take()
+                chunk = _chunk(documents, dropped)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _until_disconnect(receive: Receive, pump: asyncio.Task[None]) -> None:
+    """Wait for the client to go away, then stop ``pump``."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    pump.cancel()
+
+
+def _chunk(documents: Iterable[dict[str, Any]], dropped: int) -> bytes:
+    parts = [_message({"dropped": dropped}, event="dropped")] if dropped else []
+    parts.extend(_message(document) for document in documents)
+    return b"".join(parts)
+
+
+def _message(document: dict[str, Any], *, event: str | None = None) -> bytes:
+    data = json.dumps(document, ensure_ascii=False, default=str, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {data}\n\n".encode()
