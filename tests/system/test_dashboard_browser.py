@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Final
@@ -371,3 +372,35 @@ async def test_the_page_says_when_events_were_dropped_for_it(
             await screenshot(page, "dashboard-dropped")
         finally:
             await page.close()
+
+
+async def test_the_page_follows_the_demo_as_it_runs(fresh_nats_server: NatsServer, browser: Browser) -> None:
+    """``eventmicro demo`` itself, as a user runs it, on a server the dashboard watches."""
+    async with (
+        gateway(fresh_nats_server, GatewayConfig()) as base,
+        open_page(browser, base + "/dashboard/") as page,
+    ):
+        await expect(page.get_by_test_id("events-state")).to_have_text("live on events.>", timeout=WAIT)
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventmicro", "demo", "--url", fresh_nats_server.url, "--orders", "40",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            for name in SHOP:  # the demo's own processes, found by discovery
+                await expect(service_card(page, name)).to_be_visible(timeout=60_000)
+            events = page.get_by_test_id("events")
+            for event_type in ("shop.orders.v1.OrderPlaced", "shop.orders.v1.OrderConfirmed"):
+                await expect(events.locator(f'[data-type="{event_type}"]').first).to_be_visible(
+                    timeout=60_000
+                )
+            await screenshot(page, "dashboard-demo")
+            async with asyncio.timeout(90):
+                output, _ = await demo.communicate()
+        finally:
+            if demo.returncode is None:
+                demo.kill()
+                await demo.wait()
+        assert demo.returncode == 0, output.decode(errors="replace")[-2000:]
+        assert re.search(rb"result +OK", output)
+        # the demo's malformed event reached the page too, shown with its reason
+        await expect(events.locator(".event.malformed")).not_to_have_count(0, timeout=WAIT)
