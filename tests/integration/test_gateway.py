@@ -88,7 +88,9 @@ async def gateway(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway on a free port, and an HTTP client pointed at it."""
     app = create_app(connection, config)
-    listener = socket.create_server(("127.0.0.1", 0))  # listening now: requests wait in the backlog
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so: TCP_NODELAY
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # listening now: requests wait in the backlog
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
