@@ -9,7 +9,9 @@
 (d) durable: JetStream publishing (sequential and pipelined) and consuming with acks, beside raw
     nats-py JetStream, on a server with JetStream and file storage (bench/durable.py);
 (e) observability, only with ``--suite observability``: RPC and events with tracing off and on
-    (bench/observability.py; needs the otel packages of the dev extra).
+    (bench/observability.py; needs the otel packages of the dev extra);
+(f) gateway: one RPC endpoint over raw nats-py, eventmicro's Client and HTTP through the gateway,
+    service and gateway in processes of their own (bench/gateway.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -37,7 +39,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import durable, services
+from bench import durable, gateway, services
 from eventmicro import cloudevents_nats as binding
 from eventmicro._clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -213,9 +215,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
         "--suite",
-        choices=("all", "binding", "services", "durable", "observability"),
+        choices=("all", "binding", "services", "durable", "gateway", "observability"),
         default="all",
-        help="all = binding, services and durable; observability (tracing on/off) runs only when named",
+        help="all = binding, services, durable, gateway; observability (tracing on/off) runs only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -258,6 +260,14 @@ def main() -> int:
             "rounds": rounds,
             "medians": durable.report(rounds),
         }
+    if args.suite in ("all", "gateway"):
+        print(
+            f"\n(f) gateway: up to {args.calls:,} calls or {gateway.SECONDS:g} s per variant, sequential and"
+            f" {gateway.CONCURRENCY} in flight ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            rounds = gateway.run(server, args.repeat, args.calls)
+        results["gateway"] = {"rounds": rounds, "medians": gateway.report(rounds)}
     if args.suite == "observability":
         from bench import observability, observability_metrics
 

@@ -32,6 +32,7 @@ __all__ = [
     "RequestInvalid",
     "TypeNotInstalled",
     "build_request",
+    "endpoint_metadata",
     "find_endpoint",
     "parse_message",
     "protobuf_type",
@@ -84,12 +85,22 @@ async def service_info(connection: Connection, service: str, timeout: float) -> 
 
 def find_endpoint(info: Mapping[str, Any], service: str, endpoint: str) -> dict[str, Any]:
     """The endpoint ``endpoint`` (its name, or its subject ``service.endpoint``) of a ``$SRV.INFO`` answer."""
-    endpoints = [e for e in info.get("endpoints") or [] if isinstance(e, dict)]
+    listed = info.get("endpoints")
+    endpoints = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     for candidate in endpoints:
         if candidate.get("name") == endpoint or candidate.get("subject") == f"{service}.{endpoint}":
             return candidate
     names = ", ".join(sorted(str(e.get("name")) for e in endpoints)) or "none"
     raise EndpointNotFound(f"service {service!r} has no endpoint {endpoint!r} (its endpoints: {names})")
+
+
+def endpoint_metadata(endpoint: Mapping[str, Any]) -> dict[str, str]:
+    """An endpoint's ``metadata`` from ``$SRV.INFO``, its string values only (ADR-32 says a map of
+    strings; a foreign service may answer anything, and the gateway reads it for every call)."""
+    metadata = endpoint.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return {}
+    return {str(key): value for key, value in metadata.items() if isinstance(value, str)}
 
 
 def protobuf_type(metadata: Mapping[str, str], role: str) -> type[Message] | None:

@@ -96,8 +96,10 @@ def overview(infos: Iterable[Mapping[str, Any]], stats: Iterable[Mapping[str, An
         data = data if isinstance(data, dict) else {}
         health = data.get("health")
         instance["health"] = health if isinstance(health, dict) else None
-        events = data.get("events")
-        instance["events"] = events if isinstance(events, dict) else {}
+        events = data.get("events")  # handler name -> {received, errors, last_error}: the page reads those
+        instance["events"] = (
+            {str(k): v for k, v in events.items() if isinstance(v, dict)} if isinstance(events, dict) else {}
+        )
         instance["endpoints"] = [_endpoint_stats(e) for e in _dicts(answer.get("endpoints"))]
     for service in services.values():
         versions = Counter(i["version"] for i in service["instances"] if i["version"])

@@ -11,14 +11,16 @@ Routes::
 
 Middleware, outermost first: CORS (when origins are configured), bearer-token authentication
 (when a token is configured; the dashboard's page and static files and /healthz are public,
-they carry no data). The app is an ordinary ASGI app: mount it in another Starlette or
-FastAPI app, or run it under any ASGI server; it does not own the NATS connection it is given.
+they carry no data; paths are read below the mount point, as the router reads them). The app
+is an ordinary ASGI app: mount it in another Starlette or FastAPI app, or run it under any ASGI
+server; it does not own the NATS connection it is given.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any, Final
@@ -36,9 +38,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from eventmicro._adapter import Connection
 from eventmicro._cli_schemas import ToolError, load_schemas
 from eventmicro._client import Client
-from eventmicro._errors import ConfigurationError
+from eventmicro._errors import ConfigurationError, ConnectionClosed
 from eventmicro.gateway._calls import Calls
-from eventmicro.gateway._catalog import Catalog
+from eventmicro.gateway._catalog import INFO_TIMEOUT, Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._events import Events
 from eventmicro.gateway._openapi import openapi_document
@@ -95,7 +97,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
         from eventmicro.dashboard import routes as dashboard_routes
 
         routes += dashboard_routes(connection, config)
-        routes.append(Route("/", lambda request: RedirectResponse("/dashboard/"), methods=["GET"]))
+        routes.append(Route("/", _to_dashboard, methods=["GET"]))
     middleware = []
     if config.cors_origins:
         middleware.append(
@@ -113,7 +115,12 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
     return Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
+        exception_handlers={
+            Problem: _problem,
+            HTTPException: _http_error,
+            ConnectionClosed: _unavailable,
+            Exception: _internal,
+        },
     )
 
 
@@ -138,15 +145,30 @@ class BearerAuth:
 
     @staticmethod
     def _public(scope: Scope) -> bool:
-        path: str = scope["path"]
+        path = _route_path(scope)
         return scope["method"] in ("GET", "HEAD") and (
             path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIX)
         )
 
     def _authorized(self, scope: Scope) -> bool:
         scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
-        given = credentials.strip().encode("utf-8", "replace")
+        given = credentials.strip().encode("latin-1")  # the bytes sent (Starlette decoded them as Latin-1)
         return scheme.lower() == "bearer" and hmac.compare_digest(given, self.token)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (``root_path``): what its router matches, as Starlette's
+    ``get_route_path`` computes it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
+
+
+async def _to_dashboard(request: Request) -> Response:
+    root = str(request.scope.get("root_path", "")).rstrip("/")  # mounted at /ops: /ops/dashboard/
+    return RedirectResponse(f"{root}/dashboard/")
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -161,6 +183,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(
         Problem(exc.status_code, kinds.get(exc.status_code, "HTTPError"), detail, headers=exc.headers)
     )
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("gateway: %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(Problem(503, "Unavailable", "the gateway is not connected to NATS"))
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -179,20 +206,31 @@ async def serve(
     """Serve the gateway with uvicorn until SIGINT/SIGTERM (or cancellation).
 
     ``ready`` is called with the base URL once the socket listens (``port=0``: a free port).
+    On SIGINT/SIGTERM, requests in flight get the longest a call may take (``max_timeout``
+    plus discovery) to finish; responses still open then (live event streams) are cut.
     """
     import uvicorn
 
+    config = config or GatewayConfig()
     app = create_app(connection, config)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without
+    # it every reply (head and body written apart) waits ~40 ms for a delayed ACK (bench/README.md)
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
         listener.listen(1024)  # connections wait in the backlog until uvicorn accepts them
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
         listener.close()
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}") from exc
+    grace = math.ceil(config.max_timeout + INFO_TIMEOUT)  # without a bound, an open stream never lets go
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=grace
+        )
+    )
     if ready is not None:
         ready(f"http://{_host(host)}:{listener.getsockname()[1]}")
     try:

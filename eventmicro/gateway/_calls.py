@@ -13,13 +13,16 @@ Status mapping::
     no responders                  503        deadline passed           504
     unknown service or endpoint    404        request type not installed 501
     bad JSON, body not the type    400        reply not decodable       502
+    request over NATS max_payload  413        endpoint subject not callable 502
+
+Only the subject discovery gives for the endpoint is called, and only when it is one literal
+subject outside the ``$`` system subjects (``$JS.API``, ``$SYS``, ...): a service that
+advertises ``orders.*`` or ``$JS.API.STREAM.DELETE.X`` gets no request from the gateway.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError, Message
@@ -32,21 +35,26 @@ from eventmicro._endpoints import (
     RequestInvalid,
     TypeNotInstalled,
     build_request,
+    endpoint_metadata,
     find_endpoint,
     protobuf_type,
     reply_to_json,
     reply_type,
 )
-from eventmicro._errors import NoResponders, PayloadError, Timeout
+from eventmicro._errors import NoResponders, PayloadError, PayloadTooLarge, Timeout
+from eventmicro._names import check_subject
 from eventmicro._service_errors import ServiceError
 from eventmicro.gateway._catalog import Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
+    PRINTABLE,
     PROTOBUF_MEDIA,
     Problem,
     call_timeout,
+    load_json,
     media_type,
     read_body,
+    trace_context,
     wants_protobuf,
 )
 
@@ -55,8 +63,6 @@ __all__ = ["Calls"]
 log = logging.getLogger("eventmicro.gateway")
 
 _JSON_MEDIA: Final = frozenset({"application/json", "text/json"})
-_TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,512}")
 
 
 class Calls:
@@ -77,8 +83,8 @@ class Calls:
             found = find_endpoint(await self.catalog.info(service), service, endpoint)
         except EndpointNotFound as exc:
             raise Problem(404, "UnknownEndpoint", str(exc)) from None
-        metadata: dict[str, str] = found.get("metadata") or {}
-        subject = str(found.get("subject") or f"{service}.{endpoint}")
+        metadata = endpoint_metadata(found)
+        subject = _callable(str(found.get("subject") or f"{service}.{endpoint}"), service)
         try:
             message = self._request(request, body, metadata)
             returns = reply_type(metadata)
@@ -110,6 +116,8 @@ class Calls:
         except PayloadError as exc:
             log.warning("gateway: the reply of %s could not be decoded: %s", subject, exc)
             raise Problem(502, "BadReply", f"the reply of {subject} could not be decoded") from None
+        except PayloadTooLarge as exc:  # the body fits max_body, not the server's max_payload
+            raise Problem(413, "BodyTooLarge", str(exc)) from None
         if reply is None and returns is type(None):
             return Response(status_code=204)
         if protobuf_reply and isinstance(reply, Message):
@@ -137,30 +145,28 @@ class Calls:
 
 
 def _parse_json(body: bytes) -> Any:
-    if not body.strip():
-        return {}
+    return load_json(body) if body.strip() else {}
+
+
+def _callable(subject: str, service: str) -> str:
+    """``subject`` when the gateway may send requests to it (see the module docstring), else 502."""
     try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise Problem(400, "BadRequest", "the body is not UTF-8") from None
-    except ValueError as exc:
-        raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+        check_subject(subject)  # one literal subject: no wildcard, no whitespace, not $SRV
+    except ValueError:
+        pass
+    else:
+        if not subject.startswith("$"):
+            return subject
+    detail = f"service {service!r} advertises the subject {subject[:200]!r}, which the gateway does not call"
+    raise Problem(502, "BadEndpoint", detail)
 
 
 def _trace(request: Request) -> Trace | None:
     """The caller's trace context and correlation id, carried into the call's CloudEvent."""
-    headers = request.headers
-    traceparent = headers.get("traceparent")
-    if traceparent is not None and not _TRACEPARENT.fullmatch(traceparent):
-        traceparent = None  # W3C: an invalid traceparent is ignored, a new trace starts
-    tracestate = headers.get("tracestate") if traceparent else None
-    correlation = headers.get("x-correlation-id")
-    if correlation is not None and not _PRINTABLE.fullmatch(correlation):
+    traceparent, tracestate = trace_context(request)
+    correlation = request.headers.get("x-correlation-id")
+    if correlation is not None and not PRINTABLE.fullmatch(correlation):
         correlation = None
     if traceparent is None and correlation is None:
         return None
-    return Trace(
-        correlation_id=correlation,
-        traceparent=traceparent,
-        tracestate=tracestate if tracestate and _PRINTABLE.fullmatch(tracestate) else None,
-    )
+    return Trace(correlation_id=correlation, traceparent=traceparent, tracestate=tracestate)

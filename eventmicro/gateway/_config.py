@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from eventmicro._errors import ConfigurationError
@@ -26,7 +26,7 @@ class GatewayConfig:
     default_timeout: float = 5.0  # seconds of a call that asks for no timeout
     max_timeout: float = 30.0  # a caller's X-Timeout (or ?timeout=) is capped at this
     cors_origins: tuple[str, ...] = ()
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in logs or tracebacks
     schemas: tuple[str, ...] = ()  # packages of protobuf modules to load (default: schemas)
     dashboard: bool = True  # serve the dashboard under /dashboard
     events_subject: str = "events.>"  # what the dashboard's live stream subscribes to at most

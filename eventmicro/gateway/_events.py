@@ -8,9 +8,12 @@ Three ways in, one CloudEvent out on ``events.<type>`` (or ``?subject=`` under `
     structured mode   Content-Type: application/cloudevents+json (or a -batch+json array)
 
 A CloudEvent that arrives in binary or structured mode is forwarded unchanged: the same
-attributes, ``ce-*`` headers and body (HTTP's ``Content-Type`` becomes ``ce-datacontenttype``,
-as the NATS binding wants). Every event is checked by the NATS binding's reader first, so a
-malformed one is a 400 and never reaches NATS. ``?durable=true`` waits for a JetStream
+attributes and body (HTTP's ``Content-Type`` becomes ``ce-datacontenttype``, as the NATS
+binding wants). Binary-mode headers are written again by the NATS binding's writer, so other
+clients read exactly what was meant: values percent-encoded where §3.1.3.2 asks (a raw UTF-8
+``ce-subject: café`` arrives as ``caf%C3%A9``), no RFC 7230 quotes, a plain ``traceparent``
+only when valid. Every event is checked by the NATS binding's reader first, so a malformed
+one is a 400 and never reaches NATS. ``?durable=true`` waits for a JetStream
 stream to store it (201, with stream and sequence); otherwise the answer is 202.
 """
 
@@ -32,7 +35,14 @@ from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
 from eventmicro._event import Event
 from eventmicro._names import EVENT_PREFIX, check_subject, event_subject
 from eventmicro.gateway._config import GatewayConfig
-from eventmicro.gateway._problems import PROTOBUF_MEDIA, Problem, media_type, read_body
+from eventmicro.gateway._problems import (
+    PROTOBUF_MEDIA,
+    Problem,
+    load_json,
+    media_type,
+    read_body,
+    trace_context,
+)
 
 __all__ = ["Events"]
 
@@ -65,6 +75,8 @@ class Events:
         else:
             messages = [self._build(path_type, media, body)]
         events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
+        if "ce-specversion" in request.headers:
+            messages = [_forwarded(request, events[0])]
         durable = request.query_params.get("durable", "").lower() in _TRUE
         subjects = [_subject(request, event.get_type()) for event in events]
         answers: list[dict[str, Any]] = []
@@ -136,15 +148,33 @@ class Events:
 
 
 def _binary(request: Request, body: bytes) -> binding.NATSMessage:
-    """An HTTP binary-mode CloudEvent as a NATS binary-mode message: same headers, same body."""
-    headers = {name: value for name, value in request.headers.items() if name.startswith("ce-")}
+    """An HTTP binary-mode CloudEvent as a NATS binary-mode message, to be checked: its ``ce-``
+    headers (raw bytes read as UTF-8, not as HTTP's Latin-1), ``Content-Type`` as ``ce-datacontenttype``."""
+    headers = {name: _utf8(name, value) for name, value in request.headers.items() if name.startswith("ce-")}
     content_type = request.headers.get("content-type")
     if content_type:
-        headers["ce-datacontenttype"] = content_type
-    for name in ("traceparent", "tracestate"):  # the distributed-tracing extension, unprefixed
-        if name in request.headers and f"ce-{name}" not in headers:
-            headers[name] = request.headers[name]
+        headers["ce-datacontenttype"] = _utf8("content-type", content_type)
     return binding.NATSMessage(headers, body)
+
+
+def _utf8(name: str, value: str) -> str:
+    try:
+        return value.encode("latin-1").decode("utf-8")  # Starlette gives header bytes as Latin-1
+    except UnicodeDecodeError:
+        raise Problem(400, "BadEvent", f"the {name} header is not UTF-8 (percent-encode it)") from None
+
+
+def _forwarded(request: Request, event: Event) -> binding.NATSMessage:
+    """A checked binary-mode event as the NATS binding writes it: the same attributes, each
+    header value encoded as §3.1.3.2 asks, the body byte for byte; the caller's plain
+    ``traceparent`` (and ``tracestate``) kept when valid and the event carries none of its own."""
+    message = binding.to_binary(event, None)
+    traceparent, tracestate = trace_context(request)
+    if traceparent is not None and "traceparent" not in message.headers:
+        message.headers["traceparent"] = traceparent
+        if tracestate is not None:
+            message.headers["tracestate"] = tracestate
+    return message
 
 
 def _batch(body: bytes) -> list[binding.NATSMessage]:
@@ -194,7 +224,4 @@ def _check_type(event_type: str) -> None:
 
 
 def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body.strip() else None
-    except ValueError as exc:
-        raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+    return load_json(body) if body.strip() else None

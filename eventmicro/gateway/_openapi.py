@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from eventmicro._endpoints import endpoint_metadata
 from eventmicro._jsonschema import SchemaSet
 from eventmicro.gateway._config import GatewayConfig
 
@@ -28,7 +29,7 @@ _ERRORS: Final = {
     "415": "a body that is neither JSON nor protobuf",
     "500": "the service failed",
     "501": "the gateway does not have the endpoint's protobuf type installed",
-    "502": "the service's reply could not be decoded",
+    "502": "the service's reply could not be decoded, or its endpoint's subject cannot be called",
     "503": "no instance of the service answers",
     "504": "the service did not answer in time",
 }
@@ -75,7 +76,8 @@ def _merge(infos: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         service = services.setdefault(name, {"versions": set(), "description": "", "endpoints": {}})
         service["versions"].add(str(info.get("version") or "?"))
         service["description"] = service["description"] or str(info.get("description") or "")
-        for endpoint in info.get("endpoints") or []:
+        listed = info.get("endpoints")
+        for endpoint in listed if isinstance(listed, list) else []:
             if isinstance(endpoint, dict) and isinstance(endpoint.get("name"), str):
                 service["endpoints"].setdefault(endpoint["name"], endpoint)
     return services
@@ -84,7 +86,7 @@ def _merge(infos: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 def _operation(
     service: str, endpoint: Mapping[str, Any], schemas: SchemaSet, versions: str
 ) -> dict[str, Any]:
-    metadata: Mapping[str, str] = endpoint.get("metadata") or {}
+    metadata = endpoint_metadata(endpoint)
     name = str(endpoint.get("name"))
     subject = str(endpoint.get("subject") or f"{service}.{name}")
     request_label = metadata.get("eventmicro.request")

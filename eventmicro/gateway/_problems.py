@@ -11,9 +11,11 @@ exception reprs) are logged, never answered.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,18 +23,26 @@ from starlette.responses import JSONResponse
 from eventmicro._codecs import PROTOBUF
 
 __all__ = [
+    "MAX_DEPTH",
+    "PRINTABLE",
     "PROTOBUF_MEDIA",
     "Problem",
     "call_timeout",
+    "load_json",
     "media_type",
     "problem_response",
     "read_body",
+    "trace_context",
     "wants_protobuf",
 ]
 
 log = logging.getLogger("eventmicro.gateway")
 
 PROTOBUF_MEDIA: Final = frozenset({PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"})
+MAX_DEPTH: Final = 100  # nesting of a JSON body (protobuf's JSON parser stops at the same depth)
+PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,512}")  # a header value the gateway passes on
+_TOO_DEEP: Final = object()
+_TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _STATUS_TEXT: Final = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -96,6 +106,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def load_json(body: bytes) -> Any:
+    """The parsed JSON of a request body: 400 when it is not UTF-8 JSON, or nests arrays and
+    objects deeper than `MAX_DEPTH` (the encoders that send it on recurse, and would fail on it)."""
+    try:
+        value = json.loads(body)
+    except UnicodeDecodeError:
+        raise Problem(400, "BadRequest", "the body is not UTF-8") from None
+    except ValueError as exc:
+        raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than even the parser goes
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or _deeper(value, MAX_DEPTH):
+        raise Problem(400, "BadRequest", f"the body's JSON is nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects deeper than ``limit`` (checked without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in item)
+    return False
+
+
 def _too_large(limit: int) -> Problem:
     return Problem(
         413, "BodyTooLarge", f"the request body is larger than the gateway's limit of {limit} bytes"
@@ -122,6 +162,16 @@ def call_timeout(request: Request, default: float, cap: float) -> float:
     if not seconds > 0:  # NaN, zero, negative
         raise Problem(400, "BadRequest", f"timeout must be a positive number of seconds, not {raw[:40]!r}")
     return min(seconds, cap)
+
+
+def trace_context(request: Request) -> tuple[str | None, str | None]:
+    """The caller's W3C ``traceparent`` and ``tracestate`` headers, each ``None`` when absent or
+    invalid (an invalid traceparent is ignored and a new trace starts, as W3C Trace Context says)."""
+    traceparent = request.headers.get("traceparent")
+    if traceparent is None or not _TRACEPARENT.fullmatch(traceparent):
+        return None, None
+    tracestate = request.headers.get("tracestate")
+    return traceparent, tracestate if tracestate and PRINTABLE.fullmatch(tracestate) else None
 
 
 def wants_protobuf(request: Request) -> bool:
