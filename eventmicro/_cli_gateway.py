@@ -114,4 +114,4 @@ def _token(args: argparse.Namespace) -> str | None:
         if not token:
             raise ToolError(f"the token file {args.token_file} is empty")
         return token
-    return os.environ.get(TOKEN_VARIABLE) or None
+    return os.environ.get(TOKEN_VARIABLE, "").strip() or None  # HTTP strips a header's edges too

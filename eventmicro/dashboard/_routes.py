@@ -88,7 +88,9 @@ def routes(
         return JSONResponse(document, headers={"cache-control": "no-store"})
 
     allowed = config.events_subject
-    events = EventsEndpoint(connection, allowed=allowed, max_queue=max_queue, heartbeat=heartbeat)
+    events = EventsEndpoint(
+        connection, allowed=allowed, max_queue=max_queue, heartbeat=heartbeat, max_streams=config.max_streams
+    )
     return [
         Route("/dashboard", index, methods=["GET"], name="dashboard"),
         Route("/dashboard/", index, methods=["GET"], name="dashboard-slash"),

@@ -80,8 +80,11 @@ class EventsEndpoint:
         allowed: str,
         max_queue: int = MAX_QUEUE,
         heartbeat: float = HEARTBEAT,
+        max_streams: int = 64,
     ) -> None:
         self.connection = connection
+        self.max_streams = max_streams  # open at once; each holds a NATS subscription
+        self.open = 0
         self.allowed = allowed  # the widest subject a client may ask for
         self.max_queue = max_queue
         self.heartbeat = heartbeat
@@ -103,6 +106,19 @@ class EventsEndpoint:
         except ValueError as exc:
             await error_response(400, "BadRequest", str(exc))(scope, receive, send)
             return
+        if self.open >= self.max_streams:
+            detail = f"{self.max_streams} event streams are open already: close one, or try later"
+            await error_response(503, "TooManyStreams", detail)(scope, receive, send)
+            return
+        self.open += 1
+        try:
+            await self._stream(subject, type_filter, scope, receive, send)
+        finally:
+            self.open -= 1
+
+    async def _stream(
+        self, subject: str, type_filter: TypeFilter, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         feed = Feed(type_filter, max_queue=self.max_queue)
         try:
             subscription = await self.connection.subscribe(subject, feed.on_message)

@@ -30,6 +30,7 @@ class Catalog:
         self._info: dict[str, tuple[float, dict[str, Any]]] = {}
         self._asking: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._all: tuple[float, list[dict[str, Any]]] | None = None
+        self._discovering: asyncio.Task[list[dict[str, Any]]] | None = None
 
     async def info(self, service: str) -> dict[str, Any]:
         """One instance's ``$SRV.INFO`` answer; raises `EndpointNotFound` when nobody answers."""
@@ -57,6 +58,14 @@ class Catalog:
         """Every instance's ``$SRV.INFO`` answer (for the OpenAPI and AsyncAPI documents)."""
         if self._all is not None and time.monotonic() - self._all[0] < self.ttl:
             return self._all[1]
-        infos = await discover(self.connection, "INFO", window=DISCOVERY_WINDOW)
-        self._all = (time.monotonic(), infos)
-        return infos
+        if self._discovering is None:  # one discovery round for every concurrent caller
+            self._discovering = asyncio.create_task(
+                discover(self.connection, "INFO", window=DISCOVERY_WINDOW)
+            )
+            self._discovering.add_done_callback(self._discovered)
+        return await asyncio.shield(self._discovering)
+
+    def _discovered(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
+        self._discovering = None
+        if not task.cancelled() and task.exception() is None:
+            self._all = (time.monotonic(), task.result())

@@ -30,6 +30,7 @@ class GatewayConfig:
     schemas: tuple[str, ...] = ()  # packages of protobuf modules to load (default: schemas)
     dashboard: bool = True  # serve the dashboard under /dashboard
     events_subject: str = "events.>"  # what the dashboard's live stream subscribes to at most
+    max_streams: int = 64  # dashboard event streams open at once (a NATS subscription each); then 503
     source: str = "/eventmicro/gateway"  # CloudEvent source of events the gateway builds
     discovery_ttl: float = 2.0  # seconds a service's $SRV.INFO answer is reused
 
@@ -40,6 +41,8 @@ class GatewayConfig:
             raise ConfigurationError("timeouts must be positive, default_timeout <= max_timeout")
         if self.token is not None and not self.token.strip():
             raise ConfigurationError("token must not be empty (leave it unset for no authentication)")
+        if self.max_streams < 1:
+            raise ConfigurationError("max_streams must be at least 1")
         if self.discovery_ttl < 0:
             raise ConfigurationError("discovery_ttl must not be negative")
 

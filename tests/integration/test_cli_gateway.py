@@ -62,7 +62,7 @@ def test_the_gateway_serves_until_sigterm(nats_url: str) -> None:
 
 
 def test_the_token_comes_from_the_environment_or_a_file(nats_url: str, tmp_path: Path) -> None:
-    with gateway_process(nats_url, env={"EVENTMICRO_GATEWAY_TOKEN": "from-env"}) as (base, _):
+    with gateway_process(nats_url, env={"EVENTMICRO_GATEWAY_TOKEN": " from-env\n"}) as (base, _):
         assert httpx.get(f"{base}/openapi.json", timeout=10).status_code == 401
         authorized = httpx.get(
             f"{base}/openapi.json", headers={"authorization": "Bearer from-env"}, timeout=10

@@ -354,6 +354,30 @@ async def test_a_quiet_stream_sends_heartbeats(gateway_connection: Connection) -
                     break
 
 
+async def test_streams_beyond_max_streams_are_refused_until_one_closes(
+    gateway_connection: Connection,
+) -> None:
+    app = create_app(gateway_connection, GatewayConfig(max_streams=2))
+    async with http_server(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with (
+            event_stream(base, subject="events.dash-max.a"),
+            event_stream(base, subject="events.dash-max.b"),
+        ):
+            refused = await http.get("/dashboard/events", params={"subject": "events.dash-max.c"})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["id"] == "eventmicro.gateway.TooManyStreams"
+        # both closed: the server saw the disconnects, so a new stream is let in
+        async with asyncio.timeout(10):
+            while True:
+                async with http.stream(
+                    "GET", "/dashboard/events", params={"subject": "events.dash-max.c"}
+                ) as again:
+                    if again.status_code == 200:
+                        break
+                    assert again.status_code == 503
+                await asyncio.sleep(0.05)  # the server notices a closed stream on its next receive
+
+
 async def test_a_slow_client_loses_the_oldest_events_and_is_told_how_many(
     gateway_connection: Connection, nats_connection: Connection
 ) -> None:

@@ -647,3 +647,19 @@ async def test_asyncapi_document_of_the_discovered_services(nats_connection: Con
     assert operation["reply"] is not None  # the RPC endpoint is a request/reply operation
     reply = document["components"]["messages"][f"{name}.stock.reply"]
     assert reply["payload"] == {"$ref": "#/components/schemas/shop.inventory.v1.StockLevel"}
+
+
+async def test_concurrent_document_requests_share_one_discovery_round(nats_connection: Connection) -> None:
+    asked: list[Message] = []
+
+    async def spy(msg: Message) -> None:
+        asked.append(msg)
+
+    spying = await nats_connection.subscribe("$SRV.INFO", spy)
+    try:
+        async with gateway(nats_connection) as http:
+            documents = await asyncio.gather(*(http.get("/openapi.json") for _ in range(10)))
+    finally:
+        await spying.unsubscribe()
+    assert [d.status_code for d in documents] == [200] * 10
+    assert len(asked) == 1
