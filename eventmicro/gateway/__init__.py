@@ -3,7 +3,8 @@
 >>> async def main(connection: Connection) -> None:     # doctest: +SKIP
 ...     await serve(connection, GatewayConfig(token="s3cret"), port=8080)
 
-or mount ``create_app(connection, config)`` in any ASGI server or app. See ``_app`` for the
+or mount ``create_app(connection, config)`` in any ASGI server or app; ``async with
+serving(app) as url:`` serves it in the current event loop for a block (tests). See ``_app`` for the
 routes and ``_calls`` for the status mapping.
 """
 
@@ -14,7 +15,7 @@ try:
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError("the gateway needs its extra: pip install 'eventmicro[gateway]'") from exc
 
-from eventmicro.gateway._app import create_app, serve
+from eventmicro.gateway._app import create_app, serve, serving
 from eventmicro.gateway._config import GatewayConfig
 
-__all__ = ["GatewayConfig", "create_app", "serve"]
+__all__ = ["GatewayConfig", "create_app", "serve", "serving"]

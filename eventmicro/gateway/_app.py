@@ -18,13 +18,16 @@ server; it does not own the NATS connection it is given.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -46,7 +49,7 @@ from eventmicro.gateway._events import Events
 from eventmicro.gateway._openapi import openapi_document
 from eventmicro.gateway._problems import Problem, problem_response
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "serving"]
 
 log = logging.getLogger("eventmicro.gateway")
 
@@ -209,10 +212,42 @@ async def serve(
     On SIGINT/SIGTERM, requests in flight get the longest a call may take (``max_timeout``
     plus discovery) to finish; responses still open then (live event streams) are cut.
     """
-    import uvicorn
-
     config = config or GatewayConfig()
     app = create_app(connection, config)
+    listener = _listen(host, port)
+    grace = math.ceil(config.max_timeout + INFO_TIMEOUT)  # without a bound, an open stream never lets go
+    if ready is not None:
+        ready(_url(host, listener))
+    try:
+        await _server(app, grace).serve(sockets=[listener])
+    finally:
+        listener.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, grace: float = 2.0
+) -> AsyncIterator[str]:
+    """Serve an ASGI app (the gateway's, or one that mounts it) in this event loop for the block.
+
+    Yields the base URL; the socket listens before the block starts, so requests made at once
+    wait in its backlog. On the way out, responses still open after ``grace`` seconds are cut.
+    For tests and for programs that run the gateway beside other work.
+    """
+    listener = _listen(host, port)
+    server = _server(app, grace)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        yield _url(host, listener)
+    finally:
+        server.should_exit = True
+        try:
+            await task
+        finally:
+            listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without
     # it every reply (head and body written apart) waits ~40 ms for a delayed ACK (bench/README.md)
@@ -225,18 +260,18 @@ async def serve(
         listener.close()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}") from exc
-    grace = math.ceil(config.max_timeout + INFO_TIMEOUT)  # without a bound, an open stream never lets go
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=grace
-        )
+    return listener
+
+
+def _server(app: ASGIApp, grace: float) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=math.ceil(grace)
     )
-    if ready is not None:
-        ready(f"http://{_host(host)}:{listener.getsockname()[1]}")
-    try:
-        await server.serve(sockets=[listener])
-    finally:
-        listener.close()
+    return uvicorn.Server(config)
+
+
+def _url(host: str, listener: socket.socket) -> str:
+    return f"http://{_host(host)}:{listener.getsockname()[1]}"
 
 
 def _host(host: str) -> str:

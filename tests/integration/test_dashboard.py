@@ -15,41 +15,18 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
 
 from eventmicro import BadRequest, Client, Connection, ConnectOptions, NatsServer, Service
 from eventmicro.dashboard import routes
 from eventmicro.dashboard._feed import Feed, TypeFilter
 from eventmicro.dashboard._routes import STATIC
 from eventmicro.dashboard._stream import _chunk, within
-from eventmicro.gateway import GatewayConfig, create_app
+from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Events = AsyncIterator[tuple[str, Any]]
-
-
-@contextlib.asynccontextmanager
-async def http_server(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in this event loop; yields its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # uvicorn has no event for "listening"
-                if task.done():
-                    task.result()  # the server failed to start: raise its error
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest_asyncio.fixture
@@ -64,7 +41,7 @@ async def gateway_connection(nats_server: NatsServer) -> AsyncIterator[Connectio
 @pytest_asyncio.fixture
 async def gateway(gateway_connection: Connection) -> AsyncIterator[str]:
     """The real gateway (create_app) with its dashboard, served over HTTP."""
-    async with http_server(create_app(gateway_connection, GatewayConfig())) as url:
+    async with serving(create_app(gateway_connection, GatewayConfig())) as url:
         yield url
 
 
@@ -153,7 +130,7 @@ async def test_page_honours_the_root_path_of_a_mounting_app(gateway_connection: 
     from starlette.routing import Mount
 
     outer = Starlette(routes=[Mount("/ops", create_app(gateway_connection, GatewayConfig()))])
-    async with http_server(outer) as base, httpx.AsyncClient(base_url=base) as http:
+    async with serving(outer) as base, httpx.AsyncClient(base_url=base) as http:
         page = await http.get("/ops/dashboard/")
         assert page.status_code == 200
         assert 'data-root="/ops"' in page.text
@@ -163,7 +140,7 @@ async def test_page_honours_the_root_path_of_a_mounting_app(gateway_connection: 
 
 async def test_the_token_guards_the_data_but_not_the_page(gateway_connection: Connection) -> None:
     app = create_app(gateway_connection, GatewayConfig(token="s3cret"))
-    async with http_server(app) as base, httpx.AsyncClient(base_url=base) as http:
+    async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/dashboard")).status_code == 200
         assert (await http.get("/dashboard/static/app.js")).status_code == 200
         for path in ("/dashboard/services", "/dashboard/events"):
@@ -343,7 +320,7 @@ async def test_the_nats_subscription_ends_when_the_browser_goes_away(
 
 async def test_a_quiet_stream_sends_heartbeats(gateway_connection: Connection) -> None:
     app = Starlette(routes=routes(gateway_connection, GatewayConfig(), heartbeat=0.2))
-    async with http_server(app) as base, event_stream(base, subject="events.dash-quiet.>") as events:
+    async with serving(app) as base, event_stream(base, subject="events.dash-quiet.>") as events:
         async with asyncio.timeout(5):
             beats = 0
             async for kind, text in events:
@@ -358,7 +335,7 @@ async def test_streams_beyond_max_streams_are_refused_until_one_closes(
     gateway_connection: Connection,
 ) -> None:
     app = create_app(gateway_connection, GatewayConfig(max_streams=2))
-    async with http_server(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
         async with (
             event_stream(base, subject="events.dash-max.a"),
             event_stream(base, subject="events.dash-max.b"),
@@ -383,7 +360,7 @@ async def test_a_slow_client_loses_the_oldest_events_and_is_told_how_many(
 ) -> None:
     subject, total = f"events.dash{uuid.uuid4().hex[:8]}", 20_000
     app = Starlette(routes=routes(gateway_connection, GatewayConfig(), max_queue=10))
-    async with http_server(app) as base:
+    async with serving(app) as base:
         host, port = base.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -421,7 +398,7 @@ async def test_without_nats_the_data_routes_answer_503_and_the_page_still_loads(
     connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
     app = Starlette(routes=routes(connection, GatewayConfig()))
     await connection.close()
-    async with http_server(app) as base, httpx.AsyncClient(base_url=base) as http:
+    async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/dashboard/")).status_code == 200
         for path in ("/dashboard/services", "/dashboard/events"):
             response = await http.get(path)

@@ -3,7 +3,6 @@ against the real gateway, a real eventmicro service and a foreign one on a real 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,12 +14,10 @@ from typing import Any, Final
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
-from starlette.types import ASGIApp
 
 from eventmicro import Connection, Message, Service
-from eventmicro.gateway import GatewayConfig, create_app
+from eventmicro.gateway import GatewayConfig, create_app, serving
 
 CHROMIUM: Final = Path(os.environ.get("EVENTMICRO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS: Final = [
@@ -33,26 +30,6 @@ CHROMIUM_ARGS: Final = [
     "--disable-sync",
 ]
 WAIT: Final = 15_000  # ms: the longest an expectation waits (the page polls every 2 s)
-
-
-@contextlib.asynccontextmanager
-async def http_server(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in this event loop; yields its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # uvicorn has no event for "listening"
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest_asyncio.fixture
@@ -126,7 +103,7 @@ async def test_a_foreign_services_odd_stats_data_leaves_the_live_stats_working(
     async with (
         svc.serving(nats_connection),
         foreign_service(nats_connection, foreign, odd),
-        http_server(create_app(nats_connection, GatewayConfig())) as base,
+        serving(create_app(nats_connection, GatewayConfig())) as base,
         open_page(browser, f"{base}/dashboard/") as page,
     ):
         status = page.get_by_test_id("status")

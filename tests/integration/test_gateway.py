@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-import uvicorn
 from openapi_spec_validator import validate
 
 from eventmicro import (
@@ -34,7 +32,7 @@ from eventmicro import (
     Stream,
 )
 from eventmicro import cloudevents_nats as binding
-from eventmicro.gateway import GatewayConfig, create_app
+from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -87,20 +85,11 @@ async def gateway(
     connection: Connection, config: GatewayConfig | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway on a free port, and an HTTP client pointed at it."""
-    app = create_app(connection, config)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so: TCP_NODELAY
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()  # listening now: requests wait in the backlog
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        port = listener.getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()
+    async with (
+        serving(create_app(connection, config)) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+    ):
+        yield client
 
 
 def unique(prefix: str) -> str:

@@ -9,12 +9,10 @@ token, and SIGTERM with a live event stream open.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -34,7 +31,7 @@ from starlette.types import ASGIApp
 
 from eventmicro import Connection, ConnectOptions, Message, NatsServer, Service
 from eventmicro import cloudevents_nats as binding
-from eventmicro.gateway import GatewayConfig, create_app
+from eventmicro.gateway import GatewayConfig, create_app, serving
 
 Eventually = Callable[..., Awaitable[None]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,23 +58,14 @@ def note_service(name: str) -> Service:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+async def client_of(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """``app`` on a free port, and an HTTP client pointed at it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        port = listener.getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        yield client
 
 
 def gateway(connection: Connection, config: GatewayConfig | None = None) -> Any:
-    return serving(create_app(connection, config))
+    return client_of(create_app(connection, config))
 
 
 def unique(prefix: str) -> str:
@@ -307,7 +295,7 @@ async def test_a_mounted_gateway_keeps_its_page_public_and_its_data_guarded(
     nats_connection: Connection,
 ) -> None:
     outer = Starlette(routes=[Mount("/ops", create_app(nats_connection, GatewayConfig(token="s3cret")))])
-    async with serving(outer) as http:
+    async with client_of(outer) as http:
         home = await http.get("/ops/")
         page = await http.get("/ops/dashboard/")
         script = await http.get("/ops/dashboard/static/app.js")
@@ -324,7 +312,7 @@ async def test_a_mounted_gateway_keeps_its_page_public_and_its_data_guarded(
 
 async def test_the_root_of_a_mounted_gateway_leads_to_its_dashboard(nats_connection: Connection) -> None:
     outer = Starlette(routes=[Mount("/ops", create_app(nats_connection))])
-    async with serving(outer) as http:
+    async with client_of(outer) as http:
         home = await http.get("/ops/")
         followed = await http.get("/ops/", follow_redirects=True)
     assert (home.status_code, home.headers["location"]) == (307, "/ops/dashboard/")

@@ -17,12 +17,10 @@ from typing import Final
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Route, async_playwright, expect
-from starlette.types import ASGIApp
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer
-from eventmicro.gateway import GatewayConfig, create_app
+from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.orders.v1 import orders_pb2 as orders
 from schemas.shop.orders.v1.orders_micro import OrdersClient
 from subscribers import audit, billing, notifications, shop
@@ -45,26 +43,6 @@ SHOP: Final = ("orders", "inventory", "billing", "notifications", "audit")
 # orders placed while the page watches: their ~4 events each stay within the 200 the page keeps
 ORDERS: Final = 30
 WAIT: Final = 15_000  # ms: the longest any expectation waits (the page polls every 2 s)
-
-
-@contextlib.asynccontextmanager
-async def http_server(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in this event loop; yields its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # uvicorn has no event for "listening"
-                if task.done():
-                    task.result()  # the server failed to start: raise its error
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +69,7 @@ async def shop_client(shop_server: NatsServer) -> AsyncIterator[Client]:
 async def gateway(server: NatsServer, config: GatewayConfig) -> AsyncIterator[str]:
     """The real gateway (with its dashboard) on its own NATS connection, served over HTTP."""
     options = ConnectOptions.from_env(server.url, environ={}, name="dashboard-browser-gateway")
-    async with Connection(options) as connection, http_server(create_app(connection, config)) as url:
+    async with Connection(options) as connection, serving(create_app(connection, config)) as url:
         yield url
 
 
