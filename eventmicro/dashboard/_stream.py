@@ -33,6 +33,7 @@ from eventmicro._adapter import Connection
 from eventmicro._errors import EventMicroError
 from eventmicro._names import check_subject
 from eventmicro.dashboard._feed import MAX_QUEUE, Feed, TypeFilter
+from eventmicro.gateway._problems import Problem, problem_response
 
 __all__ = ["HEARTBEAT", "EventsEndpoint", "error_response", "within"]
 
@@ -46,13 +47,9 @@ _HEADERS: Final = [
 ]
 
 
-_STATUS_TEXT: Final = {400: "Bad Request", 503: "Service Unavailable"}
-
-
 def error_response(status: int, kind: str, detail: str) -> JSONResponse:
-    """The gateway's error body: ``{"error": {"code", "status", "id", "detail"}}``."""
-    error = {"code": status, "status": _STATUS_TEXT.get(status, ""), "id": f"eventmicro.gateway.{kind}"}
-    return JSONResponse({"error": {**error, "detail": detail}}, status_code=status)
+    """The gateway's error answer (``{"error": {"code", "status", "id", "detail"}}``)."""
+    return problem_response(Problem(status, kind, detail))
 
 
 def within(subject: str, scope: str) -> bool:
