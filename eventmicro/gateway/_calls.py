@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -53,6 +53,7 @@ from eventmicro.gateway._problems import (
     call_timeout,
     load_json,
     media_type,
+    protobuf_body,
     read_body,
     trace_context,
     wants_protobuf,
@@ -130,11 +131,7 @@ class Calls:
             cls = protobuf_type(metadata, "request")
             if cls is None:
                 raise Problem(415, "UnsupportedMediaType", "this endpoint takes JSON, not protobuf")
-            try:
-                return cls.FromString(body)
-            except DecodeError:
-                name = cls.DESCRIPTOR.full_name
-                raise Problem(400, "BadRequest", f"the body is not a protobuf {name}") from None
+            return protobuf_body(cls, body)
         if media is not None and media not in _JSON_MEDIA and not media.endswith("+json"):
             raise Problem(415, "UnsupportedMediaType", "send application/json or application/protobuf")
         value = _parse_json(body)

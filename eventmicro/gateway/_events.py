@@ -40,6 +40,7 @@ from eventmicro.gateway._problems import (
     Problem,
     load_json,
     media_type,
+    protobuf_body,
     read_body,
     trace_context,
 )
@@ -62,7 +63,8 @@ class Events:
         path_type: str | None = request.path_params.get("type")
         body = await read_body(request, self.config.max_body)
         media = media_type(request)
-        if "ce-specversion" in request.headers:
+        binary = "ce-specversion" in request.headers
+        if binary:
             messages = [_binary(request, body)]
         elif media == STRUCTURED:
             messages = [binding.NATSMessage({"content-type": STRUCTURED}, body)]
@@ -75,7 +77,7 @@ class Events:
         else:
             messages = [self._build(path_type, media, body)]
         events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
-        if "ce-specversion" in request.headers:
+        if binary:
             messages = [_forwarded(request, events[0])]
         durable = request.query_params.get("durable", "").lower() in _TRUE
         subjects = [_subject(request, event.get_type()) for event in events]
@@ -97,10 +99,7 @@ class Events:
         source = self.config.source
         if cls is not None:
             if media in PROTOBUF_MEDIA:
-                try:
-                    data = cls.FromString(body)
-                except Exception:  # DecodeError, or protobuf's RuntimeError on broken input
-                    raise Problem(400, "BadRequest", f"the body is not a protobuf {event_type}") from None
+                data = protobuf_body(cls, body)
             elif media is None or media == JSON or media.endswith("+json"):
                 try:
                     data = parse_message(_json(body), cls, "the data")

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from google.protobuf.message import DecodeError, Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_json",
     "media_type",
     "problem_response",
+    "protobuf_body",
     "read_body",
     "trace_context",
     "wants_protobuf",
@@ -134,6 +136,14 @@ def _deeper(value: Any, limit: int) -> bool:
                 return True
             pending.extend((child, depth + 1) for child in item)
     return False
+
+
+def protobuf_body(cls: type[Message], body: bytes) -> Message:
+    """A request body parsed as a protobuf ``cls``: 400 when it is not one."""
+    try:
+        return cls.FromString(body)
+    except (DecodeError, RuntimeError, ValueError):  # RuntimeError: upb on some broken input
+        raise Problem(400, "BadRequest", f"the body is not a protobuf {cls.DESCRIPTOR.full_name}") from None
 
 
 def _too_large(limit: int) -> Problem:
