@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
 from eventmicro._codecs import PROTOBUF, TYPE_URL_PREFIX, is_json_media
@@ -33,6 +34,7 @@ __all__ = [
     "data_to_json",
     "load_schemas",
     "message_class",
+    "message_descriptor",
     "one_line",
     "read_json",
     "runner",
@@ -113,15 +115,18 @@ def _skipped(name: str, exc: BaseException | None = None) -> None:
     log.warning("schema module %s not loaded: %s", name, one_line(exc or sys.exc_info()[1]))
 
 
-def message_class(full_name: str) -> type[Message] | None:
-    """The installed protobuf class of ``full_name`` (or of a type URL), or ``None``."""
-    if full_name.startswith(TYPE_URL_PREFIX):
-        full_name = full_name[len(TYPE_URL_PREFIX) :]
+def message_descriptor(full_name: str) -> Descriptor | None:
+    """The installed protobuf message type ``full_name`` (or a type URL), or ``None``."""
     try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+        return descriptor_pool.Default().FindMessageTypeByName(full_name.removeprefix(TYPE_URL_PREFIX))
     except KeyError:
         return None
-    return message_factory.GetMessageClass(descriptor)
+
+
+def message_class(full_name: str) -> type[Message] | None:
+    """The installed protobuf class of ``full_name`` (or of a type URL), or ``None``."""
+    descriptor = message_descriptor(full_name)
+    return message_factory.GetMessageClass(descriptor) if descriptor is not None else None
 
 
 def read_json(text: str, what: str) -> Any:

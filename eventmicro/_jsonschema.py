@@ -35,11 +35,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from eventmicro._codecs import TYPE_URL_PREFIX, python_type_name
+from eventmicro._cli_schemas import message_descriptor
+from eventmicro._codecs import python_type_name
 
 try:  # pydantic is optional
     import pydantic
@@ -300,10 +300,7 @@ def _union(members: list[Schema]) -> Schema:
 def _installed(name: str | None) -> Descriptor | None:
     if not name or name.startswith("builtins."):
         return None
-    try:
-        return descriptor_pool.Default().FindMessageTypeByName(name.removeprefix(TYPE_URL_PREFIX))
-    except KeyError:
-        return None
+    return message_descriptor(name)
 
 
 def _key(name: str) -> str:
