@@ -3,18 +3,20 @@
 Stock levels live in the key-value bucket ``stock`` (one ``StockLevel`` per SKU, created at
 ``INITIAL_STOCK`` on first use) and change only by compare-and-set, so the two instances of the
 demo never lose an update. Each order's reservation is recorded in the bucket
-``reservations`` so that a redelivered event neither reserves nor releases twice.
+``reservations`` so that a redelivered event neither reserves nor releases twice. An order it
+cannot take (an unusable SKU, a quantity out of bounds: `subscribers.shop.items_problem`, the
+rule ``orders.place`` applies too) is rejected with ``StockRejected``, never left unanswered.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from eventmicro import Context, RevisionConflict, Service, Store
+from eventmicro import BadRequest, Context, RevisionConflict, Service, Store
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
-from subscribers.shop import INITIAL_STOCK, STREAM, main
+from subscribers.shop import INITIAL_STOCK, OUT_OF_STOCK, STREAM, items_problem, main, sku_problem
 
 svc = Service(
     "inventory",
@@ -27,10 +29,13 @@ svc = Service(
 
 @dataclasses.dataclass
 class Reservation:
-    """What one order holds: ``state`` is reserved, rejected, released or cancelled."""
+    """What one order holds: ``state`` is reserved, rejected, released or cancelled; a rejection
+    keeps the SKU and the reason it announced."""
 
     state: str
     items: dict[str, int] = dataclasses.field(default_factory=dict)
+    sku: str = ""
+    reason: str = OUT_OF_STOCK
 
 
 class Shortage(Exception):
@@ -41,6 +46,8 @@ class Shortage(Exception):
 
 @svc.rpc
 async def get_stock(req: inventory.GetStockRequest, ctx: Context) -> inventory.StockLevel:
+    if problem := sku_problem(req.sku):
+        raise BadRequest(problem)
     entry = await (await ctx.store("stock", inventory.StockLevel)).get(req.sku)
     if entry is None or entry.value is None:
         return inventory.StockLevel(sku=req.sku, available=INITIAL_STOCK, reserved=0)
@@ -52,8 +59,16 @@ async def on_order_placed(event: orders.OrderPlaced, ctx: Context) -> None:
     reservations = await ctx.store("reservations", Reservation)
     held = await reservations.get(event.order_id)
     if held is not None:  # reserved, rejected or cancelled before: nothing to take again, but
-        if held.value is not None and held.value.state == "reserved":  # the attempt that
-            await _announce_reserved(ctx, event)  # reserved may have died before announcing it
+        if held.value is not None and held.value.state == "reserved":  # the attempt that decided
+            await _announce_reserved(ctx, event)  # may have died before announcing it
+        elif held.value is not None and held.value.state == "rejected":
+            await _announce_rejected(ctx, event.order_id, held.value)
+        return
+    if problem := items_problem(event.items):  # sent by another publisher than orders.place
+        bad = next((item.sku for item in event.items if sku_problem(item.sku)), "")
+        await _reject(
+            ctx, reservations, event.order_id, Reservation("rejected", sku=bad[:64], reason=problem)
+        )
         return
     wanted: dict[str, int] = {}
     for item in event.items:
@@ -67,17 +82,26 @@ async def on_order_placed(event: orders.OrderPlaced, ctx: Context) -> None:
     except Shortage as short:
         for sku, quantity in taken.items():
             await _change(stock, sku, quantity)
-        await _record(reservations, event.order_id, Reservation("rejected"))
-        await ctx.publish(
-            inventory.StockRejected(order_id=event.order_id, sku=short.sku, reason="not enough stock"),
-            durable=True,
-        )
+        await _reject(ctx, reservations, event.order_id, Reservation("rejected", sku=short.sku))
         return
     if not await _record(reservations, event.order_id, Reservation("reserved", taken)):
         for sku, quantity in taken.items():  # cancelled meanwhile: give it back
             await _change(stock, sku, quantity)
         return
     await _announce_reserved(ctx, event)
+
+
+async def _reject(
+    ctx: Context, reservations: Store[Reservation], order_id: str, rejection: Reservation
+) -> None:
+    if await _record(reservations, order_id, rejection):
+        await _announce_rejected(ctx, order_id, rejection)
+
+
+async def _announce_rejected(ctx: Context, order_id: str, rejection: Reservation) -> None:
+    await ctx.publish(
+        inventory.StockRejected(order_id=order_id, sku=rejection.sku, reason=rejection.reason), durable=True
+    )
 
 
 async def _announce_reserved(ctx: Context, event: orders.OrderPlaced) -> None:

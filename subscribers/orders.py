@@ -1,18 +1,22 @@
 """The orders service: takes orders over RPC and settles them as the saga's events arrive.
 
 Orders live in the key-value bucket ``orders`` (shared by every instance); a status changes
-only by compare-and-set, so two instances never overwrite each other.
+only by compare-and-set, so two instances never overwrite each other. ``place`` answers 400 for
+an order inventory could not reserve (`subscribers.shop.items_problem`), and an order whose
+``OrderPlaced`` inventory dead-lettered anyway is cancelled: no order stays pending for ever.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Final
 
 from eventmicro import BadRequest, Conflict, Context, NotFound, RevisionConflict, Service, Store
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
-from subscribers.shop import STREAM, main
+from subscribers.shop import OUT_OF_STOCK, STREAM, items_problem, main
 
 svc = Service(
     "orders",
@@ -22,6 +26,10 @@ svc = Service(
     publishes=[orders.OrderPlaced, orders.OrderConfirmed, orders.OrderCancelled],
 )
 FINAL = (orders.ORDER_STATUS_CONFIRMED, orders.ORDER_STATUS_CANCELLED)
+CURRENCY: Final = re.compile(r"[A-Z]{3}")  # ISO 4217
+MAX_CUSTOMER_ID: Final = 128
+# where inventory's dead letters of OrderPlaced land (deadletter.<service>.<handler>, stream DEADLETTERS)
+INVENTORY_DEAD_LETTERS: Final = "deadletter.inventory.on_order_placed"
 
 
 async def _orders(ctx: Context) -> Store[orders.Order]:
@@ -30,10 +38,12 @@ async def _orders(ctx: Context) -> Store[orders.Order]:
 
 @svc.rpc
 async def place(req: orders.PlaceOrder, ctx: Context) -> orders.OrderAccepted:
-    if not req.items:
-        raise BadRequest("an order needs at least one item")
-    if any(item.quantity <= 0 for item in req.items):
-        raise BadRequest("every item needs a positive quantity")
+    if problem := items_problem(req.items):
+        raise BadRequest(problem)
+    if not req.customer_id or len(req.customer_id) > MAX_CUSTOMER_ID or not req.customer_id.isprintable():
+        raise BadRequest(f"customerId must be 1 to {MAX_CUSTOMER_ID} printable characters")
+    if req.currency and not CURRENCY.fullmatch(req.currency):
+        raise BadRequest("currency must be three capital letters (ISO 4217), or empty for EUR")
     order = orders.Order(
         order_id=f"ord-{uuid.uuid4().hex[:12]}",
         customer_id=req.customer_id,
@@ -88,8 +98,17 @@ async def on_payment_failed(event: billing.PaymentFailed, ctx: Context) -> None:
 
 @svc.subscribe(durable=True, idempotent=True)
 async def on_stock_rejected(event: inventory.StockRejected, ctx: Context) -> None:
+    reason = f"out of stock: {event.sku}" if event.reason == OUT_OF_STOCK else f"rejected: {event.reason}"
+    await _settle(ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, reason, again=True)
+
+
+@svc.subscribe(subject=INVENTORY_DEAD_LETTERS, stream="DEADLETTERS", durable=True, idempotent=True)
+async def on_reservation_dead_lettered(event: orders.OrderPlaced, ctx: Context) -> None:
+    """Inventory gave up on an order's ``OrderPlaced`` (its dead letter keeps the event): it
+    will never reserve nor reject it, so the order is cancelled instead of pending for ever.
+    A replay of that dead letter later finds the reservation cancelled and does nothing."""
     await _settle(
-        ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"out of stock: {event.sku}", again=True
+        ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, "inventory could not reserve it", again=True
     )
 
 
