@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -52,12 +53,27 @@ from eventmicro._errors import (
     Timeout,
 )
 
-__all__ = ["Connection", "ConnectionState", "Message", "MessageHandler", "Subscription", "headers_size"]
+__all__ = [
+    "Connection",
+    "ConnectionState",
+    "MalformedHeaders",
+    "Message",
+    "MessageHandler",
+    "Subscription",
+    "headers_size",
+    "parse_header_block",
+]
 
 log = logging.getLogger("eventmicro.connection")
 
 _HEADER_LINE: Final = len(b"NATS/1.0\r\n")
 _NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
+_MAX_CACHED_NAME: Final = 64  # longer header names are encoded each time, never cached
+_CACHED_NAMES: Final = 1024  # so the name cache holds at most ~70 KiB
+# What nats-py's defaults allow a subscription to buffer; eventmicro never sets less.
+PENDING_MSGS_LIMIT: Final = 512 * 1024
+PENDING_BYTES_LIMIT: Final = 128 * 1024 * 1024
+_QUIET: Final = 10.0  # seconds between two warnings of one kind
 
 
 class ConnectionState(enum.Enum):
@@ -72,12 +88,117 @@ class ConnectionState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A received NATS message. ``headers`` is ``None`` when the message had none."""
+    """A received NATS message. ``headers`` is ``None`` when the message had none.
+
+    ``received`` is the `time.monotonic` moment the connection's reader took it off the
+    socket (0.0 when unknown), so a deadline can count from arrival, not from dequeue.
+    """
 
     subject: str
     data: bytes
     headers: Mapping[str, str] | None
     reply: str
+    received: float = 0.0
+
+
+class MalformedHeaders(ValueError):
+    """A header block that does not follow ADR-4 (what `parse_header_block` raises)."""
+
+
+def parse_header_block(block: bytes) -> dict[str, str] | None:
+    """The headers of a received ``HMSG`` header block, or None when there is none.
+
+    Same results as nats-py 2.16 for well-formed blocks: ``Name: value`` lines (the last of a
+    repeated name wins; lines without a colon, names with whitespace or non-ASCII bytes are
+    skipped), and a status line ``NATS/1.0 503 [description]`` as ``Status`` and
+    ``Description``. Anything else raises `MalformedHeaders`, never another exception: the
+    bytes may come from any client, and nats-py's own parser raised inside the connection's
+    reader on some of them (a non-UTF-8 status line, a bare ``NATS/1.0``), which stopped it.
+    """
+    if not block:
+        return None
+    if not block.startswith(b"NATS/1.0"):
+        raise MalformedHeaders("the header block does not start with NATS/1.0")
+    end = block.find(b"\r\n", 8)
+    if end < 0:
+        raise MalformedHeaders("the header block's version line is not terminated")
+    headers: dict[str, str] = {}
+    status_line = block[8:end]
+    if status_line:
+        if status_line[:1] != b" ":
+            raise MalformedHeaders("unknown header block version")
+        if not status_line.isascii():
+            raise MalformedHeaders("the status line is not ASCII")
+        code, _, description = status_line.decode("ascii").strip().partition(" ")
+        if code.isdigit():
+            headers["Status"] = code
+        description = description.strip()
+        if description:
+            headers["Description"] = description
+    rest = block[end + 2 :]
+    if len(rest) > 2:
+        headers.update(_parse_header_lines(rest))
+    return headers
+
+
+def _parse_header_lines(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue  # a malformed name: skipped, as nats-py does
+        if key and key.split() != [key]:
+            continue  # whitespace inside a name: skipped, as nats-py does
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+class _Quiet:
+    """At most one log record per ``interval`` seconds; the ones held back are counted."""
+
+    __slots__ = ("_held", "_interval", "_next")
+
+    def __init__(self, interval: float = _QUIET) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def due(self) -> int:
+        """-1 while quiet (this one is held back); else how many were held back before it."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return -1
+        self._next = now + self._interval
+        held, self._held = self._held, 0
+        return held
+
+
+class ConnectionStats:
+    """What the connection dropped or survived; read by health, ``$SRV.STATS`` and metrics."""
+
+    __slots__ = ("_malformed_quiet", "malformed", "reader_restarts", "slow_consumer")
+
+    def __init__(self) -> None:
+        self.malformed = 0  # messages whose header block or subject could not be read
+        self.reader_restarts = 0  # times the reader stopped while connected (then reconnected)
+        self.slow_consumer = 0  # messages dropped because a subscription's buffer was full
+        self._malformed_quiet = _Quiet()
+
+    def dropped_malformed(self, subject: bytes, error: BaseException) -> None:
+        self.malformed += 1
+        held = self._malformed_quiet.due()
+        if held >= 0:
+            log.warning(
+                "dropped a malformed message on '%s' (%s); %d dropped so far",
+                subject[:128].decode("ascii", "backslashreplace"),
+                error if isinstance(error, MalformedHeaders) else type(error).__name__,
+                self.malformed,
+            )
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
@@ -111,6 +232,13 @@ def _fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token: a header name
 
 
+@dataclass
+class _Msg(_NatsMsg):
+    """nats-py's message, stamped with the moment the reader took it off the socket."""
+
+    received: float = 0.0
+
+
 class _Client(_NatsClient):
     """nats-py's client with faster header handling and the same bytes on the wire.
 
@@ -119,8 +247,9 @@ class _Client(_NatsClient):
     binary mode (seven or more headers a message) that was most of its per-message cost.
     """
 
-    _names: ClassVar[dict[str, bytes]] = {}  # header name -> b"Name: ", validated once
+    _names: ClassVar[dict[str, bytes]] = {}  # short header name -> b"Name: ", validated once
     _tokens: itertools.count[int] = itertools.count(1)
+    counters: ConnectionStats = ConnectionStats()  # replaced per connection by `Connection`
 
     async def _request_new_style(
         self, subject: str, payload: bytes, timeout: float = 1, headers: dict[str, Any] | None = None
@@ -158,34 +287,54 @@ class _Client(_NatsClient):
         self._resp_sid = self._sid  # the response subscription was the newest one
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
-        """Replies resolve their request's future here, not through a subscription task."""
-        if sid != self._resp_sid or not sid:
-            await super()._process_msg(sid, subject, reply, data, headers)
-            return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        prefix = self._resp_sub_prefix
-        future = self._resp_map.get(subject[len(prefix) :].decode()) if prefix is not None else None
-        if future is None or future.done():
-            return  # a late reply: its caller gave up
-        message = self._build_message(sid, subject, reply, data, await self._process_headers(headers))
-        future.set_result(message)
+        """Every received message passes here, from the reader. A message that cannot be
+        read (headers, subject) is dropped and counted; nothing it holds can raise out of
+        the reader, which would stop the connection for good. Replies resolve their
+        request's future here, not through a subscription task."""
+        try:
+            if sid != self._resp_sid or not sid:
+                await super()._process_msg(sid, subject, reply, data, headers)
+                return
+            self.stats["in_msgs"] += 1
+            self.stats["in_bytes"] += len(data)
+            prefix = self._resp_sub_prefix
+            future = self._resp_map.get(subject[len(prefix) :].decode()) if prefix is not None else None
+            if future is None or future.done():
+                return  # a late reply: its caller gave up
+            message = self._build_message(sid, subject, reply, data, parse_header_block(headers))
+            future.set_result(message)
+        except Exception as exc:  # the message is dropped, counted and logged
+            self.counters.dropped_malformed(subject, exc)
+
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        return parse_header_block(headers)
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> _NatsMsg:
+        return _Msg(
+            _client=self,
+            subject=subject.decode(),
+            reply=reply.decode(),
+            data=data,
+            headers=headers,
+            _sid=sid,
+            received=time.monotonic(),
+        )
+
+    async def _read_loop(self) -> None:
+        """nats-py's reader; when it stops on an error it did not expect while still
+        connected (it only logs then, and the connection stays deaf), reconnect at once."""
+        await super()._read_loop()
+        if self.is_closed or self.is_reconnecting or self._transport is None:
+            return  # a normal end: closing, or nats-py's own reconnect already began
+        self.counters.reader_restarts += 1
+        log.error("the NATS connection's reader stopped unexpectedly; reconnecting")
+        await self._process_op_err(nats.errors.UnexpectedEOF())
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in raw.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            try:
-                key = name.strip().decode("ascii")
-            except UnicodeDecodeError:
-                continue  # a malformed name: skipped, as nats-py does
-            if key and key.split() != [key]:
-                continue  # whitespace inside a name: skipped, as nats-py does
-            out[key] = value.strip().decode("utf-8", "replace")
-        return out
+        return _parse_header_lines(raw)
 
     async def _send_publish(
         self, subject: str, reply: str, payload: bytes, payload_size: int, headers: dict[str, Any] | None
@@ -204,7 +353,7 @@ class _Client(_NatsClient):
                 if not _TOKEN.fullmatch(key):
                     raise nats.errors.BadHeaderError(key)
                 prefix = key.encode() + b": "
-                if len(names) < 4096:
+                if len(name) <= _MAX_CACHED_NAME and len(names) < _CACHED_NAMES:
                     names[name] = prefix
             text = value.strip()
             if "\r" in text or "\n" in text:
@@ -221,14 +370,36 @@ class _Client(_NatsClient):
 
 
 class Subscription:
-    """An active subscription; `drain` lets queued messages finish, `unsubscribe` drops them."""
+    """An active subscription; `drain` lets queued messages finish, `unsubscribe` drops them.
 
-    __slots__ = ("_sub", "queue", "subject")
+    ``dropped`` counts the messages nats-py threw away because this subscription's buffer was
+    full (a slow consumer); ``last_drop`` is when the latest was (`time.monotonic`, 0.0 never).
+    """
+
+    __slots__ = ("_quiet", "_sub", "dropped", "last_drop", "queue", "subject")
 
     def __init__(self, sub: _NatsSubscription, subject: str, queue: str | None) -> None:
         self._sub = sub
         self.subject = subject
         self.queue = queue
+        self.dropped = 0
+        self.last_drop = 0.0
+        self._quiet = _Quiet()
+
+    def _dropped_one(self) -> None:
+        self.dropped += 1
+        self.last_drop = time.monotonic()
+        held = self._quiet.due()
+        if held >= 0:
+            log.warning(
+                "slow consumer on '%s': its handler falls behind, messages are dropped (%d so far)",
+                self.subject,
+                self.dropped,
+            )
+
+    def slow(self, within: float) -> bool:
+        """True when a message was dropped in the last ``within`` seconds."""
+        return self.last_drop > 0.0 and time.monotonic() - self.last_drop < within
 
     @property
     def pending(self) -> int:
@@ -278,6 +449,8 @@ class Connection:
         self._connect_errors: list[BaseException] = []  # what nats-py reported during open()
         self._connect_failed = asyncio.Event()
         self._closed = asyncio.Event()
+        self.stats = ConnectionStats()
+        self._subscriptions: dict[int, Subscription] = {}  # nats-py sid -> ours, for drop counts
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -365,6 +538,7 @@ class Connection:
             if opts.tls.hostname:
                 kwargs["tls_hostname"] = opts.tls.hostname
         nc = _Client()
+        nc.counters = self.stats
         try:
             await self._bounded_connect(nc, kwargs)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -504,7 +678,7 @@ class Connection:
             raise Timeout(subject, timeout) from exc
         except nats.errors.Error as exc:
             raise _translate(exc, subject) from exc
-        return Message(msg.subject, msg.data, msg.headers, msg.reply)
+        return Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
 
     async def subscribe(
         self,
@@ -512,28 +686,39 @@ class Connection:
         handler: MessageHandler,
         *,
         queue: str | None = None,
-        pending_msgs_limit: int = 65536,
+        pending_msgs_limit: int = PENDING_MSGS_LIMIT,
+        pending_bytes_limit: int = PENDING_BYTES_LIMIT,
     ) -> Subscription:
         """Subscribe ``handler`` to ``subject`` (in a queue group when ``queue`` is given).
 
         Returns once the server holds the subscription: anything published afterwards, by
         any connection, reaches it. nats-py runs one subscription's handler calls one at a
-        time, in order.
+        time, in order. Messages beyond the pending limits (nats-py's defaults: 524,288
+        messages, 128 MiB) are dropped, counted in `Subscription.dropped` and logged (at most
+        one warning per 10 s).
         """
 
         async def deliver(msg: _NatsMsg) -> None:
-            await handler(Message(msg.subject, msg.data, msg.headers, msg.reply))
+            await handler(
+                Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
+            )
 
         try:
             sub = await self._client.subscribe(
-                subject, queue=queue or "", cb=deliver, pending_msgs_limit=pending_msgs_limit
+                subject,
+                queue=queue or "",
+                cb=deliver,
+                pending_msgs_limit=pending_msgs_limit,
+                pending_bytes_limit=pending_bytes_limit,
             )
             await _round_trip(self._client, 5.0)
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, 5.0) from exc
         except nats.errors.Error as exc:
             raise _translate(exc, subject) from exc
-        return Subscription(sub, subject, queue)
+        ours = Subscription(sub, subject, queue)
+        self._subscriptions[sub._id] = ours
+        return ours
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
@@ -556,7 +741,12 @@ class Connection:
             if isinstance(exc, ssl.SSLError) or _is_refusal(exc):
                 self._connect_failed.set()
         if isinstance(exc, nats.errors.SlowConsumerError):
-            log.warning("slow consumer on '%s': messages dropped", exc.subject)
+            self.stats.slow_consumer += 1
+            ours = self._subscriptions.get(exc.sid)
+            if ours is not None:
+                ours._dropped_one()
+            elif self.stats.slow_consumer == 1 or self.stats.slow_consumer % 10000 == 0:
+                log.warning("slow consumer on '%s': messages dropped", exc.subject)
         else:
             log.warning("NATS connection error: %s", _describe(exc))
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.protocol.parser import Parser
 
-from eventmicro._adapter import _Client
+from eventmicro._adapter import ConnectionStats, MalformedHeaders, _Client, parse_header_block
 
 header_text = st.text(st.characters(codec="utf-8"), max_size=12)
 lines = st.lists(
@@ -57,3 +60,79 @@ def test_publishing_writes_the_same_bytes_as_nats_py(headers: dict[str, str], pa
             outcomes.append(type(exc).__name__)
     assert outcomes[0] == outcomes[1]
     assert ours_sent.sent == theirs_sent.sent
+
+
+# --- hostile header blocks: nothing a client sends may raise out of the reader -----------------
+
+blocks = st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda tail: b"NATS/1.0" + tail, st.binary(max_size=48)),
+    st.builds(
+        lambda status, rest: b"NATS/1.0 " + status + b"\r\n" + rest,
+        st.binary(max_size=12),
+        st.binary(max_size=40),
+    ),
+)
+
+
+@given(blocks)
+@settings(max_examples=2000)
+def test_header_blocks_parse_or_raise_only_malformed_headers(block: bytes) -> None:
+    try:
+        headers = parse_header_block(block)
+    except MalformedHeaders:
+        return
+    assert headers is None or all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+
+
+well_formed = st.builds(lambda block: b"NATS/1.0\r\n" + b"\r\n".join(block) + b"\r\n\r\n", lines)
+
+
+@given(well_formed)
+@settings(max_examples=500)
+def test_well_formed_blocks_read_as_nats_py_reads_them(block: bytes) -> None:
+    theirs = asyncio.run(NatsClient()._process_headers(block))
+    assert (parse_header_block(block) or None) == (theirs or None)  # None and {}: no headers
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"NATS/1.0 503\r\n\r\n",
+        b"NATS/1.0 404 No Messages\r\n\r\n",
+        b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 1016\r\nNats-Last-Stream: 1024\r\n\r\n",
+        b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\nNats-Pending-Bytes: 0\r\n\r\n",
+    ],
+)
+def test_status_messages_read_as_nats_py_reads_them(block: bytes) -> None:
+    """The server's status messages (no responders, JetStream pull and heartbeat statuses)."""
+    theirs = asyncio.run(NatsClient()._process_headers(block))
+    assert parse_header_block(block) == theirs
+
+
+@given(st.binary(max_size=40), st.binary(max_size=24), st.binary(max_size=8))
+@settings(max_examples=1000)
+def test_no_frame_raises_out_of_the_reader(header: bytes, subject: bytes, token: bytes) -> None:
+    """Whole HMSG frames with arbitrary headers and subjects go through nats-py's parser into
+    eventmicro's message handling, for a subscription and for a reply: nothing raises."""
+
+    async def feed() -> int:
+        client = _Client()
+        client.counters = ConnectionStats()
+        delivered: list[object] = []
+
+        async def cb(msg: object) -> None:
+            delivered.append(msg)
+
+        client._subs[1] = NatsSubscription(client, 1, "s", cb=cb)
+        client._resp_sid = 2
+        client._resp_sub_prefix = bytearray(b"_INBOX.p.")
+        client._resp_map["t"] = asyncio.get_running_loop().create_future()
+        parser = Parser(client)
+        safe_subject = b"".join(subject.split()) or b"s"  # the server frames subjects without whitespace
+        for sid, subj in ((1, safe_subject), (2, b"_INBOX.p." + (b"".join(token.split()) or b"t"))):
+            frame = b"HMSG %s %d %d %d\r\n" % (subj, sid, len(header), len(header) + 3) + header + b"abc\r\n"
+            await parser.parse(frame)  # raises only if something escaped the message handling
+        return client.counters.malformed
+
+    assert asyncio.run(feed()) >= 0
