@@ -30,6 +30,9 @@ REQUIRED_ATTRIBUTES: Final = ("id", "source", "specversion", "type")
 OPTIONAL_ATTRIBUTES: Final = ("datacontenttype", "dataschema", "subject", "time")
 CORE_ATTRIBUTES: Final = frozenset(REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES)
 _STRING_ATTRIBUTES: Final = ("datacontenttype", "dataschema", "subject")
+# The longest text (a header name or value) the binding's caches keep: with at most a few
+# thousand entries each, they stay within a few MiB whatever senders put in their headers.
+_MAX_CACHED_TEXT: Final = 256
 
 EventData = Any
 """Event data: raw ``bytes`` off the wire, ``str``, a parsed JSON value, or ``None``."""

@@ -10,6 +10,7 @@ from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.formats.base import Format
 
 from eventmicro._attributes import (
+    _MAX_CACHED_TEXT,
     CORE_ATTRIBUTES,
     REQUIRED_ATTRIBUTES,
     SPECVERSION,
@@ -96,7 +97,7 @@ def _binary_headers(attributes: Mapping[str, Any], time_text: str | None) -> dic
             text = _encoded.get(value)
             if text is None:
                 text = encode_header_value(name, value)
-                if name not in _UNCACHED:
+                if name not in _UNCACHED and len(value) <= _MAX_CACHED_TEXT:
                     if len(_encoded) >= _CACHE_LIMIT:
                         _encoded.clear()
                     _encoded[value] = text
@@ -222,9 +223,10 @@ def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
             static["dataschema"] = _decode_value("ce-dataschema", "dataschema", schema)
         if not all(static.values()):
             return None  # an empty value once decoded: the general path names it
-        if len(_statics) >= _CACHE_LIMIT:
-            _statics.clear()
-        _statics[key] = static
+        if len(source) + len(type_) + len(content_type) + len(schema or "") <= _MAX_CACHED_TEXT:
+            if len(_statics) >= _CACHE_LIMIT:
+                _statics.clear()
+            _statics[key] = static
     if not time.isprintable() or "%" in time or time[:1] == '"':
         time = decode_header_value("ce-time", time)
     attributes = static.copy()
@@ -255,7 +257,7 @@ def _read_headers(headers: Mapping[str, str]) -> dict[str, Any]:
                 raise InvalidAttribute(header, "header names are ASCII")
             check_attribute_name(name)
             if lowered == header:  # a canonical extension header: remember its name
-                if len(_ATTRIBUTE_OF) < _CACHE_LIMIT:
+                if len(header) <= _MAX_CACHED_TEXT and len(_ATTRIBUTE_OF) < _CACHE_LIMIT:
                     _ATTRIBUTE_OF[header] = name
             else:
                 if name in attributes or name in folded:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 
 from eventmicro._attributes import (
+    _MAX_CACHED_TEXT,
     CORE_ATTRIBUTES,
     SPECVERSION,
     EventData,
@@ -185,9 +186,10 @@ class Event:
         template = _templates.get(key)
         if template is None:
             template = _template(event_type, source, content_type, dataschema)
-            if len(_templates) >= 1024:
-                _templates.clear()
-            _templates[key] = template
+            if len(event_type) + len(source) + len(content_type) + len(dataschema or "") <= _MAX_CACHED_TEXT:
+                if len(_templates) >= 1024:
+                    _templates.clear()
+                _templates[key] = template
         event_id = f"{_ids.prefix}-{next(_ids.counter):x}"
         # now_text(), inlined: this runs for every event published
         second, micro = divmod(_time.time_ns() // 1000, 1_000_000)

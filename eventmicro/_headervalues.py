@@ -9,6 +9,7 @@ from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from eventmicro._attributes import (
+    _MAX_CACHED_TEXT,
     check_string,
 )
 from eventmicro._clock import format_time
@@ -95,7 +96,7 @@ def _decode_value(header: str, name: str, raw: str) -> str:
             value = raw
         else:
             value = decode_header_value(header, raw)
-        if name not in _UNCACHED:
+        if name not in _UNCACHED and len(raw) <= _MAX_CACHED_TEXT:
             if len(_decoded) >= _CACHE_LIMIT:
                 _decoded.clear()
             _decoded[raw] = value

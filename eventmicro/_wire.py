@@ -41,6 +41,7 @@ STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 # Values such as type, source and content types repeat in every event: remember their codings.
+# Only short ones: a cache is bounded in bytes (entries x size), whatever senders choose.
 _CACHE_LIMIT: Final = 4096
 _MAX_NAME: Final = 20
 
@@ -82,8 +83,10 @@ def is_json_content_type(content_type: str | None) -> bool:
 
 
 def _warn_long_name(name: str, stacklevel: int = 3) -> None:
+    # one text, without the name: Python keeps every distinct warning text it has shown, and
+    # names can come from anyone (e.g. through the gateway)
     warnings.warn(
-        f"CloudEvents attribute name {name!r} is longer than 20 characters",
+        "a CloudEvents attribute name is longer than 20 characters",
         CloudEventsWarning,
         stacklevel=stacklevel,
     )
