@@ -1,5 +1,5 @@
 """Durable event handlers on JetStream: fetch what can be started, ack after success, redeliver
-with backoff, dead-letter on the last failure — and the dead-letter API.
+with backoff, dead-letter on the last failure.
 
 Delivery policy of one durable handler::
 
@@ -12,9 +12,13 @@ Delivery policy of one durable handler::
     handler still running                +WPI every ack_wait/3, so it is not redelivered meanwhile
 
 The server-side consumer has no delivery limit: eventmicro counts deliveries, so a message is
-never dropped without a dead letter. A dead letter keeps the original headers and body and adds
-the failure as CloudEvents extensions (``dlqcode``, ``dlqreason``, ``dlqdeliveries``,
-``dlqsubject``, ``dlqstream``, ``dlqsequence``, ``dlqservice``, ``dlqhandler``, ``dlqtime``).
+never dropped without a dead letter. A dead letter that cannot be stored (the dead-letter stream
+unreachable or refusing) leaves the message unacked: it is NAKed with a delay that doubles per
+extra delivery (at least 1 s, at most 60 s or the last backoff), logged at most once per
+``LOG_EVERY`` seconds per handler, and dead-lettered on a later delivery.
+
+Dead letters (their shapes, the stream and the API to list and replay them) are in
+`eventmicro._deadletters`.
 """
 
 from __future__ import annotations
@@ -23,31 +27,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import Connection
-from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError, PayloadTooLarge
-from eventmicro._event import Event
-from eventmicro._headervalues import decode_header_value, encode_header_value
-from eventmicro._jetstream import (
-    Delivery,
-    PullConsumer,
-    Stored,
-    StoredMessage,
-    Stream,
-    delete_message,
-    get_message,
-    message_id,
-    publish,
-    purge,
-    stream_messages,
-)
+from eventmicro._deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream, store_dead_letter
+from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError
+from eventmicro._jetstream import Delivery, PullConsumer, message_id
 from eventmicro._logs import HANDLING
-from eventmicro._names import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, consumer_name, dead_letter_subject
+from eventmicro._names import consumer_name
 from eventmicro._service_errors import BadRequest, ServiceError
 from eventmicro._store import BucketConfig, Store
 
@@ -56,34 +45,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._middleware import Invoke
     from eventmicro._running import EndpointStats, Running
 
-__all__ = ["DeadLetter", "DeadLetters", "Durability", "DurableIntake", "Replay", "dead_letter_stream"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "Durability",
+    "DurableIntake",
+    "Replay",
+    "Replayed",
+    "dead_letter_stream",
+]
 
 log = logging.getLogger("eventmicro.durable")
 
 FETCH_WAIT: Final = 2.0  # seconds a fetch waits for messages before asking again
-_FAILURE_FIELDS: Final = (
-    "dlqcode",
-    "dlqreason",
-    "dlqdeliveries",
-    "dlqsubject",
-    "dlqstream",
-    "dlqsequence",
-    "dlqservice",
-    "dlqhandler",
-    "dlqtime",
-    "dlqbodydropped",
-)
-_PLAIN_PREFIX: Final = "eventmicro-"  # failure headers on a dead letter that is not a binary CloudEvent
-
-
-def dead_letter_stream(replicas: int = 1) -> Stream:
-    """The stream that keeps dead letters (all services), until replayed or purged."""
-    return Stream(
-        DEAD_LETTER_STREAM,
-        [f"{DEAD_LETTER_PREFIX}.>"],
-        replicas=replicas,
-        description="eventmicro dead letters",
-    )
+LOG_EVERY: Final = 30.0  # seconds between two "dead letter not stored" lines of one handler
+RETRY_MAX: Final = 60.0  # seconds: the longest NAK delay of a message whose dead letter failed
+UNSTORED_KEPT: Final = 1024  # failures of messages whose dead letter failed, kept for the next try
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +81,14 @@ class Durability:
         if not self.backoff:
             return 0.0
         return self.backoff[min(num_delivered, len(self.backoff)) - 1]
+
+    def dead_letter_retry(self, num_delivered: int) -> float:
+        """The NAK delay when delivery ``num_delivered`` could not be dead-lettered: the last
+        backoff (at least 1 s), doubled per delivery beyond ``max_deliver``, at most
+        ``RETRY_MAX`` (or the last backoff when that is longer) — bounded, never a hot loop."""
+        last = self.backoff[-1] if self.backoff else 0.0
+        extra = min(max(0, num_delivered - self.max_deliver), 16)
+        return min(max(RETRY_MAX, last), max(1.0, last) * 2.0**extra)
 
     def is_terminal(self, error: BaseException) -> bool:
         if isinstance(error, EnvelopeError | PayloadError | BadRequest):
@@ -138,6 +123,10 @@ class DurableIntake:
         self._seen: Store[str] | None = None  # the idempotency guard's bucket
         self.duplicates_skipped = 0
         self._handling: dict[str, _Claim] = {}  # guarded events in flight, by key
+        self._not_stored_log = _LogEvery(LOG_EVERY)
+        self._unstored: dict[
+            int, tuple[int, str]
+        ] = {}  # stream seq -> the failure of a dead letter not stored
 
     @property
     def name(self) -> str:
@@ -268,10 +257,13 @@ class DurableIntake:
         policy = self.durability
         if delivery.num_delivered > 1 and stats.metrics is not None:
             stats.metrics.redeliveries += 1
-        if delivery.num_delivered > policy.max_deliver:
-            _count(stats, 500, "delivered too often")
-            await self._give_up(delivery, 500, f"delivered {delivery.num_delivered} times without success")
-            return 500
+        if delivery.num_delivered > policy.max_deliver:  # the failure is known when this instance saw it
+            code, reason = self._unstored.get(
+                delivery.stream_seq, (500, f"delivered {delivery.num_delivered} times without success")
+            )
+            _count(stats, code, reason)
+            await self._give_up(delivery, code, reason)
+            return code
         seen_key = _identity(delivery) if self._seen is not None else None
         if seen_key is None:
             return await self._attempt(delivery, stats, None)
@@ -350,17 +342,46 @@ class DurableIntake:
             await store_dead_letter(
                 self.running.connection, service, self.spec.name, delivery, code=code, reason=reason
             )
-        except EventMicroError as exc:  # not stored: keep the message, try again on its next delivery
-            log.error("consumer %s: dead letter for message %d not stored (%s); it will be redelivered",
-                      self.name, delivery.stream_seq, exc.message)  # fmt: skip
-            await delivery.nak(self.durability.delay(len(self.durability.backoff) or 1) or 1.0)
+        except EventMicroError as exc:  # not stored: keep the message, try again on a later delivery
+            if len(self._unstored) >= UNSTORED_KEPT:
+                del self._unstored[next(iter(self._unstored))]
+            self._unstored[delivery.stream_seq] = (code, reason[:2000])  # a dead letter keeps 1,000
+            delay = self.durability.dead_letter_retry(delivery.num_delivered)
+            held_back = self._not_stored_log.due()
+            if held_back is not None:
+                since = f" ({held_back} more such failures since the last report)" if held_back else ""
+                log.error("consumer %s: dead letter for message %d not stored (%s); redelivered in %gs%s",
+                          self.name, delivery.stream_seq, exc.message, delay, since)  # fmt: skip
+            await delivery.nak(delay)
             return
+        self._unstored.pop(delivery.stream_seq, None)
         log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
                     self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
         metrics = self.running.event_stats[self.spec.name].metrics
         if metrics is not None:
             metrics.dead_letters += 1
         await delivery.ack()
+
+
+class _LogEvery:
+    """At most one log line per ``interval`` seconds; counts the lines held back meanwhile."""
+
+    __slots__ = ("_held", "_next", "interval")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def due(self) -> int | None:
+        """``None``: hold this line back; else how many were held back since the last one."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return None
+        self._next = now + self.interval
+        held, self._held = self._held, 0
+        return held
 
 
 @dataclass(slots=True)
@@ -403,184 +424,3 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 def _count(stats: EndpointStats, code: int, reason: str) -> None:
     stats.num_errors += 1
     stats.last_error = f"{code}:{reason}"
-
-
-async def store_dead_letter(
-    connection: Connection, service: str, handler: str, delivery: Delivery, *, code: int, reason: str
-) -> Stored:
-    """Publish ``delivery`` with its failure to the dead-letter stream (deduplicated per message)."""
-    message = delivery.message
-    headers = {k: v for k, v in (message.headers or {}).items() if not k.lower().startswith("nats-")}
-    binary = any(k.lower() == "ce-specversion" for k in headers)
-    prefix = "ce-" if binary else _PLAIN_PREFIX
-    failure: dict[str, object] = {
-        "dlqcode": code,
-        "dlqreason": reason or "unknown",
-        "dlqdeliveries": delivery.num_delivered,
-        "dlqsubject": message.subject,
-        "dlqstream": delivery.stream,
-        "dlqsequence": delivery.stream_seq,
-        "dlqservice": service,
-        "dlqhandler": handler,
-        "dlqtime": datetime.now(UTC),
-    }
-    for name, value in failure.items():
-        headers[prefix + name] = encode_header_value(name, value)
-    subject = dead_letter_subject(service, handler)
-    msg_id = f"dlq-{delivery.stream}-{delivery.stream_seq}-{delivery.consumer}"
-    try:
-        return await publish(connection, subject, message.data, headers, msg_id=msg_id)
-    except PayloadTooLarge:  # the failure headers pushed it over max_payload: keep the record,
-        # without the body; `DeadLetters.replay` takes the body from the original stream
-        log.error("dead letter of %s message %d stored without its body (too large with the failure)",
-                  delivery.stream, delivery.stream_seq)  # fmt: skip
-        headers[prefix + "dlqbodydropped"] = "true"
-        return await publish(connection, subject, b"", headers, msg_id=msg_id)
-
-
-# --- the dead-letter API --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One dead letter: the original message and why it was given up on."""
-
-    seq: int  # in the dead-letter stream
-    service: str
-    handler: str
-    code: int
-    reason: str
-    deliveries: int
-    subject: str  # where the message was originally published
-    stream: str
-    stream_seq: int
-    time: datetime | None
-    headers: Mapping[str, str]  # the original headers (without the failure)
-    data: bytes
-    body_dropped: bool = False  # too large to store with the failure: the original stream has it
-
-    @property
-    def event_id(self) -> str | None:
-        return _header(self.headers, "ce-id")
-
-    @property
-    def event_type(self) -> str | None:
-        return _header(self.headers, "ce-type")
-
-    def event(self) -> Event:
-        """The original CloudEvent (either mode)."""
-        return binding.from_nats(binding.NATSMessage(dict(self.headers), self.data), None)
-
-
-class DeadLetters:
-    """List, inspect, replay and purge dead letters (stream ``DEADLETTERS``)."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-
-    async def list(
-        self, service: str | None = None, handler: str | None = None, *, limit: int | None = None
-    ) -> list[DeadLetter]:
-        out = []
-        async for stored in stream_messages(
-            self.connection, DEAD_LETTER_STREAM, _filter(service, handler), limit=limit
-        ):
-            letter = _letter(stored)
-            if letter is not None:
-                out.append(letter)
-        return out
-
-    async def get(self, seq: int) -> DeadLetter | None:
-        stored = await get_message(self.connection, DEAD_LETTER_STREAM, seq)
-        return _letter(stored) if stored is not None else None
-
-    async def replay(self, seq: int) -> Stored:
-        """Publish dead letter ``seq`` again to its original subject, then remove it.
-
-        The replay gets its own ``Nats-Msg-Id`` (the original one would be dropped as a
-        duplicate inside the stream's window); replaying the same dead letter twice stores it
-        once.
-        """
-        letter = await self.get(seq)
-        if letter is None:
-            raise KeyError(f"no dead letter {seq}")
-        data = letter.data
-        if letter.body_dropped:
-            original = await get_message(self.connection, letter.stream, letter.stream_seq)
-            if original is None:
-                raise KeyError(
-                    f"dead letter {seq} has no body and the original is gone from stream "
-                    f"{letter.stream} (seq {letter.stream_seq})"
-                )
-            data = original.data
-        stored = await publish(
-            self.connection,
-            letter.subject,
-            data,
-            dict(letter.headers),
-            msg_id=f"replay-{DEAD_LETTER_STREAM}-{letter.seq}",
-        )
-        await delete_message(self.connection, DEAD_LETTER_STREAM, seq)
-        return stored
-
-    async def replay_all(self, service: str | None = None, handler: str | None = None) -> int:
-        letters = await self.list(service, handler)
-        for letter in letters:
-            await self.replay(letter.seq)
-        return len(letters)
-
-    async def purge(self, service: str | None = None, handler: str | None = None) -> None:
-        await purge(self.connection, DEAD_LETTER_STREAM, _filter(service, handler))
-
-
-def _filter(service: str | None, handler: str | None) -> str:
-    if service is None:
-        if handler is not None:
-            raise ValueError("a handler filter needs its service")
-        return f"{DEAD_LETTER_PREFIX}.>"
-    if handler is None:
-        return f"{DEAD_LETTER_PREFIX}.{service}.*"
-    return dead_letter_subject(service, handler)
-
-
-def _letter(stored: StoredMessage) -> DeadLetter | None:
-    headers = dict(stored.headers)
-    failure: dict[str, str] = {}
-    original: dict[str, str] = {}
-    for name, value in headers.items():
-        lowered = name.lower()
-        for prefix in ("ce-", _PLAIN_PREFIX):
-            if lowered.startswith(prefix) and lowered[len(prefix) :] in _FAILURE_FIELDS:
-                failure[lowered[len(prefix) :]] = decode_header_value(name, value)
-                break
-        else:
-            original[name] = value
-    if "dlqservice" not in failure:
-        log.warning("dead letter %d has no failure headers; skipped", stored.seq)
-        return None
-    return DeadLetter(
-        seq=stored.seq,
-        service=failure["dlqservice"],
-        handler=failure.get("dlqhandler", ""),
-        code=_int(failure.get("dlqcode")),
-        reason=failure.get("dlqreason", ""),
-        deliveries=_int(failure.get("dlqdeliveries")),
-        subject=failure.get("dlqsubject", ""),
-        stream=failure.get("dlqstream", ""),
-        stream_seq=_int(failure.get("dlqsequence")),
-        time=stored.time,
-        headers=original,
-        data=stored.data,
-        body_dropped=failure.get("dlqbodydropped") == "true",
-    )
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        return 0
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    return next((v for k, v in headers.items() if k.lower() == name), None)
