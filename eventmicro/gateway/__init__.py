@@ -11,6 +11,7 @@ routes and ``_calls`` for the status mapping.
 from __future__ import annotations
 
 try:
+    import httptools  # noqa: F401
     import starlette  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError("the gateway needs its extra: pip install 'eventmicro[gateway]'") from exc

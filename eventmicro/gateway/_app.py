@@ -46,6 +46,7 @@ from eventmicro.gateway._calls import Calls
 from eventmicro.gateway._catalog import INFO_TIMEOUT, Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._events import Events
+from eventmicro.gateway._guard import HeaderLimits, guarded
 from eventmicro.gateway._openapi import openapi_document
 from eventmicro.gateway._problems import Problem, problem_response
 
@@ -219,23 +220,30 @@ async def serve(
     if ready is not None:
         ready(_url(host, listener))
     try:
-        await _server(app, grace).serve(sockets=[listener])
+        await _server(app, grace, config).serve(sockets=[listener])
     finally:
         listener.close()
 
 
 @contextlib.asynccontextmanager
 async def serving(
-    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, grace: float = 2.0
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    grace: float = 2.0,
+    config: GatewayConfig | None = None,
 ) -> AsyncIterator[str]:
     """Serve an ASGI app (the gateway's, or one that mounts it) in this event loop for the block.
 
     Yields the base URL; the socket listens before the block starts, so requests made at once
     wait in its backlog. On the way out, responses still open after ``grace`` seconds are cut.
-    For tests and for programs that run the gateway beside other work.
+    Request heads are bounded by ``config``'s ``max_header_bytes``, ``max_headers`` and
+    ``header_timeout`` (default: `GatewayConfig`'s). For tests and for programs that run the
+    gateway beside other work.
     """
     listener = _listen(host, port)
-    server = _server(app, grace)
+    server = _server(app, grace, config or GatewayConfig())
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         yield _url(host, listener)
@@ -263,11 +271,18 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _server(app: ASGIApp, grace: float) -> uvicorn.Server:
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=math.ceil(grace)
+def _server(app: ASGIApp, grace: float, config: GatewayConfig) -> uvicorn.Server:
+    limits = HeaderLimits(config.max_header_bytes, config.max_headers, config.header_timeout)
+    options = uvicorn.Config(
+        app,
+        http=guarded(limits),  # heads bounded while they arrive (see _guard)
+        ws="none",  # the gateway has no WebSocket routes
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(grace),
     )
-    return uvicorn.Server(config)
+    return uvicorn.Server(options)
 
 
 def _url(host: str, listener: socket.socket) -> str:

@@ -10,7 +10,8 @@ from eventmicro._errors import ConfigurationError
 
 __all__ = ["GatewayConfig"]
 
-MIB: Final = 1024 * 1024
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,10 @@ class GatewayConfig:
     """
 
     max_body: int = 1 * MIB  # bytes of a request body; larger is 413
+    # a request's head (request line and headers), bounded while it arrives, before auth:
+    max_header_bytes: int = 16 * KIB  # bytes of it; larger is 431 (Node.js's default too)
+    max_headers: int = 100  # header fields in it; more is 431 (Apache's LimitRequestFields)
+    header_timeout: float = 10.0  # seconds from its first byte to its end; slower is 408
     default_timeout: float = 5.0  # seconds of a call that asks for no timeout
     max_timeout: float = 30.0  # a caller's X-Timeout (or ?timeout=) is capped at this
     cors_origins: tuple[str, ...] = ()
@@ -37,6 +42,10 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if self.max_body <= 0:
             raise ConfigurationError("max_body must be a positive number of bytes")
+        if self.max_header_bytes < 1024 or self.max_headers < 1 or not self.header_timeout > 0:
+            raise ConfigurationError(
+                "max_header_bytes must be at least 1024, max_headers and header_timeout positive"
+            )
         if not 0 < self.default_timeout <= self.max_timeout:
             raise ConfigurationError("timeouts must be positive, default_timeout <= max_timeout")
         if self.token is not None and not self.token.strip():

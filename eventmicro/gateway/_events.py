@@ -50,6 +50,7 @@ __all__ = ["Events"]
 STRUCTURED: Final = "application/cloudevents+json"
 BATCH: Final = "application/cloudevents-batch+json"
 _TRUE: Final = frozenset({"1", "true", "yes"})
+MAX_CE_HEADER_NAME: Final = 64  # characters of a ce-* header name (CloudEvents: names of at most 20)
 
 
 class Events:
@@ -149,7 +150,14 @@ class Events:
 def _binary(request: Request, body: bytes) -> binding.NATSMessage:
     """An HTTP binary-mode CloudEvent as a NATS binary-mode message, to be checked: its ``ce-``
     headers (raw bytes read as UTF-8, not as HTTP's Latin-1), ``Content-Type`` as ``ce-datacontenttype``."""
-    headers = {name: _utf8(name, value) for name, value in request.headers.items() if name.startswith("ce-")}
+    headers = {}
+    for name, value in request.headers.items():
+        if not name.startswith("ce-"):
+            continue
+        if len(name) > MAX_CE_HEADER_NAME:  # refused before the binding reads (and caches) it
+            detail = f"the header name {name[:11]}... is longer than {MAX_CE_HEADER_NAME} characters"
+            raise Problem(400, "BadEvent", detail)
+        headers[name] = _utf8(name, value)
     content_type = request.headers.get("content-type")
     if content_type:
         headers["ce-datacontenttype"] = _utf8("content-type", content_type)

@@ -11,7 +11,6 @@ exception reprs) are logged, never answered.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from eventmicro import _json as strict_json
 from eventmicro._codecs import PROTOBUF
 
 __all__ = [
@@ -43,7 +43,6 @@ log = logging.getLogger("eventmicro.gateway")
 PROTOBUF_MEDIA: Final = frozenset({PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"})
 MAX_DEPTH: Final = 100  # nesting of a JSON body (protobuf's JSON parser stops at the same depth)
 PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,512}")  # a header value the gateway passes on
-_TOO_DEEP: Final = object()
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _STATUS_TEXT: Final = {
     400: "Bad Request",
@@ -109,33 +108,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def load_json(body: bytes) -> Any:
-    """The parsed JSON of a request body: 400 when it is not UTF-8 JSON, or nests arrays and
-    objects deeper than `MAX_DEPTH` (the encoders that send it on recurse, and would fail on it)."""
+    """The parsed JSON of a request body, read strictly (`eventmicro._json`): 400 when it is not
+    UTF-8 JSON, holds NaN, Infinity, a number too large for a double, a member name twice, a lone
+    surrogate, or nests arrays and objects deeper than `MAX_DEPTH` (the encoders that send it on
+    recurse, and would fail on it)."""
     try:
-        value = json.loads(body)
-    except UnicodeDecodeError:
-        raise Problem(400, "BadRequest", "the body is not UTF-8") from None
-    except ValueError as exc:
+        return strict_json.loads(body, max_depth=MAX_DEPTH)
+    except strict_json.JSONError as exc:
         raise Problem(400, "BadRequest", f"the body is not valid JSON: {exc}") from None
-    except RecursionError:  # nested deeper than even the parser goes
-        value = _TOO_DEEP
-    if value is _TOO_DEEP or _deeper(value, MAX_DEPTH):
-        raise Problem(400, "BadRequest", f"the body's JSON is nested deeper than {MAX_DEPTH} levels")
-    return value
-
-
-def _deeper(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests arrays and objects deeper than ``limit`` (checked without recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            if depth > limit:
-                return True
-            pending.extend((child, depth + 1) for child in item)
-    return False
 
 
 def protobuf_body(cls: type[Message], body: bytes) -> Message:

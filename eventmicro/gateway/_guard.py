@@ -1,0 +1,163 @@
+"""Bounds on a request's header block, enforced while it arrives, before any route or auth runs.
+
+uvicorn's httptools protocol buffers a header block for as long and as large as a client sends
+it (20 connections each sending 20 MiB of unfinished header cost 609 MiB). `guarded` makes a
+subclass of it that feeds the parser at most ``max_bytes`` of each request's head and
+answers beyond any bound::
+
+    head (request line + headers) over max_bytes          431, connection closed
+    more than max_count header fields                     431, connection closed
+    head not complete within timeout of its first byte    408, connection closed
+    no byte at all within timeout of the connection       closed (nothing to answer)
+
+The bounds are the gateway's `GatewayConfig` ``max_header_bytes``, ``max_headers`` and
+``header_timeout``. Between requests on a kept-alive connection uvicorn's own keep-alive
+timeout applies; the body is the routes' business (``max_body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["HeaderLimits", "guarded"]
+
+LINGER: Final = 2.0  # seconds a refused connection's further bytes are read and dropped before closing
+_REASONS: Final = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_KINDS: Final = {408: "HeaderTimeout", 431: "HeadersTooLarge"}
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLimits:
+    """How large, how many and how slow a request's header block may be."""
+
+    max_bytes: int
+    max_count: int
+    timeout: float
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop the parser (uvicorn then answers via ``send_400_response``)."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with `HeaderLimits` (see the module docstring)."""
+
+    limits: ClassVar[HeaderLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # the next bytes belong to a request's head
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None
+        self._lingering = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a connection that never sends a byte is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: what the client still sends is dropped unread
+        while data and not self.transport.is_closing() and not self._lingering:
+            if not self._in_head:
+                super().data_received(data)
+                return
+            if self._head_timer is None:
+                self._arm()
+            room = self.limits.max_bytes - self._head_bytes
+            if room <= 0:
+                self._refuse(431, f"the request's header is larger than {self.limits.max_bytes} bytes")
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            super().data_received(piece)  # may end the head (and a whole request) inside the piece
+
+    def on_message_begin(self) -> None:
+        self._header_count = 0
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_count:
+            self._refusal = (431, f"the request has more than {self.limits.max_count} header fields")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+        else:
+            self._refuse(*self._refusal)
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes == 0:  # not one byte: nothing was asked, nothing to answer
+            self.transport.close()
+            return
+        self._refuse(408, f"the request's header did not arrive within {self.limits.timeout:g} s")
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer ``status`` with the gateway's JSON error (unless a response is being written)
+        and close the connection: at once when it cannot be answered, else after `LINGER`
+        seconds of dropping what the client still sends (closing with unread bytes would reset
+        the connection, and the client could lose the answer, as nginx's lingering close knows)."""
+        self._disarm()
+        if self.transport.is_closing() or self._lingering:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        error = {
+            "code": status,
+            "status": _REASONS[status].decode(),
+            "id": f"eventmicro.gateway.{_KINDS[status]}",
+            "detail": detail,
+        }
+        body = json.dumps({"error": error}, separators=(",", ":")).encode()
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self._lingering = True
+        self.transport.write_eof()  # the answer, then our FIN; the client's bytes are dropped meanwhile
+        self.loop.call_later(LINGER, self.transport.close)
+
+
+def guarded(limits: HeaderLimits) -> type[GuardedProtocol]:
+    """A `GuardedProtocol` class bound to ``limits``, for ``uvicorn.Config(http=...)``."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
