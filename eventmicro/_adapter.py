@@ -52,10 +52,12 @@ from eventmicro._errors import (
     PayloadTooLarge,
     Timeout,
 )
+from eventmicro._quiet import Quiet
 
 __all__ = [
     "Connection",
     "ConnectionState",
+    "ConnectionStats",
     "MalformedHeaders",
     "Message",
     "MessageHandler",
@@ -73,7 +75,6 @@ _CACHED_NAMES: Final = 1024  # so the name cache holds at most ~70 KiB
 # What nats-py's defaults allow a subscription to buffer; eventmicro never sets less.
 PENDING_MSGS_LIMIT: Final = 512 * 1024
 PENDING_BYTES_LIMIT: Final = 128 * 1024 * 1024
-_QUIET: Final = 10.0  # seconds between two warnings of one kind
 
 
 class ConnectionState(enum.Enum):
@@ -157,27 +158,6 @@ def _parse_header_lines(raw: bytes) -> dict[str, str]:
     return out
 
 
-class _Quiet:
-    """At most one log record per ``interval`` seconds; the ones held back are counted."""
-
-    __slots__ = ("_held", "_interval", "_next")
-
-    def __init__(self, interval: float = _QUIET) -> None:
-        self._interval = interval
-        self._next = 0.0
-        self._held = 0
-
-    def due(self) -> int:
-        """-1 while quiet (this one is held back); else how many were held back before it."""
-        now = time.monotonic()
-        if now < self._next:
-            self._held += 1
-            return -1
-        self._next = now + self._interval
-        held, self._held = self._held, 0
-        return held
-
-
 class ConnectionStats:
     """What the connection dropped or survived; read by health, ``$SRV.STATS`` and metrics."""
 
@@ -187,7 +167,7 @@ class ConnectionStats:
         self.malformed = 0  # messages whose header block or subject could not be read
         self.reader_restarts = 0  # times the reader stopped while connected (then reconnected)
         self.slow_consumer = 0  # messages dropped because a subscription's buffer was full
-        self._malformed_quiet = _Quiet()
+        self._malformed_quiet = Quiet()
 
     def dropped_malformed(self, subject: bytes, error: BaseException) -> None:
         self.malformed += 1
@@ -384,7 +364,7 @@ class Subscription:
         self.queue = queue
         self.dropped = 0
         self.last_drop = 0.0
-        self._quiet = _Quiet()
+        self._quiet = Quiet()
 
     def _dropped_one(self) -> None:
         self.dropped += 1

@@ -3,6 +3,7 @@
 Retry policy::
 
     NoResponders / 503 ServiceUnavailable   retried (nothing ran)
+    503 Overloaded                          raised at once (a retry would add to the overload)
     Timeout / 504 DeadlineExceeded          retried only for idempotent calls
     anything else                            raised at once
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Final, Self, TypeVar
@@ -39,6 +41,7 @@ from eventmicro._service_errors import (
     ERROR_CODE_HEADER,
     ERROR_HEADER,
     DeadlineExceeded,
+    Overloaded,
     ServiceUnavailable,
     error_from_reply,
 )
@@ -153,7 +156,7 @@ class Client:
                 name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
             )
         except retry_on as first:
-            if time.monotonic() >= deadline - 0.01:
+            if isinstance(first, Overloaded) or time.monotonic() >= deadline - 0.01:
                 raise
             log.debug("call %s attempt 1 failed (%s); retrying", name, first)
         backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
@@ -162,7 +165,11 @@ class Client:
             # never sleep past the deadline
             wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic() - 0.005)),
             retry=retry_if_exception(
-                lambda e: isinstance(e, retry_on) and time.monotonic() < deadline - 0.01
+                lambda e: (
+                    isinstance(e, retry_on)
+                    and not isinstance(e, Overloaded)
+                    and time.monotonic() < deadline - 0.01
+                )
             ),
             before_sleep=lambda state: _log_attempt(name, state),
             reraise=True,
@@ -220,7 +227,10 @@ class Client:
         if attempt_timeout is not None:
             remaining = min(remaining, attempt_timeout)
         extensions: dict[str, ExtensionValue] = trace.extensions() if trace is not None else {}
-        extensions[TIMEOUT_EXTENSION] = max(1, min(MAX_BUDGET_MS, int(remaining * 1000)))
+        # rounded up: the callee's deadline (its receipt plus this budget) never falls before
+        # ours, so a caller whose time runs out sees its own Timeout, not the callee giving up
+        # first; milliseconds cut off would make the callee stop up to 1 ms while we still wait
+        extensions[TIMEOUT_EXTENSION] = max(1, min(MAX_BUDGET_MS, math.ceil(remaining * 1000)))
         event = Event.of(request, source=self.source, type=python_type_name(request), extensions=extensions)
         if span is not None:
             span.sending(event, name)

@@ -134,15 +134,21 @@ class DiscoveryResponder:
                     "subject": spec.subject,
                     "queue_group": spec.queue,
                     "num_requests": counts.num_requests,
-                    "num_errors": counts.num_errors,
+                    "num_errors": counts.num_errors + counts.dropped,
                     "last_error": counts.last_error,
                     "processing_time": counts.processing_time,
                     "average_processing_time": average,
+                    "data": {"not_handled": counts.turned_away()},
                 }
             )
         response["endpoints"] = endpoints
         events = {
-            name: {"received": c.num_requests, "errors": c.num_errors, "last_error": c.last_error}
+            name: {
+                "received": c.num_requests,
+                "errors": c.num_errors + c.dropped,
+                "last_error": c.last_error,
+                "dropped": c.dropped,  # by nats-py: the handler fell behind (a slow consumer)
+            }
             for name, c in self.running.event_stats.items()
         }
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro._health

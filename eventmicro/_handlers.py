@@ -48,6 +48,7 @@ class HandlerSpec:
     queue: str | None
     concurrency: int
     idempotent: bool = False
+    backlog: int = 0  # RPC: requests that may wait for a free slot; beyond, 503 Overloaded at once
     durable: Durability | None = None  # JetStream consumption policy of a durable event handler
     ordered: Replay | None = None  # an ordered consumer per instance (projections, replays)
 

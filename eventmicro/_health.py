@@ -3,8 +3,10 @@
 - **live**: the instance can still do its job without a restart: its connection is not closed
   for good (nats-py gave up reconnecting), unless the instance is stopping on purpose.
 - **ready**: started (every handler subscribed, ``$SRV`` answering), connected, every
-  subscription still held, and every durable consumer reachable; false from the moment
-  `Running.stop` begins (drain), so a probe takes the instance out before it goes away.
+  subscription still held, every durable consumer reachable, and no subscription dropped
+  messages in the last `SLOW_WINDOW` seconds (a slow consumer, listed in ``slow_consumers``);
+  false from the moment `Running.stop` begins (drain), so a probe takes the instance out
+  before it goes away.
 
 Durable consumers are marked reachable or not by their fetch loop (a failed fetch: not
 reachable; the next successful one, even empty: reachable again) and, on demand, by `probe`,
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from eventmicro._adapter import ConnectionState
 from eventmicro._errors import EventMicroError
@@ -24,7 +26,9 @@ from eventmicro._errors import EventMicroError
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro._running import Running
 
-__all__ = ["Health", "check", "probe"]
+__all__ = ["SLOW_WINDOW", "Health", "check", "probe"]
+
+SLOW_WINDOW: Final = 30.0  # seconds a dropped message keeps an instance not ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class Health:
     connected: bool
     subscriptions: bool
     consumers: dict[str, bool] = field(default_factory=dict)
+    slow_consumers: dict[str, int] = field(default_factory=dict)  # subject -> messages dropped
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +55,7 @@ class Health:
             "connected": self.connected,
             "subscriptions": self.subscriptions,
             "consumers": dict(self.consumers),
+            "slow_consumers": dict(self.slow_consumers),
         }
 
 
@@ -67,16 +73,23 @@ def check(running: Running) -> Health:
     consumers = {
         intake.name: intake.consumer is not None and intake.reachable for intake in running._durables
     }
+    slow = {s.subject: s.dropped for s in running._intake if s.slow(SLOW_WINDOW)}
     state = "stopping" if stopping else "serving" if started else "starting"
     return Health(
         service=running.service.name,
         instance=running.id,
         state=state,
         live=stopping or connection.state is not ConnectionState.CLOSED,
-        ready=not stopping and started and connected and subscriptions and all(consumers.values()),
+        ready=not stopping
+        and started
+        and connected
+        and subscriptions
+        and all(consumers.values())
+        and not slow,
         connected=connected,
         subscriptions=subscriptions,
         consumers=consumers,
+        slow_consumers=slow,
     )
 
 

@@ -54,6 +54,12 @@ class Collector(_Collector):
         dead_letters = CounterMetricFamily(
             "eventmicro_dead_letters", "Dead letters stored for a durable handler.", labels=labels
         )
+        not_handled = CounterMetricFamily(
+            "eventmicro_not_handled",
+            "Messages the handler never saw, by reason: overloaded (answered 503), expired (the "
+            "caller's deadline passed while waiting, 504), refused_reply, slow_consumer (dropped).",
+            labels=[*labels, "reason"],
+        )
         for h in list(self.metrics.handlers.values()):
             values = [h.service, h.kind, h.handler]
             handled.add_metric([*values, "ok"], h.ok)
@@ -69,4 +75,10 @@ class Collector(_Collector):
             if h.kind == "event":
                 redeliveries.add_metric(values, h.redeliveries)
                 dead_letters.add_metric(values, h.dead_letters)
-        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters])
+            totals: dict[str, int] = {}
+            for stats in h.started_by:
+                for reason, count in stats.turned_away().items():
+                    totals[reason] = totals.get(reason, 0) + count
+            for reason, count in sorted(totals.items()):
+                not_handled.add_metric([*values, reason], count)
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled])

@@ -1,10 +1,21 @@
 """A running service instance: its subscriptions, bounded concurrent dispatch, replies, stats.
 
-Each message is handed to a task of the instance's task group once the handler's semaphore
-admits it; while the limit is reached the subscription's delivery waits, so a slow handler
-holds back its own subscription (nats-py buffers, bounded) and nothing grows without bound.
-Every inbound message gets exactly one outcome, decided in `_serve_rpc` / `_serve_event`:
-a reply, an error reply, or a log record.
+Requests (RPC) are admitted per endpoint, never holding back the subscription::
+
+    arrives --> a slot free (running < concurrency)?  --yes--> a task of the task group
+                  | no
+                  v
+                room in the backlog (FIFO, bounded)?   --yes--> waits; a finishing task starts it
+                  | no
+                  v
+                503 Overloaded at once (counted; the handler never runs)
+
+A request's deadline counts from its arrival (the reader's stamp), so one that waited past
+it is answered 504 without running. Events are handed to a task once the handler's semaphore
+admits them; while the limit is reached the subscription's delivery waits (nats-py buffers,
+bounded; what overflows is dropped and counted). Every inbound message gets exactly one
+outcome, decided in `_serve_rpc` / `_serve_event` / `_turn_away`: a reply, an error reply, or
+a counted drop with a rate-limited log line.
 """
 
 from __future__ import annotations
@@ -15,8 +26,9 @@ import logging
 import secrets
 import string
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,11 +36,11 @@ from eventmicro import _tracing
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client, Trace
-from eventmicro._codecs import TypeRegistry, python_type_name
+from eventmicro._codecs import TypeRegistry, python_type_name, type_name_of
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
 from eventmicro._durable import DurableIntake, Replay, dead_letter_stream
-from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, StreamConflict
+from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, StreamConflict, UnexpectedType
 from eventmicro._event import Event
 from eventmicro._handlers import HandlerKind, HandlerSpec
 from eventmicro._jetstream import OrderedSubscription, ensure_stream
@@ -36,11 +48,14 @@ from eventmicro._logs import HANDLING
 from eventmicro._metrics import attach as attach_metrics
 from eventmicro._metrics import error_code
 from eventmicro._middleware import Invoke, compose
+from eventmicro._names import DEAD_LETTER_PREFIX, EVENT_PREFIX
+from eventmicro._quiet import Quiet
 from eventmicro._service_errors import (
     ERROR_HEADER,
     BadRequest,
     DeadlineExceeded,
     InternalError,
+    Overloaded,
     ServiceError,
     ServiceUnavailable,
     error_reply,
@@ -55,17 +70,56 @@ __all__ = ["EndpointStats", "Running"]
 
 log = logging.getLogger("eventmicro.service")
 _ALPHABET = string.ascii_letters + string.digits
+# Reply subjects a service never publishes to, whatever the caller asks: the server's APIs
+# ($JS.API, $SRV, $KV, ...), events and dead letters; wildcards are refused too.
+_NEVER_REPLY_TO: Final = ("$", f"{EVENT_PREFIX}.", f"{DEAD_LETTER_PREFIX}.")
+_SHOWN_TYPE: Final = 120  # characters of a sender's type name quoted back in an error
+_OVERLOADED: Final = binding.NATSMessage(
+    *error_reply(Overloaded("overloaded: the endpoint has more requests than it can take; retry later"))
+)
 
 
 @dataclass(slots=True)
 class EndpointStats:
-    """ADR-32 counters of one endpoint (processing time in nanoseconds)."""
+    """ADR-32 counters of one endpoint or event handler (processing time in nanoseconds), and
+    what it turned away without running the handler."""
 
     num_requests: int = 0
     num_errors: int = 0
     last_error: str = ""
     processing_time: int = 0
     metrics: HandlerMetrics | None = None  # set when metrics are enabled (eventmicro._metrics)
+    shed: int = 0  # answered 503 Overloaded: the backlog was full
+    expired: int = 0  # answered 504: the caller's deadline passed while the request waited
+    refused: int = 0  # not handled: a reply subject the service does not send to
+    intake: Subscription | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
+    quiet: Quiet = field(default_factory=Quiet)
+
+    @property
+    def dropped(self) -> int:
+        """Messages nats-py dropped before this handler saw them (its buffer was full)."""
+        return self.intake.dropped if self.intake is not None else 0
+
+    def turned_away(self) -> dict[str, int]:
+        """What was not handled, by reason (``$SRV.STATS`` data, metrics)."""
+        return {
+            "overloaded": self.shed,
+            "expired": self.expired,
+            "refused_reply": self.refused,
+            "slow_consumer": self.dropped,
+        }
+
+
+class _Gate:
+    """An RPC endpoint's admission: ``limit`` requests run, up to ``room`` wait, in order."""
+
+    __slots__ = ("limit", "room", "running", "waiting")
+
+    def __init__(self, limit: int, room: int) -> None:
+        self.limit = limit
+        self.room = room
+        self.running = 0
+        self.waiting: deque[Message] = deque()
 
 
 class Running:
@@ -92,6 +146,14 @@ class Running:
         }
         self._durables: list[DurableIntake] = []
         self._ordered: list[OrderedSubscription] = []
+        self._gates: dict[str, _Gate] = {}
+        # the CloudEvent type a single-type handler takes (None: any, e.g. a dict)
+        self._expected = {
+            (spec.kind, spec.name): type_name_of(spec.message_types[0])
+            if len(spec.message_types) == 1
+            else None
+            for spec in service.handlers
+        }
         self._stopped = False
 
     async def start(self) -> None:
@@ -116,6 +178,8 @@ class Running:
                     spec.subject, self._dispatcher(spec), queue=spec.queue
                 )
                 self._intake.append(subscription)
+                stats = self.stats if spec.kind is HandlerKind.RPC else self.event_stats
+                stats[spec.name].intake = subscription
             self._discovery = await DiscoveryResponder(self).subscribe()
         except BaseException:
             await self.stop()  # undo what was started: no half-serving instance
@@ -132,6 +196,9 @@ class Running:
             return
         self._stopped = True
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
+        for name, gate in self._gates.items():  # waiting, not started: safe to retry elsewhere
+            while gate.waiting:
+                await self._refuse(self._spec(name), gate.waiting.popleft())
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
         for ordered in self._ordered:  # bounded like the rest: a replay may have much queued
@@ -200,22 +267,91 @@ class Running:
     # --- dispatch ---------------------------------------------------------------------------
 
     def _dispatcher(self, spec: HandlerSpec) -> Callable[[Message], Awaitable[None]]:
-        limit = asyncio.Semaphore(spec.concurrency)
-        serve = self._serve_rpc if spec.kind is HandlerKind.RPC else self._serve_event
         invoke = compose(_plain(spec), self.service.middleware)  # the chain, composed once
+        if spec.kind is HandlerKind.RPC:
+            return self._rpc_dispatcher(spec, invoke)
+        limit = asyncio.Semaphore(spec.concurrency)
 
-        async def on_message(msg: Message) -> None:
-            received = time.monotonic()
+        async def on_event(msg: Message) -> None:
+            received = msg.received or time.monotonic()
             if self.accepting():
                 await limit.acquire()  # back-pressure: the subscription waits at the limit
                 if self.accepting():  # stop() may have begun while this waited
-                    work = serve(spec, invoke, msg, received)
+                    work = self._serve_event(spec, invoke, msg, received)
                     self._group.create_task(_release_after(limit, work))
                     return
                 limit.release()
-            await self._refuse(spec, msg)  # stopping: not run, so safe to retry elsewhere
+            await self._refuse(spec, msg)  # stopping: only logged
 
-        return on_message
+        return on_event
+
+    def _rpc_dispatcher(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
+        """Admission of one endpoint's requests; never waits, so nats-py's buffer stays empty
+        and an overload is answered at once instead of timing out in a queue."""
+        gate = self._gates[spec.name] = _Gate(spec.concurrency, spec.backlog)
+        stats = self.stats[spec.name]
+        waiting = gate.waiting
+
+        async def on_request(msg: Message) -> None:
+            reply = msg.reply
+            if reply and not self._may_reply_to(reply):
+                self._turn_away(spec, stats, msg, "refused")
+            elif self._stopped:
+                await self._refuse(spec, msg)  # stopping: not run, so safe to retry elsewhere
+            elif gate.running < gate.limit:
+                gate.running += 1
+                self._group.create_task(self._admitted(spec, invoke, gate, msg))
+            elif len(waiting) < gate.room:
+                waiting.append(msg)
+            else:
+                self._turn_away(spec, stats, msg, "shed")
+                if reply:
+                    with contextlib.suppress(EventMicroError):
+                        await self.connection.publish(reply, _OVERLOADED.data, headers=_OVERLOADED.headers)
+
+        return on_request
+
+    async def _admitted(self, spec: HandlerSpec, invoke: Invoke, gate: _Gate, msg: Message) -> None:
+        """Serve one request, then hand the slot to the oldest waiting one (a task of its own)."""
+        try:
+            await self._serve_rpc(spec, invoke, msg, msg.received or time.monotonic())
+        finally:
+            if gate.waiting and not self._stopped:
+                self._group.create_task(self._admitted(spec, invoke, gate, gate.waiting.popleft()))
+            else:
+                gate.running -= 1
+
+    def _may_reply_to(self, subject: str) -> bool:
+        if subject.startswith(_NEVER_REPLY_TO) or "*" in subject or ">" in subject:
+            return False
+        prefixes = self.service.reply_prefixes
+        return prefixes is None or subject.startswith(prefixes)
+
+    def _turn_away(self, spec: HandlerSpec, stats: EndpointStats, msg: Message, reason: str) -> None:
+        """Count a request not run (``shed``: overloaded; ``refused``: its reply subject) and
+        log it, at most one line per 10 s per endpoint."""
+        if reason == "shed":
+            stats.shed += 1
+            stats.last_error = "503:overloaded"
+        else:
+            stats.refused += 1
+            stats.last_error = "403:reply subject refused"
+        stats.num_errors += 1
+        held = stats.quiet.due()
+        if held >= 0:
+            log.warning(
+                "service %s: %s on %s (%d overloaded, %d refused reply subjects so far)",
+                self.service.name,
+                "overloaded: requests answered 503"
+                if reason == "shed"
+                else "a reply subject it does not send to",
+                spec.name,
+                stats.shed,
+                stats.refused,
+            )
+
+    def _spec(self, name: str) -> HandlerSpec:
+        return next(s for s in self.service.handlers if s.kind is HandlerKind.RPC and s.name == name)
 
     def accepting(self) -> bool:
         """True until `stop` begins."""
@@ -300,6 +436,9 @@ class Running:
         expected = python_type_name(spec.message_types[0])
         try:
             event = binding.from_nats(msg, None)
+            wanted = self._expected[HandlerKind.RPC, spec.name]
+            if wanted is not None and event.get_type() != wanted:
+                raise BadRequest(f"the request's type '{event.get_type()[:_SHOWN_TYPE]}' is not {wanted}")
             request: Any = event.data_as(spec.message_types[0])
         except EventMicroError as exc:  # our decoders' messages name only what is wrong
             raise BadRequest(f"the request is not a valid {expected}: {exc.message}") from exc
@@ -307,6 +446,7 @@ class Running:
             raise BadRequest(f"the request is not a valid {expected}") from exc
         trace = _trace(event, received)
         if trace.deadline is not None and trace.deadline <= time.monotonic():
+            self.stats[spec.name].expired += 1
             raise DeadlineExceeded("the caller's deadline passed before the request was handled")
         ctx: Any = None  # nothing would read a context when the handler takes none and no middleware runs
         if spec.takes_context or self.service.middleware:
@@ -403,6 +543,9 @@ class Running:
     async def _consume(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
         event = binding.from_nats(msg, None)
         if len(spec.message_types) == 1:
+            wanted = self._expected[spec.kind, spec.name]
+            if wanted is not None and event.get_type() != wanted:
+                raise UnexpectedType((wanted,), event.get_type()[:_SHOWN_TYPE])
             value: Any = event.data_as(spec.message_types[0])
         else:
             value = self._registries[spec.kind, spec.name].decode(

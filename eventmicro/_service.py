@@ -54,11 +54,19 @@ F = TypeVar("F", bound=Handler)
 Hook = Callable[[], Awaitable[None]]
 
 DEFAULT_CONCURRENCY: Final = 64
+BACKLOG_FACTOR: Final = 4  # an endpoint's default backlog: this many times its concurrency
 DEFAULT_IDEMPOTENT_TTL: Final = 24 * 3600.0
 
 
 class Service:
-    """A named, versioned service (ADR-32 rules) and its handlers."""
+    """A named, versioned service (ADR-32 rules) and its handlers.
+
+    ``reply_prefixes`` limits the subjects the service sends replies to (a request's reply
+    subject is its caller's choice). By default a reply never goes to a subject starting with
+    ``$`` (``$JS.API``, ``$SRV``, ``$KV``...), to an event or dead-letter subject, or to a
+    wildcard; ``reply_prefixes=("_INBOX.",)`` also refuses every other subject that does not
+    start with ``_INBOX.``. A refused request is not handled, is counted and logged.
+    """
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class Service:
         middleware: Sequence[Middleware] = (),
         publishes: Sequence[type] = (),
         streams: Sequence[Stream] = (),
+        reply_prefixes: Sequence[str] | None = None,
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -91,6 +100,9 @@ class Service:
                 raise ConfigurationError(f"publishes: {cls.__name__} has no CloudEvent type")
         self.source = f"/{name}"
         self.streams: list[Stream] = list(streams)  # created or checked when the service starts
+        if reply_prefixes is not None and not all(isinstance(p, str) and p for p in reply_prefixes):
+            raise ConfigurationError("reply_prefixes: subject prefixes are non-empty strings")
+        self.reply_prefixes = tuple(reply_prefixes) if reply_prefixes is not None else None
 
     # --- decorators -------------------------------------------------------------------------
 
@@ -104,6 +116,7 @@ class Service:
         subject: str | None = None,
         concurrency: int = ...,
         idempotent: bool = ...,
+        backlog: int | None = ...,
     ) -> Callable[[F], F]: ...
     def rpc(
         self,
@@ -113,11 +126,17 @@ class Service:
         subject: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         idempotent: bool = False,
+        backlog: int | None = None,
     ) -> F | Callable[[F], F]:
         """Register an RPC endpoint (subject ``<service>.<name>``, queue group: the service name).
 
         The request type comes from the first parameter's annotation, the reply type from the
         return annotation. ``idempotent=True`` lets clients retry it after a timeout.
+
+        At most ``concurrency`` requests run at once; up to ``backlog`` more (default: four
+        times ``concurrency``) wait for a slot, in arrival order. Beyond that a request is
+        answered ``503 Overloaded`` at once without running the handler, and a request whose
+        caller's deadline passed while it waited is answered 504 without running it.
         """
 
         def register(fn: F) -> F:
@@ -135,6 +154,7 @@ class Service:
                     queue=self.name,
                     concurrency=_positive(concurrency, fn),
                     idempotent=idempotent,
+                    backlog=_backlog(backlog, concurrency, fn),
                 )
             )
             return fn
@@ -401,6 +421,14 @@ def _port(port: int | None, variable: str) -> int | None:
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"port {port} is out of range")
     return port
+
+
+def _backlog(backlog: int | None, concurrency: int, fn: Handler) -> int:
+    if backlog is None:
+        return BACKLOG_FACTOR * max(concurrency, 1)
+    if backlog < 0:
+        raise ConfigurationError(f"handler {fn.__qualname__}: backlog must be 0 or more")
+    return backlog
 
 
 def _positive(concurrency: int, fn: Handler) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "InternalError",
     "InvalidKey",
     "NotFound",
+    "Overloaded",
     "RevisionConflict",
     "ServiceError",
     "ServiceUnavailable",
@@ -155,6 +156,12 @@ class ServiceUnavailable(ServiceError):
     error_id = "eventmicro.ServiceUnavailable"
 
 
+class Overloaded(ServiceUnavailable):
+    """The endpoint's backlog is full: answered at once, the handler did not run (safe to retry)."""
+
+    error_id = "eventmicro.Overloaded"
+
+
 class DeadlineExceeded(ServiceError, TimeoutError):
     """The caller's deadline passed before the work was done."""
 
@@ -186,6 +193,7 @@ for _cls in (
     Conflict,
     InternalError,
     ServiceUnavailable,
+    Overloaded,
     DeadlineExceeded,
 ):
     register_error(_cls)

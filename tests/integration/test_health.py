@@ -111,6 +111,7 @@ async def test_ready_while_serving_and_not_ready_as_soon_as_drain_begins(
             "connected": True,
             "subscriptions": True,
             "consumers": {},
+            "slow_consumers": {},
         }
         assert await stats_health(conn, svc.name) == state
 
