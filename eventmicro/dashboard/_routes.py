@@ -29,6 +29,7 @@ from eventmicro._errors import EventMicroError
 from eventmicro.dashboard._feed import MAX_QUEUE
 from eventmicro.dashboard._services import ServiceOverview
 from eventmicro.dashboard._stream import HEARTBEAT, EventsEndpoint, error_response
+from eventmicro.gateway._problems import problem_response, unavailable
 
 if TYPE_CHECKING:  # pragma: no cover - no import at run time: eventmicro.gateway imports this package
     from eventmicro.gateway import GatewayConfig
@@ -80,6 +81,8 @@ def routes(
         return HTMLResponse(page.replace(_ROOT_MARK, root), headers=_PAGE_HEADERS)
 
     async def list_services(request: Request) -> Response:
+        if not connection.is_connected:  # discovery would find nothing: an outage is no empty list
+            return problem_response(unavailable())
         try:
             document = await services.get()
         except EventMicroError as exc:

@@ -48,7 +48,7 @@ from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._events import Events
 from eventmicro.gateway._guard import HeaderLimits, guarded
 from eventmicro.gateway._openapi import openapi_document
-from eventmicro.gateway._problems import Problem, problem_response
+from eventmicro.gateway._problems import Problem, problem_response, require_nats, unavailable
 
 __all__ = ["create_app", "serve", "serving"]
 
@@ -76,11 +76,13 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
     events = Events(connection, config)
 
     async def openapi(request: Request) -> JSONResponse:
+        require_nats(connection)  # discovery would find nothing, and the document would say so
         return JSONResponse(openapi_document(await catalog.everything(), config, version=__version__))
 
     async def asyncapi(request: Request) -> JSONResponse:
         from eventmicro._asyncapi import asyncapi_from_discovery
 
+        require_nats(connection)
         return JSONResponse(asyncapi_from_discovery(await catalog.everything(), title="eventmicro services"))
 
     async def healthz(request: Request) -> JSONResponse:
@@ -191,7 +193,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("gateway: %s %s: %s", request.method, request.url.path, exc)
-    return problem_response(Problem(503, "Unavailable", "the gateway is not connected to NATS"))
+    return problem_response(unavailable())
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -55,6 +55,7 @@ from eventmicro.gateway._problems import (
     media_type,
     protobuf_body,
     read_body,
+    require_nats,
     trace_context,
     wants_protobuf,
 )
@@ -80,9 +81,12 @@ class Calls:
         timeout = call_timeout(request, self.config.default_timeout, self.config.max_timeout)
         protobuf_reply = wants_protobuf(request)
         body = await read_body(request, self.config.max_body)
+        connection = self.catalog.connection
+        require_nats(connection)
         try:
             found = find_endpoint(await self.catalog.info(service), service, endpoint)
         except EndpointNotFound as exc:
+            require_nats(connection)  # the outage began while discovery asked: not an unknown service
             raise Problem(404, "UnknownEndpoint", str(exc)) from None
         metadata = endpoint_metadata(found)
         subject = _callable(str(found.get("subject") or f"{service}.{endpoint}"), service)
@@ -113,6 +117,7 @@ class Calls:
             self.catalog.forget(service)
             raise Problem(503, "NoResponders", f"no instance of {service!r} serves {subject} now") from None
         except Timeout:
+            require_nats(connection)  # no answer because NATS went away: 503, not the service's 504
             raise Problem(504, "Timeout", f"{subject} did not answer within {timeout:g}s") from None
         except PayloadError as exc:
             log.warning("gateway: the reply of %s could not be decoded: %s", subject, exc)

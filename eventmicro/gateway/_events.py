@@ -42,6 +42,7 @@ from eventmicro.gateway._problems import (
     media_type,
     protobuf_body,
     read_body,
+    require_nats,
     trace_context,
 )
 
@@ -126,6 +127,7 @@ class Events:
             "subject": subject,
         }
         headers = dict(message.headers)
+        require_nats(self.connection)  # during an outage NATS would only buffer it, unconfirmed
         try:
             if durable:
                 msg_id = jetstream.message_id(event.get_source(), event.get_id())

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from eventmicro import _json as strict_json
+from eventmicro._adapter import Connection
 from eventmicro._codecs import PROTOBUF
 
 __all__ = [
@@ -34,7 +35,9 @@ __all__ = [
     "problem_response",
     "protobuf_body",
     "read_body",
+    "require_nats",
     "trace_context",
+    "unavailable",
     "wants_protobuf",
 ]
 
@@ -50,9 +53,11 @@ _STATUS_TEXT: Final = {
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",
+    408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     502: "Bad Gateway",
@@ -85,6 +90,19 @@ def problem_response(problem: Problem) -> JSONResponse:
         }
     }
     return JSONResponse(body, status_code=problem.status, headers=problem.headers)
+
+
+def unavailable() -> Problem:
+    """503: the gateway's NATS connection is closed, or down and reconnecting."""
+    return Problem(503, "Unavailable", "the gateway is not connected to NATS")
+
+
+def require_nats(connection: Connection) -> None:
+    """Raise `unavailable` unless ``connection`` is connected now. A request made while it
+    reconnects would wait out its timeout and look like an unknown service (404) or a slow
+    one (504); a NATS outage is neither."""
+    if not connection.is_connected:
+        raise unavailable()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

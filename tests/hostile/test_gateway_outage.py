@@ -1,0 +1,67 @@
+"""The gateway while its nats-server is down: 503 on every data route, never 404 or 504; back
+to normal once the server is back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from eventmicro import Connection, ConnectOptions, NatsServer, Service
+from eventmicro.gateway import GatewayConfig, create_app, serving
+from schemas.shop.inventory.v1 import inventory_pb2 as inventory
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+def stock() -> Service:
+    svc = Service("outagestock", version="1.0.0")
+
+    @svc.rpc
+    async def level(req: inventory.GetStockRequest) -> inventory.StockLevel:
+        return inventory.StockLevel(sku=req.sku, available=7)
+
+    return svc
+
+
+async def test_during_a_nats_outage_the_data_routes_answer_503(
+    fresh_nats_server: NatsServer, eventually: Eventually
+) -> None:
+    options = ConnectOptions.from_env(fresh_nats_server.url, environ={}, reconnect_wait=0.1)
+    async with (
+        Connection(options) as gateway_connection,
+        Connection(options) as service_connection,
+        stock().serving(service_connection),
+        serving(create_app(gateway_connection, GatewayConfig(discovery_ttl=60))) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+        call = {"sku": "apple"}
+        before = await http.post("/api/outagestock/level", json=call)
+        assert (before.status_code, before.json()) == (200, {"sku": "apple", "available": 7})
+
+        await fresh_nats_server.astop()
+        await eventually(lambda: not gateway_connection.is_connected)
+        answers = {
+            "known service": await http.post("/api/outagestock/level", json=call),  # its $SRV.INFO cached
+            "other service": await http.post("/api/nosuchservice/level", json=call),
+            "event": await http.post("/events/com.example.outage", json={"n": 1}),
+            "durable event": await http.post("/events/com.example.outage?durable=true", json={"n": 1}),
+            "openapi": await http.get("/openapi.json"),
+            "asyncapi": await http.get("/asyncapi.json"),
+            "dashboard services": await http.get("/dashboard/services"),
+            "health": await http.get("/healthz"),
+        }
+        for route, answer in answers.items():
+            assert answer.status_code == 503, (route, answer.text)
+            if route != "health":
+                assert answer.json()["error"] == {
+                    "code": 503,
+                    "status": "Service Unavailable",
+                    "id": "eventmicro.gateway.Unavailable",
+                    "detail": "the gateway is not connected to NATS",
+                }, route
+
+        await fresh_nats_server.astart()
+        await eventually(lambda: gateway_connection.is_connected and service_connection.is_connected)
+        after = await http.post("/api/outagestock/level", json=call)
+        assert (after.status_code, after.json()) == (200, {"sku": "apple", "available": 7})
