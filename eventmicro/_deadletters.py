@@ -156,9 +156,12 @@ async def store_dead_letter(
                 raise  # the stream is away: the next delivery tries again
             refused = exc  # this shape was refused (e.g. a header name, the header size): the next
             continue
-        if shape:
-            log.warning("dead letter of %s message %d stored in shape %d (%s)", delivery.stream,
-                        delivery.stream_seq, shape + 1, refused.message if refused else "")  # fmt: skip
+        if shape:  # not as received: say what the dead letter lacks or how it differs
+            marks = {name.removeprefix("ce-").removeprefix(_PLAIN_PREFIX) for name in headers}
+            log.warning("dead letter of %s message %d stored%s%s%s", delivery.stream, delivery.stream_seq,
+                        " with its headers in the body" if "dlqheaders" in marks else "",
+                        ", some header lines left out" if "dlqheaderstruncated" in marks else "",
+                        " without its body" if "dlqbodydropped" in marks else "")  # fmt: skip
         return stored
     assert refused is not None  # pragma: no cover - the last shape always fits or is refused
     raise refused
@@ -191,10 +194,10 @@ def _publishable(headers: Mapping[str, str]) -> bool:
     """Whether ``headers`` can go out as headers of a dead letter: names eventmicro's publisher
     sends (RFC 7230 tokens), none that a dead letter's own headers would shadow."""
     for name in headers:
-        lowered = name.strip().lower()
-        if not _TOKEN.fullmatch(name.strip()) or lowered.removeprefix("ce-").removeprefix(_PLAIN_PREFIX) in (
-            _FAILURE_FIELDS
-        ):
+        key = name.strip()
+        if not _TOKEN.fullmatch(key):
+            return False
+        if key.lower().removeprefix("ce-").removeprefix(_PLAIN_PREFIX) in _FAILURE_FIELDS:
             return False
     return True
 
