@@ -1,4 +1,8 @@
-"""``eventmicro deadletters``: list, show, replay and purge dead letters over NATS."""
+"""``eventmicro deadletters``: list, show, replay and purge dead letters over NATS.
+
+A dead letter holds what anyone published (headers, body) and the failure text of a handler:
+everything is printed through `printable` / `json_text`, control characters as escapes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 from eventmicro._adapter import Connection
 from eventmicro._cli_common import connect_options
+from eventmicro._cli_text import json_text, printable
 from eventmicro._durable import DeadLetter, DeadLetters
 
 EXAMPLES = """examples:
@@ -73,7 +78,7 @@ async def _ls(dead: DeadLetters, args: argparse.Namespace) -> int:
     letters = await dead.list(args.service, args.handler)
     if args.json:
         for letter in letters:
-            print(json.dumps(_summary(letter)))
+            print(json_text(_summary(letter)))
         return 0
     if not letters:
         print("no dead letters")
@@ -83,8 +88,9 @@ async def _ls(dead: DeadLetters, args: argparse.Namespace) -> int:
         stored = d.time.strftime("%Y-%m-%d %H:%M:%S") if d.time else "-"
         rows.append((str(d.seq), f"{d.service}.{d.handler}", str(d.code), str(d.deliveries),
                      d.event_type or "-", _clip(d.reason, 40), stored))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
+    cells = [[printable(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
@@ -96,15 +102,15 @@ async def _show(dead: DeadLetters, args: argparse.Namespace) -> int:
         return 1
     document = {**_summary(letter), "headers": dict(letter.headers), **_body(letter.data)}
     if args.json:
-        print(json.dumps(document))
+        print(json_text(document))
     else:
         for key, value in document.items():
             if isinstance(value, dict):
                 print(f"{key}:")
                 for name, text in value.items():
-                    print(f"  {name}: {text}")
+                    print(f"  {printable(name)}: {printable(text)}")
             else:
-                print(f"{key}: {value}")
+                print(f"{key}: {printable(value)}")
     return 0
 
 

@@ -2,18 +2,20 @@
 
 Every instance answers ``$SRV.INFO`` / ``$SRV.STATS`` (ADR-32); answers are collected for
 ``--window`` seconds, then grouped by service name and version. Foreign services (Go, JS,
-nats-py ``micro``) show up too: only the fields ADR-32 requires are relied on.
+nats-py ``micro``) show up too: only the fields ADR-32 requires are relied on, a field of the
+wrong shape is shown as missing, and every text is printed through `printable` (anyone can
+answer ``$SRV``: an escape sequence in a description must not reach the terminal).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from eventmicro._cli_schemas import UNKNOWN, ToolError, runner
+from eventmicro._cli_text import json_text, printable
 from eventmicro._cli_tools import NATS_HELP, add_common, connection
 from eventmicro._discovery import discover
 
@@ -103,37 +105,39 @@ def _info(answers: Sequence[dict[str, Any]]) -> None:
     for index, ((name, version), group) in enumerate(_groups(answers).items()):
         first = group[0]
         description = f"  {first['description']}" if first.get("description") else ""
-        print(("\n" if index else "") + f"{name} {version}  ({len(group)} instance(s)){description}")
+        if index:
+            print()
+        _print(f"{name} {version}  ({len(group)} instance(s)){description}")
         rows = [("  ENDPOINT", "SUBJECT", "QUEUE GROUP", "REQUEST", "REPLY")]
-        for endpoint in first.get("endpoints") or []:
-            metadata = endpoint.get("metadata") or {}
+        for endpoint in _objects(first.get("endpoints")):
+            metadata = _object(endpoint.get("metadata"))
             rows.append(
                 (
                     f"  {endpoint.get('name')}",
                     str(endpoint.get("subject")),
                     str(endpoint.get("queue_group") or "-"),
-                    metadata.get("eventmicro.request", "-"),
-                    metadata.get("eventmicro.reply", "-"),
+                    str(metadata.get("eventmicro.request", "-")),
+                    str(metadata.get("eventmicro.reply", "-")),
                 )
             )
         if len(rows) > 1:
             _table(rows)
         else:
             print("  no endpoints")
-        metadata = dict(first.get("metadata") or {})
+        metadata = _object(first.get("metadata"))
         for key, label in (("eventmicro.subscribes", "subscribes"), ("eventmicro.publishes", "publishes")):
             if key in metadata:
-                print(f"  {label}: {', '.join(metadata.pop(key).split(','))}")
+                _print(f"  {label}: {', '.join(str(metadata.pop(key)).split(','))}")
         for key, value in sorted(metadata.items()):
-            print(f"  {key}: {value}")
-        print(f"  instances: {', '.join(str(a.get('id')) for a in group)}")
+            _print(f"  {key}: {value}")
+        _print(f"  instances: {', '.join(str(a.get('id')) for a in group)}")
 
 
 def _stats(answers: Sequence[dict[str, Any]]) -> None:
     rows = [("SERVICE", "INSTANCE", "ENDPOINT", "REQUESTS", "ERRORS", "AVERAGE", "LAST ERROR")]
     for answer in answers:
         service, instance = str(answer.get("name")), str(answer.get("id"))
-        for endpoint in answer.get("endpoints") or []:
+        for endpoint in _objects(answer.get("endpoints")):
             rows.append(
                 (
                     service,
@@ -145,9 +149,9 @@ def _stats(answers: Sequence[dict[str, Any]]) -> None:
                     _clip(str(endpoint.get("last_error") or "-"), 50),
                 )
             )
-        data = answer.get("data")
-        events = data.get("events") if isinstance(data, dict) else None
-        for handler, counts in (events or {}).items():
+        events = _object(_object(answer.get("data")).get("events"))
+        for handler, value in events.items():
+            counts = _object(value)
             rows.append(
                 (
                     service,
@@ -172,7 +176,23 @@ def _duration(nanoseconds: object) -> str:
     return f"{nanoseconds / 1_000_000_000:.2f}s"
 
 
+def _objects(value: object) -> list[dict[str, Any]]:
+    """The JSON objects of a list from an answer (anything else: none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object from an answer, or ``{}`` when it is something else."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _print(text: str) -> None:
+    """One line of text from the answers: control characters (newlines too) escaped."""
+    print(printable(text))
+
+
 def _table(rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -180,7 +200,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 def _json_lines(documents: Iterable[dict[str, Any]]) -> None:
     for document in documents:
-        print(json.dumps(document, ensure_ascii=False))
+        print(json_text(document))
 
 
 def _clip(text: str, width: int) -> str:

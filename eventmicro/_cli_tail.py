@@ -3,6 +3,8 @@
 Pretty by default (one header line, then the data as indented JSON), ``--json`` for machines
 (one object per line: the attributes, the NATS subject and mode, and the data decoded). A
 message that is not a CloudEvent is printed as such, with the reason; it never stops the tail.
+Anyone may publish: every text is printed through `printable` / `json_text`, so an escape
+sequence in an attribute or in the data shows as ``\\x1b[2J`` instead of clearing the screen.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import re
 import sys
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any, Final
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Message
 from eventmicro._cli_schemas import ToolError, data_to_json, load_schemas, one_line, runner
+from eventmicro._cli_text import json_text, printable
 from eventmicro._cli_tools import NATS_HELP, add_common, connection
 from eventmicro._errors import EventMicroError
 
@@ -89,7 +91,7 @@ def render(msg: Message, *, as_json: bool) -> str:
     except (EventMicroError, ValueError, TypeError) as exc:  # not a CloudEvent, or a broken one
         document = foreign_document(msg, one_line(exc))
     if as_json:
-        return json.dumps(document, ensure_ascii=False, default=str)
+        return json_text(document)
     return _pretty(document)
 
 
@@ -101,7 +103,9 @@ def event_document(msg: Message) -> dict[str, Any]:
         attributes[name] = _time_text(value) if isinstance(value, datetime) else value
     schema = event.get_dataschema()
     key, data = data_to_json(event.get_data(), event.get_datacontenttype(), schema or event.get_type())
-    return {"nats_subject": msg.subject, "mode": mode.value, **attributes, key: data}
+    document = {"nats_subject": msg.subject, "mode": mode.value, **attributes, key: data}
+    document.update(nats_subject=msg.subject, mode=mode.value)  # not an extension of that name
+    return document
 
 
 def foreign_document(msg: Message, reason: str) -> dict[str, Any]:
@@ -117,7 +121,7 @@ def foreign_document(msg: Message, reason: str) -> dict[str, Any]:
 def _pretty(document: dict[str, Any]) -> str:
     data_key = "data" if "data" in document else "data_base64"
     data = document.get(data_key)
-    if document.get("cloudevent") is False:
+    if document.get("cloudevent") is False and "reason" in document:
         head = f"{_now()}  (not a CloudEvent) on {document['nats_subject']}: {document['reason']}"
     else:
         details = [f"source={document.get('source')}", f"id={document.get('id')}"]
@@ -126,13 +130,17 @@ def _pretty(document: dict[str, Any]) -> str:
         details.append(f"on {document['nats_subject']} ({document['mode']})")
         when = document.get("time") or "-"
         head = f"{when}  {document.get('type')}  {'  '.join(details)}"
+    head = printable(head)
     if data is None:
         return head
     if data_key == "data_base64":
         size = len(base64.b64decode(data))
         return f"{head}\n  <{size} bytes, base64> {data}"
-    text = data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False, default=str)
-    return head + "\n" + "\n".join(f"  {line}" for line in text.splitlines())
+    if isinstance(data, str):  # text: its own lines, each escaped
+        lines = [printable(line) for line in data.split("\n")]
+    else:
+        lines = json_text(data, indent=2).split("\n")
+    return head + "\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _time_text(value: datetime) -> str:

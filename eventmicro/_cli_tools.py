@@ -8,6 +8,9 @@ modules, and sends JSON as it is for endpoints whose types are not protobuf::
         $SRV.INFO.orders  ->  endpoint place: subject orders.place,
                               request shop.orders.v1.PlaceOrder, reply shop.orders.v1.OrderAccepted
         JSON -> PlaceOrder -> Client.call("orders.place") -> OrderAccepted -> JSON on stdout
+
+What the service (or anyone answering ``$SRV.INFO``) sent is printed through `printable` /
+`json_text`: its control characters show as escapes and never reach the terminal raw.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from eventmicro._cli_schemas import (
     runner,
     to_message,
 )
+from eventmicro._cli_text import json_text, printable
 from eventmicro._client import Client
 from eventmicro._codecs import JSON
 from eventmicro._endpoints import (
@@ -165,12 +169,12 @@ async def _call(args: argparse.Namespace) -> int:
             request = build_request(value, metadata)
             returns = reply_type(metadata)
         except TypeNotInstalled as exc:
-            raise ToolError(f"{exc}: pass --schemas PACKAGE", UNKNOWN) from exc
+            raise ToolError(f"{printable(exc)}: pass --schemas PACKAGE", UNKNOWN) from exc
         except EndpointNotFound as exc:
             hint = " (eventmicro services ls lists them)" if "answers" in str(exc) else ""
-            raise ToolError(f"{exc}{hint}", UNKNOWN) from exc
+            raise ToolError(f"{printable(exc)}{hint}", UNKNOWN) from exc
         except RequestInvalid as exc:
-            raise ToolError(str(exc)) from exc
+            raise ToolError(printable(exc)) from exc
         subject = str(found.get("subject") or args.endpoint)
         try:
             reply = await Client(conn, source=SOURCE).call(
@@ -178,15 +182,17 @@ async def _call(args: argparse.Namespace) -> int:
             )
         except ServiceError as error:
             name = error.id.rsplit(".", 1)[-1]
-            print(f"error {error.instance_code} {name}: {error.detail}", file=sys.stderr)
+            print(printable(f"error {error.instance_code} {name}: {error.detail}"), file=sys.stderr)
             return SERVICE_FAILED
         except NoResponders as exc:
-            raise ToolError(f"nobody serves {subject} any more", UNKNOWN) from exc
+            raise ToolError(f"nobody serves {printable(subject)} any more", UNKNOWN) from exc
         except Timeout as exc:
-            raise ToolError(f"{subject} did not answer within {args.timeout:g}s", SERVICE_FAILED) from exc
+            raise ToolError(
+                f"{printable(subject)} did not answer within {args.timeout:g}s", SERVICE_FAILED
+            ) from exc
         except PayloadError as exc:
-            raise ToolError(f"the reply could not be decoded: {exc}", SERVICE_FAILED) from exc
-    print(json.dumps(reply_to_json(reply), indent=2, ensure_ascii=False))
+            raise ToolError(f"the reply could not be decoded: {printable(exc)}", SERVICE_FAILED) from exc
+    print(json_text(reply_to_json(reply), indent=2))
     return 0
 
 
@@ -214,7 +220,9 @@ async def _publish(args: argparse.Namespace) -> int:
             except JetStreamError as exc:  # NotStored among them: no stream took it
                 raise ToolError(str(exc), SERVICE_FAILED) from exc
             where = f"stream {stored.stream} seq {stored.seq}" + (" (duplicate)" if stored.duplicate else "")
-            print(f"published {event.get_id()} ({event.get_type()}) on {subject}: stored in {where}")
+            print(
+                printable(f"published {event.get_id()} ({event.get_type()}) on {subject}: stored in {where}")
+            )
         else:
             await Client(conn, source=args.source).publish(event, subject=subject)
             print(f"published {event.get_id()} ({event.get_type()}) on {subject}")
