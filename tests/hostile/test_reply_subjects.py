@@ -1,0 +1,133 @@
+"""The reply subject is the caller's choice: a service must not be a confused deputy.
+
+A request whose reply subject is a JetStream API subject, an event subject or a wildcard
+would make the service publish its reply there, with its own identity and permissions
+(``ce-source`` of the service, its NATS credentials). Such requests are refused: not
+handled, no reply, counted. A stricter allow-list is one argument away.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+
+from eventmicro import Client, Connection, ConnectOptions, Event, NatsServer, Service, Stream
+from eventmicro import cloudevents_nats as binding
+from eventmicro._adapter import Message
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+@pytest_asyncio.fixture
+async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
+    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    yield connection
+    await connection.close()
+
+
+def _service(**options: object) -> tuple[Service, list[str]]:
+    svc = Service("deputy", version="1.0.0", **options)  # type: ignore[arg-type]
+    ran: list[str] = []
+
+    @svc.rpc
+    async def place(req: orders.PlaceOrder) -> orders.OrderAccepted:
+        ran.append(req.customer_id)
+        return orders.OrderAccepted(order_id=req.customer_id)
+
+    return svc, ran
+
+
+def _request(customer: str) -> binding.NATSMessage:
+    event = Event.of(
+        orders.PlaceOrder(customer_id=customer), source="/attacker", type="shop.orders.v1.PlaceOrder"
+    )
+    return binding.to_binary(event, None)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "events.shop.orders.v1.OrderAccepted",  # an event subject: a forged event from the service
+        "deadletter.deputy.place",
+        "$JS.API.STREAM.DELETE.VICTIM",  # the service's permissions would delete a stream
+        "$SRV.PING",
+        "_INBOX.*",
+        "_INBOX.>",
+    ],
+)
+async def test_a_reply_subject_the_service_must_not_publish_to_is_refused(
+    service_conn: Connection, nats_connection: Connection, eventually: Eventually, reply: str
+) -> None:
+    svc, ran = _service()
+    seen: list[Message] = []
+
+    async def spy(msg: Message) -> None:
+        seen.append(msg)
+
+    watch = "_INBOX.watch" if reply.startswith("_INBOX") else reply.split(".", maxsplit=1)[0] + ".>"
+    spying = await nats_connection.subscribe(watch, spy)
+    async with svc.serving(service_conn) as running:
+        attack = _request("attacker")
+        await nats_connection.publish("deputy.place", attack.data, headers=attack.headers, reply=reply)
+        # a normal call on the same subscription is answered after the attack was dealt with
+        ok = await Client(nats_connection).call(
+            "deputy.place", orders.PlaceOrder(customer_id="honest"), returns=orders.OrderAccepted
+        )
+        assert ok.order_id == "honest"
+        await eventually(lambda: running.stats["place"].refused == 1)
+        await nats_connection.flush()
+        assert ran == ["honest"]  # the refused request never ran
+        assert [m for m in seen if m.headers and m.headers.get("ce-source", "").startswith("/deputy")] == []
+        assert running.stats["place"].turned_away()["refused_reply"] == 1
+    await spying.unsubscribe()
+
+
+async def test_a_stream_survives_a_reply_aimed_at_the_jetstream_api(
+    service_conn: Connection, nats_connection: Connection, eventually: Eventually
+) -> None:
+    svc, _ = _service(streams=[Stream("VICTIM", subjects=["victim.>"])])
+    async with svc.serving(service_conn) as running:
+        attack = _request("attacker")
+        await nats_connection.publish(
+            "deputy.place", attack.data, headers=attack.headers, reply="$JS.API.STREAM.DELETE.VICTIM"
+        )
+        await eventually(lambda: running.stats["place"].refused == 1)
+        info = await nats_connection.request("$JS.API.STREAM.INFO.VICTIM", b"", timeout=2)
+        assert json.loads(info.data)["config"]["name"] == "VICTIM"
+        await nats_connection.request("$JS.API.STREAM.DELETE.VICTIM", b"", timeout=2)  # clean up
+
+
+async def test_an_allow_list_of_reply_prefixes(
+    service_conn: Connection, nats_connection: Connection, eventually: Eventually
+) -> None:
+    svc, ran = _service(reply_prefixes=["_INBOX."])
+    async with svc.serving(service_conn) as running:
+        attack = _request("elsewhere")
+        await nats_connection.publish(
+            "deputy.place", attack.data, headers=attack.headers, reply="custom.replies.1"
+        )
+        ok = await Client(nats_connection).call(
+            "deputy.place", orders.PlaceOrder(customer_id="inbox"), returns=orders.OrderAccepted
+        )
+        assert ok.order_id == "inbox"  # nats-py's requests reply to _INBOX.
+        await eventually(lambda: running.stats["place"].refused == 1)
+        assert ran == ["inbox"]
+
+
+async def test_a_request_without_a_reply_subject_still_runs(
+    service_conn: Connection, nats_connection: Connection, eventually: Eventually
+) -> None:
+    svc, ran = _service()
+    async with svc.serving(service_conn):
+        message = _request("fire-and-forget")
+        await nats_connection.publish("deputy.place", message.data, headers=message.headers)
+        await eventually(lambda: ran == ["fire-and-forget"])
+
+
+def test_reply_prefixes_must_be_subject_prefixes() -> None:
+    with pytest.raises(ValueError, match="reply_prefixes"):
+        Service("deputy", version="1.0.0", reply_prefixes=[""])
