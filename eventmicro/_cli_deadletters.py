@@ -133,11 +133,13 @@ async def _replay(dead: DeadLetters, args: argparse.Namespace) -> int:
     for seq in map(int, args.seq):
         try:
             stored = await dead.replay(seq)
-        except KeyError:
-            print(f"eventmicro: no dead letter {seq}")
+        except KeyError as exc:  # none, or its body is neither kept nor in the original stream
+            print(f"eventmicro: {printable(exc.args[0])}")
             missing += 1
             continue
         print(f"replayed {seq} -> stream {stored.stream} seq {stored.seq}")
+        for note in stored.lost:
+            print(f"  not restored: {printable(note)}")
     return 1 if missing else 0
 
 
@@ -165,6 +167,8 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
         "event_id": letter.event_id,
         "event_type": letter.event_type,
         "stored": letter.time.isoformat() if letter.time else None,
+        **({"body_dropped": True} if letter.body_dropped else {}),  # the original stream has it
+        **({"headers_truncated": True} if letter.headers_truncated else {}),
     }
 
 

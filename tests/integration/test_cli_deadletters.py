@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 
+import nats
 import pytest
 
 from eventmicro import Client, Connection, ConnectOptions, DeadLetters, NatsServer, Service, Stream
@@ -75,3 +76,87 @@ def test_an_unreachable_server_is_a_clear_error_without_a_traceback(
     captured = capsys.readouterr()
     assert "cannot connect to NATS at nats://127.0.0.1:1" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+async def poison(url: str, port: int, service: str) -> tuple[str, int]:
+    """A durable message with a header name eventmicro cannot publish (``x/y``), sent over a
+    raw socket, that its handler refuses: the dead letter is stored wrapped (its headers in the
+    body). Returns the original stream and the dead letter's sequence."""
+    stream = f"CLI{uuid.uuid4().hex[:8]}"
+    svc = Service(service, version="1.0.0", streams=[Stream(stream, [f"{stream}.>"])])
+
+    @svc.subscribe(subject=f"{stream}.placed", durable=True, max_deliver=1)
+    async def charge(event: orders.OrderPlaced) -> None:
+        raise LookupError("no such card")
+
+    headers = (
+        b"NATS/1.0\r\nce-specversion: 1.0\r\nce-id: e-1\r\nce-source: /raw\r\n"
+        b"ce-type: shop.orders.v1.OrderPlaced\r\ncontent-type: application/json\r\nx/y: 1\r\n\r\n"
+    )
+    body = b'{"orderId": "o-raw"}'
+    async with Connection(ConnectOptions.from_env(url, environ={})) as conn, svc.serving(conn):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()  # INFO
+        writer.write(b'CONNECT {"verbose":false,"headers":true,"protocol":1}\r\n')
+        writer.write(f"HPUB {stream}.placed {len(headers)} {len(headers) + len(body)}\r\n".encode())
+        writer.write(headers + body + b"\r\nPING\r\n")
+        await writer.drain()
+        while await reader.readline() != b"PONG\r\n":
+            pass
+        writer.close()
+        async with asyncio.timeout(10):
+            while not (letters := await DeadLetters(conn).list(service)):  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.02)
+    return stream, letters[0].seq
+
+
+def test_a_wrapped_dead_letter_is_shown_and_replayed_with_what_could_not_be_restored(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = f"cli{uuid.uuid4().hex[:8]}"
+    _stream, seq = asyncio.run(poison(nats_server.url, nats_server.port, service))
+    base = ["deadletters", "--url", nats_server.url]
+
+    assert main([*base, "show", str(seq), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["headers"]["x/y"] == "1"  # the original headers, from the dead letter's body
+    assert shown["headers"]["ce-id"] == "e-1"
+    assert shown["body"] == {"orderId": "o-raw"}
+    assert (shown["reason"], shown["event_type"]) == ("LookupError", "shop.orders.v1.OrderPlaced")
+
+    assert main([*base, "replay", str(seq)]) == 0
+    out = capsys.readouterr().out
+    assert f"replayed {seq}" in out
+    assert "not restored: headers whose names eventmicro cannot publish: 'x/y'" in out
+
+
+def test_replaying_a_dead_letter_whose_body_is_gone_says_so(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead letter stored without its body (too large with the failure) replays the body from
+    the original stream; when that message is gone too, the replay refuses and says why."""
+    service = f"cli{uuid.uuid4().hex[:8]}"
+    stream, seq = asyncio.run(poison(nats_server.url, nats_server.port, service))
+
+    async def drop_body_and_original() -> int:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        letter = await js.get_msg("DEADLETTERS", seq)
+        kept = {k: v for k, v in (letter.headers or {}).items() if not k.startswith("Nats-")}
+        headers = {**kept, "eventmicro-dlqbodydropped": "true"}
+        size = int(headers["eventmicro-dlqheaders"])
+        ack = await js.publish(letter.subject or "", (letter.data or b"")[:size], headers=headers)
+        await js.delete_msg("DEADLETTERS", seq)
+        await js.delete_msg(stream, 1)
+        await nc.close()
+        return ack.seq
+
+    bodiless = asyncio.run(drop_body_and_original())
+    base = ["deadletters", "--url", nats_server.url]
+    assert main([*base, "show", str(bodiless), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["body_dropped"] is True
+    assert main([*base, "replay", str(bodiless)]) == 1
+    out = capsys.readouterr().out
+    assert f"dead letter {bodiless} has no body and the original is gone from stream {stream}" in out
+    assert main([*base, "ls", service, "--json"]) == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [bodiless]
