@@ -54,7 +54,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
     assert list(exported) == sorted(exported)
     assert set(exported) == {
         "AuthorizationError", "BadRequest", "Client", "Conflict", "Context", "DeadlineExceeded",
-        "InternalError", "NotFound", "Overloaded", "Service", "ServiceError", "ServiceUnavailable", "discover",
+        "InternalError", "NotFound", "Overloaded", "Service", "ServiceError", "ServiceUnavailable",
+        "discover",
         "register_error", "Middleware", "logging_middleware", "timing_middleware",
         "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",
