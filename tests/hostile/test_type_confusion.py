@@ -8,12 +8,24 @@ and a dead letter for a durable one (`UnexpectedType` is terminal).
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 
-from eventmicro import BadRequest, Client, Connection, ConnectOptions, Event, NatsServer, Service
+from eventmicro import (
+    BadRequest,
+    Client,
+    Connection,
+    ConnectOptions,
+    DeadLetters,
+    Event,
+    NatsServer,
+    Service,
+    Stream,
+)
 from eventmicro import cloudevents_nats as binding
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -93,3 +105,32 @@ async def test_an_event_of_another_type_is_counted_not_handled(
         assert isinstance(handled[0], orders.OrderPlaced)
         assert handled[0].order_id == "o2"
         assert "shop.billing.v1.PaymentFailed" in running.event_stats["on_placed"].last_error
+
+
+async def test_a_durable_event_of_another_type_is_dead_lettered_at_once(
+    service_conn: Connection, nats_connection: Connection, eventually: Eventually
+) -> None:
+    """Terminal: no redelivery would make a PaymentFailed an OrderPlaced."""
+    name = f"TYPED{uuid.uuid4().hex[:8].upper()}"
+    svc = Service(f"strict-{name.lower()}", version="1.0.0", streams=[Stream(name, [f"{name}.>"])])
+    handled: list[str] = []
+
+    @svc.subscribe(subject=f"{name}.orders", durable=True, max_deliver=5)
+    async def on_placed(event: orders.OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    client = Client(nats_connection)
+    dead = DeadLetters(nats_connection)
+    async with svc.serving(service_conn):
+        await client.publish(billing.PaymentFailed(order_id="p1"), subject=f"{name}.orders", durable=True)
+        await client.publish(orders.OrderPlaced(order_id="o1"), subject=f"{name}.orders", durable=True)
+        await eventually(lambda: handled == ["o1"])
+        async with asyncio.timeout(10):
+            while not (letters := await dead.list(svc.name)):  # noqa: ASYNC110 - polled through the API
+                await asyncio.sleep(0.02)
+        (letter,) = letters
+        assert letter.event_type == "shop.billing.v1.PaymentFailed"
+        assert letter.deliveries == 1  # dead-lettered on the first delivery, not retried
+        assert letter.code == 400
+        assert "shop.orders.v1.OrderPlaced" in letter.reason
+    await nats_connection.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=2)
