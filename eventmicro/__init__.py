@@ -14,8 +14,8 @@ from eventmicro._cluster import NatsCluster
 from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_payload, event_type, type_name_of
 from eventmicro._config import ConnectOptions, TLSOptions
 from eventmicro._context import Context
+from eventmicro._deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro._discovery import discover
-from eventmicro._durable import DeadLetter, DeadLetters
 from eventmicro._errors import (
     AuthorizationError,
     BucketNotFound,
@@ -123,6 +123,7 @@ __all__ = [
     "PayloadEncodeError",
     "PayloadError",
     "PayloadTooLarge",
+    "Replayed",
     "RevisionConflict",
     "ServerNotFound",
     "ServerStartError",
@@ -143,6 +144,7 @@ __all__ = [
     "Watch",
     "__version__",
     "connect",
+    "dead_letter_stream",
     "decode_payload",
     "disable_tracing",
     "discover",

@@ -252,16 +252,24 @@ class Running:
         an existing one taken as it is; not reachable now is a warning, not a failed start
         (a dead letter that cannot be stored is kept in its stream and retried)."""
         clustered = bool(self.connection.server_info.get("cluster"))
-        for replicas in (3, 1) if clustered else (1,):
+        # its byte limit is reserved in the JetStream store: a smaller store (or an account
+        # limit) refuses it, so such a server gets the stream with its age limit only
+        attempts = [(3, True), (3, False)] if clustered else []
+        for replicas, sized in [*attempts, (1, True), (1, False)]:
+            stream = dead_letter_stream(replicas) if sized else dead_letter_stream(replicas, max_bytes=None)
             try:
-                await ensure_stream(self.connection, dead_letter_stream(replicas), adopt=True)
-                return
+                await ensure_stream(self.connection, stream, adopt=True)
             except StreamConflict:
-                continue  # e.g. fewer than three JetStream nodes: try one replica
+                continue  # e.g. fewer than three JetStream nodes, or a small store
             except EventMicroError as exc:
                 log.warning("service %s: the dead-letter stream is not reachable now (%s)",
                             self.service.name, exc.message)  # fmt: skip
                 return
+            if not sized:
+                log.warning("service %s: the dead-letter stream has no size limit (the JetStream "
+                            "store could not reserve one); declare dead_letter_stream(max_bytes=...)",
+                            self.service.name)  # fmt: skip
+            return
         log.warning("service %s: the dead-letter stream could not be created", self.service.name)
 
     # --- dispatch ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
     assert set(exported) == {
         "AuthorizationError", "BadRequest", "Client", "Conflict", "Context", "DeadlineExceeded",
         "InternalError", "NotFound", "Overloaded", "Service", "ServiceError", "ServiceUnavailable",
-        "discover",
+        "discover", "Replayed", "dead_letter_stream",
         "register_error", "Middleware", "logging_middleware", "timing_middleware",
         "ConfigurationError", "ConnectError", "ConnectOptions", "Connection",
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",

@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import nats
 import pytest
@@ -353,3 +354,25 @@ async def test_an_existing_dead_letter_stream_is_adopted_as_it_is(fresh_nats_ser
             config = (await js.stream_info("DEADLETTERS")).config
     await admin.close()
     assert (config.max_age, config.max_bytes) == (7200, -1)  # the operator's settings stay
+
+
+async def test_a_small_jetstream_store_still_gets_a_dead_letter_stream(tmp_path: Path) -> None:
+    """The 1 GiB default is reserved in the store: a server with less gets the stream
+    without a byte limit (a warning says so) rather than no dead letters at all."""
+    small = f'jetstream {{ store_dir: "{tmp_path}", max_file_store: 64MB }}'
+    with NatsServer(jetstream=False, extra_config=small) as server:
+        conn = await Connection(ConnectOptions.from_env(server.url, environ={})).open()
+        try:
+            await ensure_stream(conn, Stream("SMALL", ["small.>"]))
+            svc = Service(unique("small"), version="1.0.0")
+
+            @svc.subscribe(subject="small.orders", durable=True)
+            async def on_placed(event: orders.OrderPlaced) -> None: ...
+
+            async with svc.serving(conn):
+                reply = await conn.request("$JS.API.STREAM.INFO.DEADLETTERS", b"", timeout=2)
+                config = json.loads(reply.data)["config"]
+                assert config["max_bytes"] == -1
+                assert config["max_age"] > 0
+        finally:
+            await conn.close()
