@@ -11,7 +11,11 @@
 (e) observability, only with ``--suite observability``: RPC and events with tracing off and on
     (bench/observability.py; needs the otel packages of the dev extra);
 (f) gateway: one RPC endpoint over raw nats-py, eventmicro's Client and HTTP through the gateway,
-    service and gateway in processes of their own (bench/gateway.py).
+    service and gateway in processes of their own (bench/gateway.py);
+(g) hotpath: CPU µs and Python calls per RPC and per event in a service process of its own
+    (bench/hotpath.py);
+(h) overload, only with ``--suite overload``: an endpoint offered ten times its capacity, what
+    the callers get and how soon it answers normally again (bench/overload.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -39,7 +43,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import durable, gateway, services
+from bench import durable, gateway, hotpath, overload, services
 from eventmicro import cloudevents_nats as binding
 from eventmicro._clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -215,9 +219,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
         "--suite",
-        choices=("all", "binding", "services", "durable", "gateway", "observability"),
+        choices=("all", "binding", "services", "durable", "gateway", "hotpath", "observability", "overload"),
         default="all",
-        help="all = binding, services, durable, gateway; observability (tracing on/off) runs only when named",
+        help="all = binding, services, durable, gateway, hotpath; observability (tracing on/off) and"
+        " overload run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -227,6 +232,7 @@ def main() -> int:
         default=None,
         help="events per durable scenario (default: --count, at most 20,000)",
     )
+    overload.add_arguments(parser)
     args = parser.parse_args()
 
     print(
@@ -268,6 +274,29 @@ def main() -> int:
         with eventmicro.NatsServer(jetstream=False) as server:
             rounds = gateway.run(server, args.repeat, args.calls)
         results["gateway"] = {"rounds": rounds, "medians": gateway.report(rounds)}
+    if args.suite in ("all", "hotpath"):
+        print(
+            f"\n(g) hotpath: service CPU per message, {args.calls:,} calls"
+            f" (x2 for {hotpath.CONCURRENCY}-way) and {args.events:,} events per round ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            rounds = hotpath.run(server, args.repeat, args.calls, args.events)
+        results["hotpath"] = {"rounds": rounds, "medians": hotpath.report(rounds)}
+    if args.suite == "overload":
+        print(
+            f"\n(h) overload: {args.rate:g} requests/s for {args.seconds:g} s from {args.callers} caller"
+            f" processes, {args.timeout:g} s caller timeouts ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            burst = overload.run(
+                server,
+                args.repeat,
+                rate=args.rate,
+                seconds=args.seconds,
+                timeout=args.timeout,
+                callers=args.callers,
+            )
+        results["overload"] = {"rounds": burst, "medians": overload.report(burst)}
     if args.suite == "observability":
         from bench import observability, observability_metrics
 
