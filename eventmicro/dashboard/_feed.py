@@ -4,10 +4,12 @@ Each open event stream has its own `Feed`. The NATS subscription's handler decod
 message into the JSON the page shows (with ``eventmicro tail``'s decoder), keeps it when its
 CloudEvent type passes the `TypeFilter`, and queues it; the HTTP side takes what is queued::
 
-    NATS ──on_message──▶ [decode, filter] ──▶ deque(maxlen=N) ──take()──▶ SSE ``data:`` lines
-                                                   │ full: the oldest is dropped and counted
+    NATS ──on_message──▶ [decode, filter] ──▶ deque(N events, B bytes) ──take()──▶ SSE ``data:`` lines
+                                                   │ full: the oldest are dropped and counted
                                                    ▼
                                         ``event: dropped`` {"dropped": k}
+
+The queue is bounded in events and in bytes (each event counted as its message's size).
 
 A message that is not a CloudEvent is queued too, as a document with an ``error`` field; a
 type filter lets it through only when no filter is set (it has no trustworthy type).
@@ -26,11 +28,12 @@ from eventmicro._cli_schemas import one_line
 from eventmicro._cli_tail import event_document, foreign_document
 from eventmicro._errors import EventMicroError
 
-__all__ = ["MAX_QUEUE", "Feed", "TypeFilter", "event_json"]
+__all__ = ["MAX_QUEUE", "MAX_QUEUE_BYTES", "Feed", "TypeFilter", "event_json", "size_of"]
 
 log = logging.getLogger("eventmicro.dashboard")
 
 MAX_QUEUE: Final = 1000  # events a slow browser may fall behind before the oldest are dropped
+MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024  # and bytes of them (their messages' sizes)
 MAX_TYPE_FILTER: Final = 256
 _ATTRIBUTES: Final = ("id", "type", "source", "time", "datacontenttype")
 _NOT_EXTENSIONS: Final = frozenset(
@@ -114,14 +117,28 @@ def _malformed(msg: Message, reason: str) -> dict[str, Any]:
     return out
 
 
+def size_of(msg: Message) -> int:
+    """The bytes ``msg`` brought: its data and its headers."""
+    return len(msg.data) + sum(len(k) + len(v) for k, v in (msg.headers or {}).items())
+
+
 class Feed:
     """A bounded queue of decoded events for one client; `on_message` is the NATS handler."""
 
-    def __init__(self, type_filter: TypeFilter | None = None, *, max_queue: int = MAX_QUEUE) -> None:
-        if max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
+    def __init__(
+        self,
+        type_filter: TypeFilter | None = None,
+        *,
+        max_queue: int = MAX_QUEUE,
+        max_bytes: int = MAX_QUEUE_BYTES,
+    ) -> None:
+        if max_queue < 1 or max_bytes < 1:
+            raise ValueError("max_queue and max_bytes must be at least 1")
         self.type_filter = type_filter or TypeFilter()
-        self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_queue)
+        self.max_queue = max_queue
+        self.max_bytes = max_bytes
+        self._queue: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self._bytes = 0
         self._dropped = 0
         self._ready = asyncio.Event()
 
@@ -138,14 +155,23 @@ class Feed:
                 return  # a type was asked for; this message has none to trust
         elif not self.type_filter.matches(document.get("type")):
             return
-        self.put(document)
+        self.put(document, size_of(msg))
 
-    def put(self, document: dict[str, Any]) -> None:
-        """Queue ``document``; when full, the oldest queued one is dropped and counted."""
-        if len(self._queue) == self._queue.maxlen:
+    def put(self, document: dict[str, Any], size: int = 0) -> None:
+        """Queue ``document`` (``size`` bytes); the oldest queued ones are dropped and counted
+        while the queue would hold more than ``max_queue`` events or ``max_bytes`` bytes."""
+        self._queue.append((document, size))
+        self._bytes += size
+        while len(self._queue) > 1 and (len(self._queue) > self.max_queue or self._bytes > self.max_bytes):
+            self._bytes -= self._queue.popleft()[1]
             self._dropped += 1
-        self._queue.append(document)
         self._ready.set()
+
+    def lost(self, count: int) -> None:
+        """Count ``count`` events dropped before they reached this feed (a full NATS buffer)."""
+        if count > 0:
+            self._dropped += count
+            self._ready.set()
 
     async def wait(self) -> None:
         """Return once something (an event, or a count of dropped ones) is waiting."""
@@ -153,8 +179,9 @@ class Feed:
 
     def take(self) -> tuple[list[dict[str, Any]], int]:
         """Everything queued, oldest first, and how many were dropped since the last take."""
-        documents, dropped = list(self._queue), self._dropped
+        documents, dropped = [document for document, _ in self._queue], self._dropped
         self._queue.clear()
+        self._bytes = 0
         self._dropped = 0
         self._ready.clear()
         return documents, dropped
