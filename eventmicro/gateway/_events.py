@@ -68,7 +68,10 @@ class Events:
         binary = "ce-specversion" in request.headers
         if binary:
             messages = [_binary(request, body)]
+            if _is_json(media) and body.strip():
+                load_json(body)  # JSON data must be strict JSON, as for plain data
         elif media == STRUCTURED:
+            _event_object(_json(body), "a structured CloudEvent")
             messages = [binding.NATSMessage({"content-type": STRUCTURED}, body)]
         elif media == BATCH:
             messages = _batch(body)
@@ -102,7 +105,7 @@ class Events:
         if cls is not None:
             if media in PROTOBUF_MEDIA:
                 data = protobuf_body(cls, body)
-            elif media is None or media == JSON or media.endswith("+json"):
+            elif _is_json(media):
                 try:
                     data = parse_message(_json(body), cls, "the data")
                 except RequestInvalid as exc:
@@ -110,8 +113,8 @@ class Events:
             else:
                 raise Problem(415, "UnsupportedMediaType", f"{event_type} takes JSON or protobuf data")
             event = Event.of(data, source=source)
-        elif media is None or media == JSON or media.endswith("+json"):
-            _json(body)  # checked: a JSON event must carry JSON
+        elif _is_json(media):
+            _json(body)  # checked: a JSON event must carry strict JSON
             event = Event.create(type=event_type, source=source, data=body, datacontenttype=JSON)
         else:  # any other media type travels as it is, typed by its Content-Type
             event = Event.create(type=event_type, source=source, data=body, datacontenttype=media)
@@ -192,6 +195,7 @@ def _batch(body: bytes) -> list[binding.NATSMessage]:
         raise Problem(400, "BadRequest", "a CloudEvents batch is a non-empty JSON array of events")
     messages = []
     for document in documents:
+        _event_object(document, "each event of a batch")
         encoded = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         messages.append(binding.NATSMessage({"content-type": STRUCTURED}, encoded))
     return messages
@@ -234,3 +238,13 @@ def _check_type(event_type: str) -> None:
 
 def _json(body: bytes) -> Any:
     return load_json(body) if body.strip() else None
+
+
+def _is_json(media: str | None) -> bool:
+    """Whether a body of ``media`` (``None``: not given) is read as JSON."""
+    return media is None or media in (JSON, "text/json") or media.endswith("+json")
+
+
+def _event_object(document: Any, what: str) -> None:
+    if not isinstance(document, dict):
+        raise Problem(400, "BadEvent", f"{what} is a JSON object of its attributes")
