@@ -11,12 +11,16 @@ One worker serves in this process. With ``--workers N`` (or ``--reload``) this p
 supervisor: each worker is a child process serving the same services, so the instances share
 queue groups and durable consumers; SIGINT/SIGTERM are passed on and every worker drains; a
 worker that dies is started again (up to 5 times a minute).
+
+A stop is bounded in every connection state (``--drain-timeout`` or ``EVENTMICRO_DRAIN_TIMEOUT``
+for in-flight work, a few seconds more to close); a second SIGINT/SIGTERM exits at once, the
+supervisor passing it on to its workers (they run in their own process group, so a terminal's
+Ctrl-C reaches them once, through the supervisor).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import logging
@@ -30,10 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from eventmicro._adapter import Connection
 from eventmicro._cli_common import connect_options, connection_env
 from eventmicro._config import ConnectOptions
 from eventmicro._errors import ConfigurationError
+from eventmicro._process import DRAIN_TIMEOUT_VARIABLE, Serve, drain_timeout_from_env, run_services
 from eventmicro._service import Service
 
 EXAMPLES = """examples:
@@ -63,17 +67,26 @@ def add_parser(commands: Any) -> None:
         "--reload", action="store_true", help="restart the workers when a source file changes"
     )
     parser.add_argument("--url", default=None, help="NATS URL (default: from the environment)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time in-flight work gets to finish on SIGTERM (default: EVENTMICRO_DRAIN_TIMEOUT or 30)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
+    drain_timeout = drain_timeout_from_env(getattr(args, "drain_timeout", None))
     services = load_services(args.target)  # fails here, before any process starts
     if args.workers == 1 and not args.reload:
-        return asyncio.run(serve(services, connect_options(args)))
+        return serve(services, connect_options(args), drain_timeout=drain_timeout)
     supervisor = Supervisor(args.target, args.workers, url=args.url, reload=args.reload)
-    supervisor.env = {**os.environ, **connection_env(args)}  # auth flags reach the workers as env
+    # auth flags and the drain timeout reach the workers as environment variables
+    supervisor.env = {**os.environ, **connection_env(args), DRAIN_TIMEOUT_VARIABLE: str(drain_timeout)}
     return supervisor.run()
 
 
@@ -99,14 +112,13 @@ def load_services(target: str) -> list[Service]:
     return list(services)
 
 
-async def serve(services: Sequence[Service], options: ConnectOptions) -> int:
-    """Serve ``services`` on one connection until SIGINT/SIGTERM, then drain them all.
+def serve(services: Sequence[Service], options: ConnectOptions, *, drain_timeout: float) -> int:
+    """Serve ``services`` on one connection until SIGINT/SIGTERM, then drain them all (bounded,
+    see `eventmicro._process`); the exit code.
 
     Observability as `Service.run`: ``EVENTMICRO_LOG_FORMAT``, ``EVENTMICRO_METRICS_PORT`` and
     ``EVENTMICRO_HEALTH_PORT`` (worker ``i`` of ``--workers`` listens on port + i).
     """
-    from eventmicro._http import serve as serve_http
-
     if os.environ.get("EVENTMICRO_LOG_FORMAT"):
         from eventmicro._logs import configure
 
@@ -117,25 +129,18 @@ async def serve(services: Sequence[Service], options: ConnectOptions) -> int:
         from eventmicro._metrics import enable
 
         enable()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    instances: list[Any] = []
-    host = os.environ.get("EVENTMICRO_HTTP_HOST") or None
-    async with contextlib.AsyncExitStack() as stack:
-        for port in sorted({p for p in (metrics_port, health_port) if p is not None}):
-            endpoint = await serve_http(port, host, metrics=port == metrics_port,
-                                        instances=instances if port == health_port else None)  # fmt: skip
-            stack.push_async_callback(endpoint.close)
-        connection = await stack.enter_async_context(Connection(options))
-        for service in services:
-            instances.append(await stack.enter_async_context(service.serving(connection)))
-        names = ", ".join(f"{s.name} {s.version}" for s in services)
-        log.warning("serving %s (pid %d)", names, os.getpid())
-        await stop.wait()
-        log.warning("stopping %s", names)
-    return 0
+    names = ", ".join(f"{s.name} {s.version}" for s in services)
+    return run_services(
+        Serve(
+            services,
+            options,
+            drain_timeout=drain_timeout,
+            metrics_port=metrics_port,
+            health_port=health_port,
+            on_serving=lambda _: log.warning("serving %s (pid %d)", names, os.getpid()),
+            on_stopping=lambda: log.warning("stopping %s", names),
+        )
+    )
 
 
 WORKER_INDEX: Final = "EVENTMICRO_WORKER_INDEX"
@@ -166,7 +171,7 @@ class Supervisor:
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stop.set())
+            signal.signal(sig, self._signalled)
         root = self._source_root()
         seen = _mtimes(root) if self.reload else {}
         self.workers = [self._spawn(i) for i in range(self.count)]
@@ -205,11 +210,24 @@ class Supervisor:
         codes = self._stop_workers()
         return 1 if failed or any(codes) else 0
 
+    def _signalled(self, signum: int, frame: object) -> None:
+        """First signal: stop (the workers drain). Again: the workers exit at once, and so do we."""
+        if not self.stop.is_set():
+            self.stop.set()
+            return
+        print("eventmicro run: signalled again; the workers exit at once", file=sys.stderr, flush=True)
+        for worker in self.workers:
+            if worker.returncode is None:  # a worker's second signal: it exits at once
+                with contextlib.suppress(OSError):
+                    os.kill(worker.pid, signal.SIGTERM)
+
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "eventmicro", "run", self.target]
         if self.url:
             command += ["--url", self.url]
-        return subprocess.Popen(command, env={**(self.env or os.environ), WORKER_INDEX: str(index)})
+        env = {**(self.env or os.environ), WORKER_INDEX: str(index)}
+        # its own process group: a terminal's Ctrl-C reaches it once, passed on by the supervisor
+        return subprocess.Popen(command, env=env, process_group=0)
 
     def _stop_workers(self) -> list[int]:
         return stop_processes(self.workers, timeout=60)

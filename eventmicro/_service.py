@@ -20,12 +20,10 @@ Event delivery (nameko's words)::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar, overload
@@ -320,8 +318,14 @@ class Service:
         options: ConnectOptions | None = None,
         metrics_port: int | None = None,
         health_port: int | None = None,
+        drain_timeout: float | None = None,
     ) -> int:
         """Connect, serve until SIGINT/SIGTERM, then drain, stop and return 0.
+
+        The stop is bounded whatever the connection's state: in-flight work gets
+        ``drain_timeout`` seconds (or ``EVENTMICRO_DRAIN_TIMEOUT``, default 30), closing a few
+        more; a signal while still connecting abandons the start; a second signal exits at once
+        (code 128 + its number). See `eventmicro._process`.
 
         ``metrics_port`` (or ``EVENTMICRO_METRICS_PORT``) enables metrics and serves
         ``/metrics`` there (needs the ``metrics`` extra); ``health_port`` (or
@@ -330,50 +334,37 @@ class Service:
         ``EVENTMICRO_LOG_FORMAT`` (``json`` or ``text``) configures logging first
         (`eventmicro.logs.configure`).
         """
+        from eventmicro._logs import SCOPE, Scope
+        from eventmicro._process import Serve, drain_timeout_from_env, run_services
+
         if os.environ.get("EVENTMICRO_LOG_FORMAT"):
             from eventmicro._logs import configure
 
             configure()
         metrics_port = _port(metrics_port, "EVENTMICRO_METRICS_PORT")
         health_port = _port(health_port, "EVENTMICRO_HEALTH_PORT")
+        drain_timeout = drain_timeout_from_env(drain_timeout)
         if metrics_port is not None:
             from eventmicro._metrics import enable
 
             enable()  # before the service starts: its handlers get their metrics
-        return asyncio.run(self._run(options or ConnectOptions.from_env(url), metrics_port, health_port))
-
-    async def _run(
-        self, options: ConnectOptions, metrics_port: int | None = None, health_port: int | None = None
-    ) -> int:
-        from eventmicro._http import serve
-        from eventmicro._logs import SCOPE, Scope
-
         scope = Scope(service=self.name)
         SCOPE.set(scope)  # log records outside handlers (reconnects, start, stop) name the service
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        instances: list[Any] = []  # filled once serving: readiness is 503 until then
-        host = os.environ.get("EVENTMICRO_HTTP_HOST") or None
-        async with contextlib.AsyncExitStack() as stack:
-            ports = {p for p in (metrics_port, health_port) if p is not None}
-            for port in sorted(ports):  # closed last: probes answer 503 while draining
-                endpoint = await serve(
-                    port,
-                    host,
-                    metrics=port == metrics_port,
-                    instances=instances if port == health_port else None,
-                )
-                stack.push_async_callback(endpoint.close)
-            connection = await stack.enter_async_context(Connection(options))
-            running = await stack.enter_async_context(self.serving(connection))
-            scope.instance = running.id
-            instances.append(running)
+
+        def serving(instances: list[Any]) -> None:
+            scope.instance = instances[0].id
             log.info("service %s %s serving (pid %d)", self.name, self.version, os.getpid())
-            await stop.wait()
-            log.info("service %s stopping", self.name)
-        return 0
+
+        serve = Serve(
+            [self],
+            options or ConnectOptions.from_env(url),
+            drain_timeout=drain_timeout,
+            metrics_port=metrics_port,
+            health_port=health_port,
+            on_serving=serving,
+            on_stopping=lambda: log.info("service %s stopping", self.name),
+        )
+        return run_services(serve)
 
 
 def _durability(  # noqa: PLR0917 - the decorator's options, checked in one place
