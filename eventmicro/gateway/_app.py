@@ -33,7 +33,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -125,6 +125,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
             Problem: _problem,
             HTTPException: _http_error,
             ConnectionClosed: _unavailable,
+            ClientDisconnect: _gone,
             Exception: _internal,
         },
     )
@@ -194,6 +195,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("gateway: %s %s: %s", request.method, request.url.path, exc)
     return problem_response(unavailable())
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    """The client went (or was sent) away while its request was read: nobody reads an answer."""
+    log.debug("gateway: %s %s: the client is gone", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -274,7 +281,10 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _server(app: ASGIApp, grace: float, config: GatewayConfig) -> uvicorn.Server:
-    limits = HeaderLimits(config.max_header_bytes, config.max_headers, config.header_timeout)
+    # a body's bytes on the wire: the body, its chunk framing (small unless the chunks are
+    # tiny) and its trailers, which the parser buffers whole
+    wire_body = 2 * config.max_body + config.max_header_bytes + 64 * 1024
+    limits = HeaderLimits(config.max_header_bytes, config.max_headers, config.header_timeout, wire_body)
     options = uvicorn.Config(
         app,
         http=guarded(limits),  # heads bounded while they arrive (see _guard)

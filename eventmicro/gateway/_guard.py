@@ -9,6 +9,9 @@ answers beyond any bound::
     more than max_count header fields                     431, connection closed
     head not complete within timeout of its first byte    408, connection closed
     no byte at all within timeout of the connection       closed (nothing to answer)
+    body with its chunk framing and trailers over
+      max_body_bytes (trailers are headers the parser
+      buffers whole, like the head's)                     413, connection closed
 
 The bounds are the gateway's `GatewayConfig` ``max_header_bytes``, ``max_headers`` and
 ``header_timeout``. Between requests on a kept-alive connection uvicorn's own keep-alive
@@ -27,17 +30,23 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = ["HeaderLimits", "guarded"]
 
 LINGER: Final = 2.0  # seconds a refused connection's further bytes are read and dropped before closing
-_REASONS: Final = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-_KINDS: Final = {408: "HeaderTimeout", 431: "HeadersTooLarge"}
+_REASONS: Final = {
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
+_KINDS: Final = {408: "HeaderTimeout", 413: "BodyTooLarge", 431: "HeadersTooLarge"}
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderLimits:
-    """How large, how many and how slow a request's header block may be."""
+    """How large, how many and how slow a request's header block may be; how many bytes its
+    body may take on the wire."""
 
     max_bytes: int
     max_count: int
     timeout: float
+    max_body_bytes: int
 
 
 class _Refused(Exception):
@@ -53,6 +62,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # the next bytes belong to a request's head
         self._head_bytes = 0
+        self._body_bytes = 0
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
@@ -70,17 +80,23 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._lingering:
             return  # refused: what the client still sends is dropped unread
         while data and not self.transport.is_closing() and not self._lingering:
-            if not self._in_head:
-                super().data_received(data)
-                return
-            if self._head_timer is None:
-                self._arm()
-            room = self.limits.max_bytes - self._head_bytes
-            if room <= 0:
-                self._refuse(431, f"the request's header is larger than {self.limits.max_bytes} bytes")
-                return
-            piece, data = data[:room], data[room:]
-            self._head_bytes += len(piece)
+            if self._in_head:
+                if self._head_timer is None:
+                    self._arm()
+                room = self.limits.max_bytes - self._head_bytes
+                if room <= 0:
+                    self._refuse(431, f"the request's header is larger than {self.limits.max_bytes} bytes")
+                    return
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+            else:
+                room = self.limits.max_body_bytes - self._body_bytes
+                if room <= 0:
+                    limit = self.limits.max_body_bytes
+                    self._refuse(413, f"the request's body and trailers are larger than {limit} bytes")
+                    return
+                piece, data = data[:room], data[room:]
+                self._body_bytes += len(piece)
             super().data_received(piece)  # may end the head (and a whole request) inside the piece
 
     def on_message_begin(self) -> None:
@@ -96,6 +112,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._body_bytes = 0
         self._disarm()
         super().on_headers_complete()
 
@@ -128,16 +145,21 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refuse(408, f"the request's header did not arrive within {self.limits.timeout:g} s")
 
     def _refuse(self, status: int, detail: str) -> None:
-        """Answer ``status`` with the gateway's JSON error (unless a response is being written)
-        and close the connection: at once when it cannot be answered, else after `LINGER`
-        seconds of dropping what the client still sends (closing with unread bytes would reset
-        the connection, and the client could lose the answer, as nginx's lingering close knows)."""
+        """Answer ``status`` with the gateway's JSON error and close the connection after
+        `LINGER` seconds of dropping what the client still sends (closing with unread bytes
+        would reset the connection, and the client could lose the answer: nginx's lingering
+        close). When the app's answer has begun, close at once; when the app is still reading
+        the request, it is told the client is gone."""
         self._disarm()
         if self.transport.is_closing() or self._lingering:
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:  # the app is answering: no room for another answer
+                self.transport.close()
+                return
+            cycle.disconnected = True  # for the app: the client is gone, its answer goes nowhere
+            cycle.message_event.set()
         error = {
             "code": status,
             "status": _REASONS[status].decode(),

@@ -162,3 +162,23 @@ async def test_oversized_ce_header_names_are_refused_before_the_binding(nats_con
         raw = await exchange(address, event + auth + b"ce-" + b"y" * 300_000 + b": v\r\n\r\n{}")
         assert error_of(raw, 431)["id"] == "eventmicro.gateway.HeadersTooLarge"
         assert answer_of(await exchange(address, event + auth + b"ce-short: v\r\n\r\n{}"))[0] == 202
+
+
+async def test_an_endless_trailer_after_a_chunked_body_is_413(nats_connection: Connection) -> None:
+    """Trailers are headers too, buffered whole by the parser: a chunked body's wire bytes
+    (data, chunk framing, trailers) are bounded, so a trailer that never ends is cut."""
+    auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    head = (
+        b"POST /events/com.example.t HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n" + auth + b"\r\n"
+    )
+    async with gateway(nats_connection, max_body=4096) as address:
+        raw = await exchange(address, head, b"2\r\n{}\r\n0\r\nX-Trailer: ", *([b"t" * 65536] * 32))
+        error = error_of(raw, 413)
+        assert error["id"] == "eventmicro.gateway.BodyTooLarge"
+        chunked = head + b"2\r\n{}\r\n0\r\nX-Trailer: fine\r\n\r\n"  # a trailer of a sensible size is read
+        assert (
+            answer_of(
+                await exchange(address, chunked.replace(b"chunked\r\n", b"chunked\r\nConnection: close\r\n"))
+            )[0]
+            == 202
+        )
