@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, EncodeError, Message
 
-from eventmicro._convert import convert, describe, to_json
+from eventmicro._convert import convert, json_name, title, to_json
 from eventmicro._errors import (
     ContentTypeMismatch,
     PayloadDecodeError,
@@ -52,6 +53,7 @@ __all__ = [
     "is_json_media",
     "python_type_name",
     "type_name_of",
+    "wire_type_name",
 ]
 
 T = TypeVar("T")
@@ -102,6 +104,16 @@ def python_type_name(value_or_type: object) -> str:
     """
     cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
     return type_name_of(cls) or f"{cls.__module__}.{cls.__qualname__}"
+
+
+def wire_type_name(cls: object) -> str:
+    """How an error reply names a request or event type: its CloudEvent type, a class's own
+    name, else its JSON shape (``an object``) — never a Python module path or builtin.
+
+    >>> wire_type_name(dict)
+    'an object'
+    """
+    return type_name_of(cls) or title(cls)
 
 
 def type_name_of(value_or_type: object) -> str | None:
@@ -222,8 +234,8 @@ def decode_payload(
             try:
                 return cast(T, data.encode("utf-8"))
             except UnicodeEncodeError as exc:
-                raise PayloadDecodeError("bytes", "the text is not valid Unicode") from exc
-        raise PayloadDecodeError("bytes", f"the data is a JSON {type(data).__name__}")
+                raise PayloadDecodeError("binary data", "the text is not valid Unicode") from exc
+        raise PayloadDecodeError("binary data", f"the data is {json_name(data)}, not binary data")
     if target is str and not _is_json(media):
         if media is not None and not media.startswith("text/"):
             raise ContentTypeMismatch("text/*", content_type)
@@ -232,11 +244,11 @@ def decode_payload(
         if data is None:
             return cast(T, "")
         if not isinstance(data, bytes):
-            raise PayloadDecodeError("str", f"the data is a JSON {type(data).__name__}, not text")
+            raise PayloadDecodeError("text", f"the data is {json_name(data)}, not text")
         try:
             return cast(T, data.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise PayloadDecodeError("str", "the body is not valid UTF-8 text") from exc
+            raise PayloadDecodeError("text", "the body is not valid UTF-8 text") from exc
     if media is not None and not _is_json(media):
         raise ContentTypeMismatch(JSON, content_type)
     value = _parse_json(data, target)
@@ -244,10 +256,7 @@ def decode_payload(
         try:
             return cast(T, target.model_validate(value))
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
-            )
-            raise PayloadDecodeError(target.__name__, problems) from exc
+            raise PayloadDecodeError(target.__name__, _pydantic_problems(exc)) from exc
     return cast(T, convert(value, target))
 
 
@@ -271,13 +280,16 @@ def _decode_protobuf(
             raise PayloadDecodeError(full_name, "the body is not a valid protobuf message") from exc
         return message
     if media is None or _is_json(media):  # parsed structured data with no content type is JSON
+        value = _parse_json(data, full_name)  # a string is a JSON string, never re-parsed
+        unknown = unknown_field(value, target.DESCRIPTOR)
+        if unknown is not None:  # e.g. another type's body: refused, not read as defaults
+            raise PayloadDecodeError(full_name, f"{unknown} is not a field of {full_name}")
         try:
-            if isinstance(data, bytes):  # JSON text off the wire
-                json_format.Parse(data, message, ignore_unknown_fields=True)
-            else:  # an already-parsed JSON value; a string is a JSON string, never re-parsed
-                json_format.ParseDict(data, message, ignore_unknown_fields=True)
+            json_format.ParseDict(value, message)
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-            raise PayloadDecodeError(full_name, f"the JSON body does not fit: {exc}") from exc
+            # protobuf's text speaks Python ("NoneType", recursion depth): not shown
+            problem = _shape_problem(value)
+            raise PayloadDecodeError(full_name, f"the JSON body does not fit: {problem}") from exc
         return message
     raise ContentTypeMismatch(PROTOBUF, content_type)
 
@@ -287,12 +299,117 @@ def _no_constants(name: str) -> Any:
 
 
 def _parse_json(data: Any, target: object) -> Any:
+    name = target if isinstance(target, str) else title(target)
     if not isinstance(data, bytes | bytearray):
         return data  # already parsed (structured mode)
     try:
         return json.loads(data, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise PayloadDecodeError(describe(target), "the body is not valid JSON") from exc
+    except RecursionError as exc:
+        raise PayloadDecodeError(name, "the JSON body nests too deeply") from exc
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise PayloadDecodeError(name, "the body is not valid JSON") from exc
+
+
+_MAX_DEPTH: Final = 100  # nesting levels of a protobuf JSON body (protobuf's own limit)
+
+
+def unknown_field(value: Any, descriptor: Any) -> str | None:
+    """The path of the first JSON member that names no field of the message (``items[0].sku2``),
+    or ``None``. Field names are read as protobuf's JSON mapping does: the JSON name
+    (``customerId``) or the proto name (``customer_id``). Well-known types keep their own
+    JSON forms and are not looked into. Iterative: a deep body raises nothing but its answer.
+    """
+    pending: list[tuple[Any, Descriptor, str, int]] = [(value, descriptor, "", 0)]
+    while pending:
+        item, message, path, depth = pending.pop()
+        if not isinstance(item, dict) or message.full_name.startswith("google.protobuf."):
+            continue  # not an object: the parser says what is wrong with it
+        if depth > _MAX_DEPTH:
+            return f"{path or '<root>'} (nested too deeply)"
+        fields = _json_fields(message)
+        for key, member in item.items():
+            field = fields.get(key)
+            where = f"{path}.{key}" if path else str(key)
+            if field is None:
+                return f"'{where[:_SHOWN]}'"
+            sub = field.message_type
+            if sub is None:
+                continue
+            if sub.GetOptions().map_entry:
+                inner = sub.fields_by_name["value"].message_type
+                if inner is not None and isinstance(member, dict):
+                    pending.extend((v, inner, f"{where}.{k}", depth + 1) for k, v in member.items())
+            elif field.is_repeated and isinstance(member, list):
+                pending.extend((v, sub, f"{where}[{i}]", depth + 1) for i, v in enumerate(member))
+            else:
+                pending.append((member, sub, where, depth + 1))
+    return None
+
+
+_SHOWN: Final = 120  # characters of a sender's field name quoted back
+_json_field_cache: dict[str, dict[str, FieldDescriptor]] = {}
+
+
+def _json_fields(message: Descriptor) -> dict[str, FieldDescriptor]:
+    fields = _json_field_cache.get(message.full_name)
+    if fields is None:
+        fields = {}
+        for field in message.fields:
+            fields[field.name] = field
+            fields[field.json_name] = field
+        _json_field_cache[message.full_name] = fields
+    return fields
+
+
+def _shape_problem(value: Any) -> str:
+    if not isinstance(value, dict):
+        return f"expected an object, got {json_name(value)}"
+    return "a field has a value of the wrong type"
+
+
+_PYDANTIC: Final = {
+    "missing": "missing field",
+    "extra_forbidden": "unknown field",
+    "model_type": "expected an object",
+    "model_attributes_type": "expected an object",
+    "dict_type": "expected an object",
+    "list_type": "expected an array",
+    "tuple_type": "expected an array",
+    "set_type": "expected an array",
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected a boolean",
+    "bool_parsing": "expected a boolean",
+    "none_required": "expected null",
+    "literal_error": "not one of the allowed values",
+    "enum": "not one of the allowed values",
+    "datetime_type": "expected a date-time string (ISO 8601)",
+    "datetime_parsing": "expected a date-time string (ISO 8601)",
+    "datetime_from_date_parsing": "expected a date-time string (ISO 8601)",
+    "date_parsing": "expected a date string (ISO 8601)",
+    "date_from_datetime_parsing": "expected a date string (ISO 8601)",
+    "uuid_parsing": "expected a UUID string",
+    "uuid_type": "expected a UUID string",
+    "decimal_parsing": "expected a decimal number",
+    "recursion_loop": "the value nests too deeply",
+}
+
+
+def _pydantic_problems(exc: pydantic.ValidationError) -> str:
+    """pydantic's errors in the wire's words: the field path and what was expected (its own
+    messages name Python types and quote the model's validators, which stay on this side)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False)[:10]:
+        where = ".".join(map(str, error["loc"]))[:_SHOWN] or "<root>"
+        what = _PYDANTIC.get(error["type"], "the value is refused")
+        if what.startswith("expected"):
+            what += f", got {json_name(error.get('input'))}"
+        problems.append(f"{where}: {what}")
+    return "; ".join(problems)
 
 
 # --- registry -----------------------------------------------------------------------------

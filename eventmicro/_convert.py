@@ -1,6 +1,7 @@
 """JSON values to typed Python values and back: dataclasses, containers, enums, dates, UUIDs.
 
-Errors name the field path (``lines[1].quantity: expected int, got a string``).
+Errors name the field path in the wire's words, never Python's
+(``lines[1].quantity: expected an integer, got a string``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
+import json
 import types
 import typing
 import uuid
@@ -23,7 +25,7 @@ try:  # pydantic is optional
 except ImportError:  # pragma: no cover - exercised only without pydantic installed
     pydantic = None  # type: ignore[assignment]
 
-__all__ = ["convert", "describe", "to_json"]
+__all__ = ["convert", "describe", "json_name", "title", "to_json"]
 
 
 def to_json(value: Any) -> Any:
@@ -66,15 +68,19 @@ def convert(value: Any, target: Any, path: str = "") -> Any:
     """Convert a parsed JSON value to ``target`` (dataclasses, containers, enums, datetimes...)."""
     try:
         return _convert(value, target, path)
-    except PayloadDecodeError:
-        raise
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise PayloadDecodeError(describe(target), f"{path or '<root>'}: {exc}") from exc
+    except PayloadDecodeError as exc:
+        if exc.expected == title(target):
+            raise
+        raise PayloadDecodeError(title(target), exc.reason) from exc  # named by the whole, not a leaf
+    except (TypeError, ValueError, ArithmeticError) as exc:  # their text is Python's: not shown
+        raise PayloadDecodeError(title(target), f"{path or '<root>'}: the value does not fit") from exc
+    except RecursionError as exc:
+        raise PayloadDecodeError(title(target), "the value nests too deeply") from exc
 
 
 def _fail(target: Any, path: str, value: Any) -> PayloadDecodeError:
     return PayloadDecodeError(
-        describe(target), f"{path or '<root>'}: expected {describe(target)}, got {_json_name(value)}"
+        title(target), f"{path or '<root>'}: expected {describe(target)}, got {json_name(value)}"
     )
 
 
@@ -121,7 +127,7 @@ def _convert(value: Any, target: Any, path: str) -> Any:
             for k, v in value.items()
         }
     if not isinstance(target, type):
-        raise PayloadDecodeError(describe(target), "unsupported annotation")
+        raise PayloadDecodeError(title(target), "unsupported annotation")
     if dataclasses.is_dataclass(target):
         return _convert_dataclass(value, target, path)
     if pydantic is not None and issubclass(target, pydantic.BaseModel):
@@ -151,7 +157,7 @@ def _convert(value: Any, target: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise _fail(target, path, value)
         return _leaf(Decimal, str(value), path, target)
-    raise PayloadDecodeError(describe(target), f"{path or '<root>'}: unsupported type")
+    raise PayloadDecodeError(title(target), f"{path or '<root>'}: unsupported type")
 
 
 def _b64(text: str) -> bytes:
@@ -172,7 +178,7 @@ def _leaf(parse: Callable[[Any], Any], value: Any, path: str, target: Any) -> An
     try:
         return parse(value)
     except (TypeError, ValueError, ArithmeticError) as exc:  # binascii.Error is a ValueError
-        raise PayloadDecodeError(describe(target), f"{path or '<root>'}: {exc}") from exc
+        raise _fail(target, path, value) from exc
 
 
 def _join(path: str, key: object) -> str:
@@ -187,7 +193,7 @@ def _convert_key(key: str, key_type: Any, path: str) -> Any:
         for member in key_type:
             if str(member.value) == key:
                 return member
-        raise PayloadDecodeError(describe(key_type), f"{path}: {key!r} is not a {key_type.__name__}")
+        raise _fail(key_type, path, key)
     return _convert(key, key_type, path)
 
 
@@ -217,19 +223,64 @@ def _convert_dataclass(value: Any, target: type, path: str) -> Any:
         raise PayloadDecodeError(target.__name__, f"{path or '<root>'}: the values were refused") from exc
 
 
+_SHAPES: Final[dict[Any, str]] = {
+    dict: "an object",
+    list: "an array",
+    tuple: "an array",
+    set: "an array",
+    frozenset: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+    None: "null",
+    Decimal: "a decimal number",
+    dt.datetime: "a date-time string (ISO 8601)",
+    dt.date: "a date string (ISO 8601)",
+    dt.time: "a time string (ISO 8601)",
+    uuid.UUID: "a UUID string",
+    bytes: "a base64 string",
+    Any: "any value",
+    object: "any value",
+}
+
+
 def describe(target: Any) -> str:
-    """A short name for a type or annotation, for error messages."""
-    return target.__name__ if isinstance(target, type) else str(target).replace("typing.", "")
+    """What a type or annotation expects, in JSON's words (``an array``, ``null``,
+    ``one of 'red', 'green'``), for error messages: never a Python type name."""
+    shape = _SHAPES.get(target)
+    if shape is not None:
+        return shape
+    origin = typing.get_origin(target)
+    if origin is typing.Annotated:
+        return describe(typing.get_args(target)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(dict.fromkeys(describe(option) for option in typing.get_args(target)))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(v) for v in typing.get_args(target))
+    if origin is tuple and typing.get_args(target) and typing.get_args(target)[-1] is not Ellipsis:
+        return f"an array of {len(typing.get_args(target))} items"
+    if origin is not None:
+        return _SHAPES.get(origin, "a value")
+    if isinstance(target, type) and issubclass(target, enum.Enum):
+        return "one of " + ", ".join(json.dumps(to_json(m.value)) for m in target)
+    if isinstance(target, type) and (
+        dataclasses.is_dataclass(target) or (pydantic is not None and issubclass(target, pydantic.BaseModel))
+    ):
+        return f"an object ({target.__name__})"
+    return "a value"
 
 
-def _json_name(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)
+def title(target: Any) -> str:
+    """The name a decode error gives its target: a class's own name (``Note``), else its shape."""
+    if isinstance(target, type) and (
+        dataclasses.is_dataclass(target) or (pydantic is not None and issubclass(target, pydantic.BaseModel))
+    ):
+        return target.__name__
+    return describe(target)
+
+
+def json_name(value: Any) -> str:
+    """What a parsed JSON value is (``an object``, ``null``), for error messages."""
+    return _SHAPES.get(type(value), "a value")
