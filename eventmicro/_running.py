@@ -36,7 +36,7 @@ from eventmicro import _tracing
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client, Trace
-from eventmicro._codecs import TypeRegistry, python_type_name, type_name_of
+from eventmicro._codecs import TypeRegistry, python_type_name, type_name_of, wire_type_name
 from eventmicro._context import Context
 from eventmicro._discovery import DiscoveryResponder
 from eventmicro._durable import DurableIntake, Replay, dead_letter_stream
@@ -148,12 +148,12 @@ class Running:
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
         # the CloudEvent type a single-type handler takes (None: any, e.g. a dict)
-        self._expected = {
-            (spec.kind, spec.name): type_name_of(spec.message_types[0])
-            if len(spec.message_types) == 1
-            else None
-            for spec in service.handlers
-        }
+        self._expected: dict[HandlerKind, dict[str, str | None]] = {
+            kind: {s.name: type_name_of(s.message_types[0]) for s in service.handlers if s.kind is kind}
+            for kind in HandlerKind
+        }  # by kind, then name: no enum hashing per message
+        self._expected_request = self._expected[HandlerKind.RPC]
+        self._expected_event = self._expected[HandlerKind.EVENT]
         self._stopped = False
 
     async def start(self) -> None:
@@ -441,10 +441,10 @@ class Running:
     async def _reply(
         self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
     ) -> binding.NATSMessage:
-        expected = python_type_name(spec.message_types[0])
+        expected = wire_type_name(spec.message_types[0])
         try:
             event = binding.from_nats(msg, None)
-            wanted = self._expected[HandlerKind.RPC, spec.name]
+            wanted = self._expected_request[spec.name]
             if wanted is not None and event.get_type() != wanted:
                 raise BadRequest(f"the request's type '{event.get_type()[:_SHOWN_TYPE]}' is not {wanted}")
             request: Any = event.data_as(spec.message_types[0])
@@ -551,7 +551,7 @@ class Running:
     async def _consume(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
         event = binding.from_nats(msg, None)
         if len(spec.message_types) == 1:
-            wanted = self._expected[spec.kind, spec.name]
+            wanted = self._expected_event[spec.name]
             if wanted is not None and event.get_type() != wanted:
                 raise UnexpectedType((wanted,), event.get_type()[:_SHOWN_TYPE])
             value: Any = event.data_as(spec.message_types[0])

@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from datetime import datetime
-from typing import Any, Final, overload
+from typing import Any, overload
 
 from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.base import Format
 from cloudevents.core.formats.json import JSONFormat
 
+from eventmicro import _json as strict_json
 from eventmicro._attributes import (
     CORE_ATTRIBUTES,
     REQUIRED_ATTRIBUTES,
@@ -21,7 +21,6 @@ from eventmicro._attributes import (
     check_string,
 )
 from eventmicro._clock import format_time, parse_time
-from eventmicro._codecs import _no_constants
 from eventmicro._errors import (
     EnvelopeError,
     InvalidAttribute,
@@ -107,14 +106,12 @@ def from_structured(
         except (ValueError, TypeError, KeyError, BaseCloudEventException) as exc:
             raise StructuredFormatError(f"structured event could not be read: {exc}") from exc
     try:
-        document = _strict_json(message.data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise StructuredFormatError("structured event body is not valid UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
+        document = strict_json.loads(message.data)
+    except strict_json.JSONError as exc:
         raise StructuredFormatError(f"structured event body is not valid JSON ({exc})") from exc
     if not isinstance(document, dict):
         raise StructuredFormatError(
-            f"structured event body must be a JSON object, not {type(document).__name__}"
+            f"structured event body must be a JSON object, not {_json_type(document)}"
         )
     if document.get("data") is not None and document.get("data_base64") is not None:
         raise StructuredFormatError("'data' and 'data_base64' are mutually exclusive")
@@ -136,46 +133,6 @@ def from_structured(
     _check_required(attributes)
     # JSON values stay as parsed; a JSON string stays a string, never re-parsed (§3.1.2).
     return _build(event_factory, attributes, data)
-
-
-_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-def _strict_json(text: str) -> Any:
-    """``json.loads`` that refuses NaN and Infinity, duplicate member names and lone surrogates.
-
-    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting).
-    """
-    value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_members)
-    if _SURROGATE_ESCAPE.search(text) is not None:
-        _check_unicode(value)
-    return value
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"member {key!r} appears twice")
-            seen.add(key)
-    return document
-
-
-def _check_unicode(value: Any) -> None:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("a string holds a lone surrogate") from exc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_unicode(key)
-            _check_unicode(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_unicode(item)
 
 
 def _json_attribute(name: str, value: Any) -> Any:
@@ -215,9 +172,17 @@ def _read_json_attribute(name: str, value: Any) -> Any:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", float: "a number with a fraction"}.get(
-        type(value), type(value).__name__
-    )
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number with a fraction",
+    }.get(type(value), "a value of another kind")
 
 
 def _put_data(document: dict[str, Any], data: Any, content_type: Any) -> None:
@@ -228,9 +193,9 @@ def _put_data(document: dict[str, Any], data: Any, content_type: Any) -> None:
         # bytes with no content type at all, go to data_base64 (JSON format §3.1.1).
         if content_type is not None and is_json_content_type(content_type):
             try:
-                document["data"] = _strict_json(data.decode("utf-8"))
+                document["data"] = strict_json.loads(bytes(data))
                 return
-            except (ValueError, RecursionError):
+            except strict_json.JSONError:
                 pass  # not JSON after all: keep it lossless as base64
         document["data_base64"] = base64.b64encode(data).decode("ascii")
     else:

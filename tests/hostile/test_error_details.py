@@ -126,16 +126,9 @@ CASES = [  # endpoint, body, content type, what the detail must say
 ]
 
 
-# eventmicro/_running.py prefixes the codec's words with python_type_name(request type)
-# ("the request is not a valid builtins.dict: ..."); it is to use _codecs.wire_type_name
-PREFIX_NAMES_PYTHON = pytest.mark.xfail(
-    strict=True, reason="_running.py names the request type with python_type_name, not wire_type_name"
-)
-
-
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=PREFIX_NAMES_PYTHON if c[0] in ("note", "review") else ()) for c in CASES],
+    CASES,
     ids=[f"{c[0]}-{c[1][:12]!r}" for c in CASES],
 )
 async def test_an_error_reply_says_what_is_wrong_in_the_wires_words(
