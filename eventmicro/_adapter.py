@@ -15,7 +15,6 @@ Connection lifecycle::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import itertools
 import logging
@@ -473,7 +472,10 @@ class Connection:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(opts.connect_attempts),
             wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
-            retry=retry_if_exception(lambda e: not isinstance(e, AuthorizationError)),
+            # a refusal is final; so is a cancellation (a stop while connecting), never retried
+            retry=retry_if_exception(
+                lambda e: not isinstance(e, AuthorizationError | asyncio.CancelledError)
+            ),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -551,14 +553,19 @@ class Connection:
         budget = 3 * self.options.connect_timeout * 2 * len(self.options.servers) + 1.0
         try:
             await asyncio.wait({connecting, failed}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # our caller gave up (a stop): so does the attempt
+            connecting.cancel()
+            raise
         finally:
             failed.cancel()
         if connecting.done():
             connecting.result()  # success, or the error nats-py raised
             return
         connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await connecting
+        await asyncio.wait({connecting})  # raises only if our own task is cancelled meanwhile
+        error = None if connecting.cancelled() else connecting.exception()
+        if error is not None:
+            log.debug("the abandoned connect attempt failed: %s", _describe(error))
         if self._connect_failed.is_set():
             raise ConnectionError("nats-py reported a TLS or credential failure")  # details: error_cb
         raise TimeoutError(f"connect did not finish in {budget:g}s")

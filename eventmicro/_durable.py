@@ -120,6 +120,7 @@ class DurableIntake:
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._seen: Store[str] | None = None  # the idempotency guard's bucket
         self.duplicates_skipped = 0
         self._handling: dict[str, _Claim] = {}  # guarded events in flight, by key
@@ -180,25 +181,19 @@ class DurableIntake:
 
     async def stop_intake(self) -> None:
         """Stop fetching; what is in flight keeps running (the task group waits for it)."""
-        for task in self._tasks[:1]:
-            task.cancel()
-        for task in self._tasks[:1]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True  # the loop ends even if a library swallowed the cancellation
+        await _cancel_bounded(self._tasks[:1], self.name)
 
     async def close(self) -> None:
         """After in-flight work is done: stop the heartbeat and unbind (the consumer stays)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        await _cancel_bounded(self._tasks, self.name)
         if self.consumer is not None:
             await self.consumer.close()
 
     async def _fetch_loop(self, consumer: PullConsumer) -> None:
         pause = 0.0
-        while True:
+        while not self._stopping:
             await self._room.wait()
             try:
                 deliveries = await consumer.fetch(self.spec.concurrency - len(self.inflight), FETCH_WAIT)
@@ -424,3 +419,18 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 def _count(stats: EndpointStats, code: int, reason: str) -> None:
     stats.num_errors += 1
     stats.last_error = f"{code}:{reason}"
+
+
+async def _cancel_bounded(tasks: list[asyncio.Task[None]], name: str) -> None:
+    """Cancel ``tasks`` and wait for them, at most `FETCH_WAIT` + 1 s: nats-py can swallow a
+    cancellation (its flush does), and a stop must end whatever the connection's state."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=FETCH_WAIT + 1.0)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer %s: %s ended with %r", name, task.get_name(), type(task.exception()).__name__)
+    if pending:
+        log.warning("consumer %s: %d task(s) did not stop in time; left behind", name, len(pending))
