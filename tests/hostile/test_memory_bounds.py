@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import AsyncIterator
-
-import pytest_asyncio
 
 from eventmicro import Connection, ConnectOptions, NatsServer, Service
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -31,13 +28,6 @@ def _service() -> Service:
         return orders.OrderAccepted(order_id=req.customer_id)
 
     return svc
-
-
-@pytest_asyncio.fixture
-async def caller(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 def _headers(index: int, **extra: str) -> dict[str, str]:
@@ -73,19 +63,25 @@ async def _retained_after(caller: Connection, server: NatsServer, headers_of: li
         await conn.close()
 
 
-async def test_unique_huge_attribute_values_are_not_kept(caller: Connection, nats_server: NatsServer) -> None:
+async def test_unique_huge_attribute_values_are_not_kept(
+    nats_connection: Connection, nats_server: NatsServer
+) -> None:
     attacks = [
         _headers(i, **{"ce-source": f"/{i}/" + "s" * SIZE, "ce-subject": f"{i}" + "x" * SIZE})
         for i in range(ATTACKS)
     ]
-    assert await _retained_after(caller, nats_server, attacks) < 8 * MIB
+    assert await _retained_after(nats_connection, nats_server, attacks) < 8 * MIB
 
 
-async def test_unique_huge_type_values_are_not_kept(caller: Connection, nats_server: NatsServer) -> None:
+async def test_unique_huge_type_values_are_not_kept(
+    nats_connection: Connection, nats_server: NatsServer
+) -> None:
     attacks = [_headers(i, **{"ce-type": f"t{i}." + "t" * SIZE}) for i in range(ATTACKS)]
-    assert await _retained_after(caller, nats_server, attacks) < 8 * MIB
+    assert await _retained_after(nats_connection, nats_server, attacks) < 8 * MIB
 
 
-async def test_unique_huge_extension_names_are_not_kept(caller: Connection, nats_server: NatsServer) -> None:
+async def test_unique_huge_extension_names_are_not_kept(
+    nats_connection: Connection, nats_server: NatsServer
+) -> None:
     attacks = [_headers(i, **{f"ce-{i}" + "e" * SIZE: "v"}) for i in range(ATTACKS)]
-    assert await _retained_after(caller, nats_server, attacks) < 8 * MIB
+    assert await _retained_after(nats_connection, nats_server, attacks) < 8 * MIB

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import (
     Client,
     Connection,
-    ConnectOptions,
-    NatsServer,
     NoResponders,
     Overloaded,
     Service,
@@ -32,13 +29,6 @@ from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
 ACCEPTED = orders.OrderAccepted
-
-
-@pytest_asyncio.fixture
-async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 def _gated(concurrency: int, backlog: int) -> tuple[Service, asyncio.Event, list[str]]:

@@ -9,24 +9,16 @@ handled, no reply, counted. A stricter allow-list is one argument away.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 
-from eventmicro import Client, Connection, ConnectOptions, Event, NatsServer, Service, Stream
+from eventmicro import Client, Connection, Event, Service, Stream
 from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
-
-
-@pytest_asyncio.fixture
-async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 def _service(**options: object) -> tuple[Service, list[str]]:

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import (
     BadRequest,
     Client,
     Connection,
-    ConnectOptions,
     DeadLetters,
     Event,
-    NatsServer,
     Service,
     Stream,
 )
@@ -31,13 +28,6 @@ from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
-
-
-@pytest_asyncio.fixture
-async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 def _service() -> tuple[Service, list[object]]:
