@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import pytest_asyncio
+
+from eventmicro import Connection, ConnectOptions, NatsServer
 
 pytest_plugins = ("pytester",)
 
@@ -23,3 +26,12 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 10) -> Non
 def eventually() -> Eventually:
     """``await eventually(lambda: ...)``: wait for a condition that has no event of its own."""
     return _eventually
+
+
+@pytest_asyncio.fixture
+async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
+    """A second connection to the session server, for a service under test, so the test's own
+    traffic (on ``nats_connection`` or a raw socket) never shares its reader; closed after."""
+    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    yield connection
+    await connection.close()
