@@ -247,9 +247,9 @@ async def serving(
 
     Yields the base URL; the socket listens before the block starts, so requests made at once
     wait in its backlog. On the way out, responses still open after ``grace`` seconds are cut.
-    Request heads are bounded by ``config``'s ``max_header_bytes``, ``max_headers`` and
-    ``header_timeout`` (default: `GatewayConfig`'s). For tests and for programs that run the
-    gateway beside other work.
+    Requests are bounded by ``config``'s ``max_header_bytes``, ``max_headers``,
+    ``header_timeout`` and ``body_timeout`` (default: `GatewayConfig`'s). For tests and for
+    programs that run the gateway beside other work.
     """
     listener = _listen(host, port)
     server = _server(app, grace, config or GatewayConfig())
@@ -284,7 +284,9 @@ def _server(app: ASGIApp, grace: float, config: GatewayConfig) -> uvicorn.Server
     # a body's bytes on the wire: the body, its chunk framing (small unless the chunks are
     # tiny) and its trailers, which the parser buffers whole
     wire_body = 2 * config.max_body + config.max_header_bytes + 64 * 1024
-    limits = HeaderLimits(config.max_header_bytes, config.max_headers, config.header_timeout, wire_body)
+    limits = HeaderLimits(
+        config.max_header_bytes, config.max_headers, config.header_timeout, wire_body, config.body_timeout
+    )
     options = uvicorn.Config(
         app,
         http=guarded(limits),  # heads bounded while they arrive (see _guard)

@@ -28,6 +28,7 @@ class GatewayConfig:
     max_header_bytes: int = 16 * KIB  # bytes of it; larger is 431 (Node.js's default too)
     max_headers: int = 100  # header fields in it; more is 431 (Apache's LimitRequestFields)
     header_timeout: float = 10.0  # seconds from its first byte to its end; slower is 408
+    body_timeout: float = 30.0  # seconds from a head's end to its body's end; slower is 408, closed
     default_timeout: float = 5.0  # seconds of a call that asks for no timeout
     max_timeout: float = 30.0  # a caller's X-Timeout (or ?timeout=) is capped at this
     cors_origins: tuple[str, ...] = ()
@@ -42,9 +43,15 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if self.max_body <= 0:
             raise ConfigurationError("max_body must be a positive number of bytes")
-        if self.max_header_bytes < 1024 or self.max_headers < 1 or not self.header_timeout > 0:
+        if (
+            self.max_header_bytes < 1024
+            or self.max_headers < 1
+            or not self.header_timeout > 0
+            or not self.body_timeout > 0
+        ):
             raise ConfigurationError(
-                "max_header_bytes must be at least 1024, max_headers and header_timeout positive"
+                "max_header_bytes must be at least 1024; max_headers, header_timeout and "
+                "body_timeout positive"
             )
         if not 0 < self.default_timeout <= self.max_timeout:
             raise ConfigurationError("timeouts must be positive, default_timeout <= max_timeout")

@@ -12,9 +12,13 @@ answers beyond any bound::
     body with its chunk framing and trailers over
       max_body_bytes (trailers are headers the parser
       buffers whole, like the head's)                     413, connection closed
+    body not complete within body_timeout of the head's
+      end (a body that trickles in, or keeps coming
+      after the answer, held a connection and up to
+      max_body of memory for ever)                        408 (or, once answered, closed)
 
-The bounds are the gateway's `GatewayConfig` ``max_header_bytes``, ``max_headers`` and
-``header_timeout``. Between requests on a kept-alive connection uvicorn's own keep-alive
+The bounds are the gateway's `GatewayConfig` ``max_header_bytes``, ``max_headers``,
+``header_timeout`` and ``body_timeout``. Between requests on a kept-alive connection uvicorn's own keep-alive
 timeout applies; the body is the routes' business (``max_body``).
 """
 
@@ -47,6 +51,7 @@ class HeaderLimits:
     max_count: int
     timeout: float
     max_body_bytes: int
+    body_timeout: float = 30.0
 
 
 class _Refused(Exception):
@@ -65,6 +70,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
         self._lingering = False
 
@@ -74,6 +80,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -114,9 +121,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = False
         self._body_bytes = 0
         self._disarm()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._disarm_body()
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
@@ -135,6 +144,22 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _disarm_body(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._in_head or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and (cycle.response_complete or cycle.response_started):
+            self.transport.close()  # answered (say 401) while the body still trickles in: nothing to say
+            return
+        detail = f"the request's body did not arrive within {self.limits.body_timeout:g} s"
+        self._refuse(408, detail, "BodyTimeout")
+
     def _timed_out(self) -> None:
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
@@ -144,13 +169,14 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._refuse(408, f"the request's header did not arrive within {self.limits.timeout:g} s")
 
-    def _refuse(self, status: int, detail: str) -> None:
+    def _refuse(self, status: int, detail: str, kind: str | None = None) -> None:
         """Answer ``status`` with the gateway's JSON error and close the connection after
         `LINGER` seconds of dropping what the client still sends (closing with unread bytes
         would reset the connection, and the client could lose the answer: nginx's lingering
         close). When the app's answer has begun, close at once; when the app is still reading
         the request, it is told the client is gone."""
         self._disarm()
+        self._disarm_body()
         if self.transport.is_closing() or self._lingering:
             return
         cycle = self.cycle
@@ -163,7 +189,7 @@ class GuardedProtocol(HttpToolsProtocol):
         error = {
             "code": status,
             "status": _REASONS[status].decode(),
-            "id": f"eventmicro.gateway.{_KINDS[status]}",
+            "id": f"eventmicro.gateway.{kind or _KINDS[status]}",
             "detail": detail,
         }
         body = json.dumps({"error": error}, separators=(",", ":")).encode()

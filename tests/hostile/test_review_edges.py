@@ -1,0 +1,91 @@
+"""Attacks found reviewing issue 12's edges, each over a real socket on a real nats-server.
+
+A request body that trickles in after a complete head held its connection (and up to
+``max_body`` of memory) for as long as the client kept sending a byte now and then: 200 such
+connections cost the gateway 200 file descriptors and +180 MiB for good, and a body still
+dripping after a 401 kept its connection open too. ``body_timeout`` bounds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from eventmicro import Connection
+from eventmicro.gateway import GatewayConfig, create_app, serving
+
+TOKEN = "s3cret"
+AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+
+
+@contextlib.asynccontextmanager
+async def gateway(connection: Connection, **limits: Any) -> AsyncIterator[tuple[str, int]]:
+    config = GatewayConfig(token=TOKEN, **limits)
+    async with serving(create_app(connection, config), config=config) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        yield host, int(port)
+
+
+async def drip_body(address: tuple[str, int], head: bytes) -> bytes:
+    """Send ``head`` (declaring a 1 MB body) and then the body a byte every 50 ms, for ever;
+    everything the gateway answers until it closes the connection."""
+    reader, writer = await asyncio.open_connection(*address)
+    received = bytearray()
+
+    async def receive() -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(1 << 16):
+                received.extend(chunk)
+
+    receiving = asyncio.create_task(receive())
+    try:
+        writer.write(head + b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{")
+        while not receiving.done():
+            try:
+                writer.write(b" ")
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.wait({receiving}, timeout=0.05)  # the attack's pace
+        await receiving
+    finally:
+        receiving.cancel()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return bytes(received)
+
+
+async def healthz(address: tuple[str, int]) -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_a_body_that_trickles_in_is_408_and_closed(nats_connection: Connection) -> None:
+    head = b"POST /api/orders/place HTTP/1.1\r\nHost: gw\r\n" + AUTH
+    async with gateway(nats_connection, body_timeout=0.5) as address:
+        raw = await drip_body(address, head)
+        status_line, _, rest = raw.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 408 Request Timeout", raw[:300]
+        error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+        assert error["id"] == "eventmicro.gateway.BodyTimeout"
+        assert error["detail"] == "the request's body did not arrive within 0.5 s"
+        assert (await healthz(address)).startswith(b"HTTP/1.1 200 OK")
+
+
+async def test_a_body_still_trickling_after_a_401_does_not_hold_the_connection(
+    nats_connection: Connection,
+) -> None:
+    """Unauthenticated: answered 401 at once; the body's bytes that keep coming are dropped and
+    the connection is closed once the body is overdue (drip_body returns only on that close)."""
+    async with gateway(nats_connection, body_timeout=0.5) as address:
+        raw = await drip_body(address, b"POST /api/orders/place HTTP/1.1\r\nHost: gw\r\n")
+        assert raw.startswith(b"HTTP/1.1 401 Unauthorized"), raw[:300]
+        assert raw.count(b"HTTP/1.1") == 1
