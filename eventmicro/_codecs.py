@@ -339,8 +339,9 @@ def unknown_field(value: Any, descriptor: Any) -> str | None:
                 inner = sub.fields_by_name["value"].message_type
                 if inner is not None and isinstance(member, dict):
                     pending.extend((v, inner, f"{where}.{k}", depth + 1) for k, v in member.items())
-            elif field.is_repeated and isinstance(member, list):
-                pending.extend((v, sub, f"{where}[{i}]", depth + 1) for i, v in enumerate(member))
+            elif field.is_repeated:  # not an array: the parser says so
+                if isinstance(member, list):
+                    pending.extend((v, sub, f"{where}[{i}]", depth + 1) for i, v in enumerate(member))
             else:
                 pending.append((member, sub, where, depth + 1))
     return None

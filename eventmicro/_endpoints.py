@@ -23,8 +23,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from eventmicro._adapter import Connection
-from eventmicro._cli_schemas import message_class, one_line
-from eventmicro._codecs import TYPE_URL_PREFIX, event_type
+from eventmicro._cli_schemas import message_class
+from eventmicro._codecs import TYPE_URL_PREFIX, event_type, unknown_field
 from eventmicro._errors import EventMicroError, NoResponders, Timeout
 
 __all__ = [
@@ -123,10 +123,26 @@ def parse_message(value: Any, cls: type[Message], what: str) -> Message:
     name = cls.DESCRIPTOR.full_name
     if not isinstance(value, dict) and not name.startswith("google.protobuf."):
         raise RequestInvalid(f"{what} for {name} must be a JSON object, not {_json_kind(value)}")
+    unknown = unknown_field(value, cls.DESCRIPTOR)
+    if unknown is not None:
+        raise RequestInvalid(f"{what} does not fit {name}: {unknown} is not a field of {name}")
     try:
         return json_format.ParseDict(value, cls())
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise RequestInvalid(f"{what} does not fit {name}: {one_line(exc)}") from exc
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise RequestInvalid(f"{what} does not fit {name}: {_field_problem(exc)}") from exc
+
+
+_FAILED_FIELD: Final = re.compile(r"Failed to parse (\w+) field")
+
+
+def _field_problem(exc: Exception) -> str:
+    """Which field of a protobuf JSON parse failed, in the schema's words. protobuf's own text
+    is not passed on: it speaks Python (``['sku', 'quantity']``, ``Bool value True``) and
+    quotes the sender's value back whole (a 4,300-digit number)."""
+    path = ".".join(_FAILED_FIELD.findall(str(exc)))  # field names come from the descriptor
+    if path:
+        return f"{path}: a value of the wrong type or out of range"
+    return "a field has a value of the wrong type or out of range"
 
 
 def build_request(value: Any, metadata: Mapping[str, str]) -> object:

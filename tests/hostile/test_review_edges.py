@@ -4,6 +4,10 @@ A request body that trickles in after a complete head held its connection (and u
 ``max_body`` of memory) for as long as the client kept sending a byte now and then: 200 such
 connections cost the gateway 200 file descriptors and +180 MiB for good, and a body still
 dripping after a 401 kept its connection open too. ``body_timeout`` bounds it.
+
+A JSON body that does not fit an endpoint's protobuf request type was answered with protobuf's
+own text: Python's words (``Bool value True``, ``Available Fields(except extensions):
+"['sku', 'quantity', 'unitPriceCents']"``) and the sender's 4,300-digit number quoted back whole.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from eventmicro import Connection
+import httpx
+import pytest
+
+from eventmicro import Connection, Service
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from schemas.shop.orders.v1 import orders_pb2 as orders
 
 TOKEN = "s3cret"
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
@@ -89,3 +97,51 @@ async def test_a_body_still_trickling_after_a_401_does_not_hold_the_connection(
         raw = await drip_body(address, b"POST /api/orders/place HTTP/1.1\r\nHost: gw\r\n")
         assert raw.startswith(b"HTTP/1.1 401 Unauthorized"), raw[:300]
         assert raw.count(b"HTTP/1.1") == 1
+
+
+def placing_service(name: str) -> Service:
+    svc = Service(name, version="1.0.0")
+
+    @svc.rpc
+    async def place(req: orders.PlaceOrder) -> orders.OrderAccepted:
+        return orders.OrderAccepted(order_id="ord-1")
+
+    return svc
+
+
+def order(item: str) -> bytes:
+    return b'{"customerId": "c1", "items": [' + item.encode() + b"]}"
+
+
+UNFIT = [  # a PlaceOrder body that does not fit, what the 400 must say
+    (order('{"sku": "a", "quantity": true}'), "items.quantity: a value of the wrong type or out of range"),
+    (order('{"sku": "a", "quantity": 1.5}'), "items.quantity: a value of the wrong type or out of range"),
+    (order('{"quantity": 18446744073709551616}'), "items.quantity: a value of the wrong type"),
+    (order('{"unitPriceCents": ' + "9" * 4300 + "}"), "items.unitPriceCents: a value of the wrong type"),
+    (order('{"sku": "a", "bogus": 1}'), "'items[0].bogus' is not a field of shop.orders.v1.PlaceOrder"),
+    (order("null"), "items: a value of the wrong type or out of range"),
+    (b'{"customerId": 5}', "customerId: a value of the wrong type or out of range"),
+    (b'{"items": {"sku": "a"}}', "items: a value of the wrong type or out of range"),
+]
+
+
+@pytest.mark.parametrize(("body", "says"), UNFIT, ids=[f"{b[-40:]!r}" for b, _ in UNFIT])
+async def test_a_body_that_does_not_fit_is_told_in_the_schemas_words(
+    nats_connection: Connection, body: bytes, says: str
+) -> None:
+    name = f"fit{abs(hash(body)) % 10**8}"
+    config = GatewayConfig(token=TOKEN)
+    async with (
+        placing_service(name).serving(nats_connection),
+        serving(create_app(nats_connection, config), config=config) as url,
+        httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        json_type = {"content-type": "application/json"}
+        answer = await http.post(f"/api/{name}/place", content=body, headers=json_type)
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["error"]["detail"]
+    assert detail.startswith("the request does not fit shop.orders.v1.PlaceOrder: ")
+    assert says in detail
+    assert len(detail) < 200  # the sender's value is not quoted back
+    for python in ("True", "Available Fields", "['", "Failed to parse", "Message type", "Couldn't"):
+        assert python not in detail
