@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from eventmicro._asyncapi import asyncapi_for_services, asyncapi_from_discovery
 from eventmicro._cli_common import connect_options
 from eventmicro._cli_run import load_services
 from eventmicro._cli_schemas import UNKNOWN, ToolError, load_schemas, one_line, runner
+from eventmicro._cli_text import json_text, printable
 from eventmicro._cli_tools import NATS_HELP, add_common, connection
 from eventmicro._discovery import discover
 from eventmicro._errors import ConfigurationError
@@ -131,10 +131,19 @@ async def _discovered(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dumper(kind: str) -> Any:
+    """The document as text that is safe to print: with --discover its names, descriptions and
+    metadata are whatever a service answered, control and bidi characters included."""
     if kind == "json":
-        return lambda document: json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        return lambda document: json_text(document, indent=2) + "\n"  # escaped, the same JSON value
     try:
         import yaml
     except ImportError:
         raise ToolError("--format yaml needs PyYAML: pip install pyyaml") from None
-    return lambda document: yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110)
+
+    def dump(document: Any) -> str:
+        text: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110)
+        if printable(text, keep_newlines=True) != text:  # YAML writes C1 and bidi controls raw
+            text = yaml.safe_dump(document, sort_keys=False, allow_unicode=False, width=110)  # all escaped
+        return text
+
+    return dump

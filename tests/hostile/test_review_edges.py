@@ -8,6 +8,9 @@ dripping after a 401 kept its connection open too. ``body_timeout`` bounds it.
 A JSON body that does not fit an endpoint's protobuf request type was answered with protobuf's
 own text: Python's words (``Bool value True``, ``Available Fields(except extensions):
 "['sku', 'quantity', 'unitPriceCents']"``) and the sender's 4,300-digit number quoted back whole.
+
+``eventmicro docs --discover`` printed what services answered to ``$SRV.INFO`` with C1 controls,
+DEL and bidi overrides raw (JSON and YAML alike).
 """
 
 from __future__ import annotations
@@ -15,13 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
+import unicodedata
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from eventmicro import Connection, Service
+from eventmicro import Connection, NatsServer, Service
+from eventmicro._adapter import Message
 from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -145,3 +155,47 @@ async def test_a_body_that_does_not_fit_is_told_in_the_schemas_words(
     assert len(detail) < 200  # the sender's value is not quoted back
     for python in ("True", "Available Fields", "['", "Failed to parse", "Message type", "Couldn't"):
         assert python not in detail
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = "a\x1b[2Jb\x1b]0;owned\x07c\x9b31md\u202ee\x7ff\nfake line\rg\x07"
+
+
+async def test_docs_discover_prints_what_services_answer_escaped(
+    nats_server: NatsServer, nats_connection: Connection
+) -> None:
+    """A foreign responder answers $SRV.INFO with escape sequences in its description, metadata
+    and endpoints; the AsyncAPI document on stdout holds none of them raw, and reads back
+    (JSON and YAML) with the same text."""
+    name = f"evil{uuid.uuid4().hex[:8]}"
+    info = {
+        "type": "io.nats.micro.v1.info_response",
+        "name": name,
+        "id": "one",
+        "version": "1.0.0",
+        "description": HOSTILE,
+        "metadata": {f"k{HOSTILE}": HOSTILE, "eventmicro.subscribes": HOSTILE},
+        "endpoints": [{"name": "e", "subject": f"{name}.e", "metadata": {"eventmicro.reply": HOSTILE}}],
+    }
+
+    async def answer(msg: Message) -> None:
+        if msg.reply:
+            await nats_connection.publish(msg.reply, json.dumps(info).encode())
+
+    for subject in ("$SRV.INFO", f"$SRV.INFO.{name}"):
+        await nats_connection.subscribe(subject, answer)
+    await nats_connection.flush()
+    for form, read in (("json", json.loads), ("yaml", yaml.safe_load)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventmicro", "docs", "--discover", "--url", nats_server.url,
+            "--format", form, name,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode(errors="replace")
+        text = out.decode("utf-8")
+        raw = sorted({c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")})
+        assert raw == [], f"{form}: raw control characters reached the terminal: {raw!r}"
+        document = read(text)
+        assert document["info"]["description"].startswith(HOSTILE), form
