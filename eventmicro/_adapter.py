@@ -216,6 +216,7 @@ class _Msg(_NatsMsg):
     """nats-py's message, stamped with the moment the reader took it off the socket."""
 
     received: float = 0.0
+    counted: int = 0  # header bytes counted in its subscription's pending bytes (see _Client)
 
 
 class _Client(_NatsClient):
@@ -260,6 +261,25 @@ class _Client(_NatsClient):
             self._resp_map.pop(token, None)
 
     _resp_sid: int = 0
+    # Subscriptions (by sid) whose pending bytes count header blocks too: nats-py counts only
+    # the payload, so messages with empty bodies and ~1 MB header blocks were buffered without
+    # bound (524,288 of them). The callback of each must call `release` for every message.
+    _header_bytes: int = 0  # of the message being built (read by _build_message)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counting: set[int] = set()
+
+    def count_headers(self, sid: int) -> None:
+        self._counting.add(sid)
+
+    def release(self, msg: _NatsMsg) -> None:
+        """A message of a counting subscription was taken from its buffer."""
+        counted = getattr(msg, "counted", 0)
+        if counted and msg._sid is not None:
+            sub = self._subs.get(msg._sid)
+            if sub is not None:
+                sub._pending_size -= counted
 
     async def _init_request_sub(self) -> None:
         await super()._init_request_sub()
@@ -272,7 +292,20 @@ class _Client(_NatsClient):
         request's future here, not through a subscription task."""
         try:
             if sid != self._resp_sid or not sid:
-                await super()._process_msg(sid, subject, reply, data, headers)
+                sub = self._subs.get(sid) if headers and sid in self._counting else None
+                if sub is None or sub._jsi is not None:
+                    await super()._process_msg(sid, subject, reply, data, headers)
+                    return
+                # the header block counts against the pending bytes limit, like the payload
+                sub._pending_size += len(headers)
+                queued = sub._pending_queue.qsize()
+                self._header_bytes = len(headers)
+                try:
+                    await super()._process_msg(sid, subject, reply, data, headers)
+                finally:
+                    self._header_bytes = 0
+                    if sub._pending_queue.qsize() == queued:  # not queued: dropped (slow consumer)
+                        sub._pending_size -= len(headers)
                 return
             self.stats["in_msgs"] += 1
             self.stats["in_bytes"] += len(data)
@@ -299,6 +332,7 @@ class _Client(_NatsClient):
             headers=headers,
             _sid=sid,
             received=time.monotonic(),
+            counted=self._header_bytes,
         )
 
     async def _read_loop(self) -> None:
@@ -686,18 +720,24 @@ class Connection:
         """
 
         async def deliver(msg: _NatsMsg) -> None:
+            if counting is not None:
+                counting.release(msg)
             await handler(
                 Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
             )
 
+        nc = self._client
+        counting = nc if isinstance(nc, _Client) else None
         try:
-            sub = await self._client.subscribe(
+            sub = await nc.subscribe(
                 subject,
                 queue=queue or "",
                 cb=deliver,
                 pending_msgs_limit=pending_msgs_limit,
                 pending_bytes_limit=pending_bytes_limit,
             )
+            if counting is not None:
+                counting.count_headers(sub._id)
             await _round_trip(self._client, 5.0)
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, 5.0) from exc
