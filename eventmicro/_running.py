@@ -516,13 +516,16 @@ class Running:
             code = error_code(exc)
             stats.num_errors += 1
             stats.last_error = f"{exc.code}:{exc.message}"
-            log.warning(
-                "service %s: event on %s not handled by %s: %s",
-                self.service.name,
-                msg.subject,
-                spec.name,
-                exc.message,
-            )
+            held = stats.quiet.due()  # any client can send these: one line per 10 s per handler
+            if held >= 0:
+                log.warning(
+                    "service %s: event on %s not handled by %s: %s (%d more since the last line)",
+                    self.service.name,
+                    msg.subject,
+                    spec.name,
+                    exc.message,
+                    held,
+                )
         except Exception as exc:  # the handler's (or a bad event's) failure: logged, service keeps serving
             code = error_code(exc)
             stats.num_errors += 1
