@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import re
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -237,8 +238,9 @@ class _Client(_NatsClient):
         """nats-py's request over the shared response subscription, without `asyncio.wait_for`.
 
         The same protocol (one ``_INBOX.<nuid>.*`` subscription, a token per request); the
-        reply future is awaited directly with one timer, and tokens come from a counter (they
-        only need to be unique within this connection's response prefix).
+        reply future is awaited directly with one timer. A token is a counter (unique within
+        this connection's response prefix) and 64 random bits: whoever saw one reply subject of
+        this connection (any service it called) cannot guess the next one and answer it.
         """
         if self.is_draining_pubs:
             raise nats.errors.ConnectionDrainingError
@@ -247,7 +249,7 @@ class _Client(_NatsClient):
         prefix = self._resp_sub_prefix
         if prefix is None:  # pragma: no cover - set by _init_request_sub
             raise nats.errors.ConnectionClosedError
-        token = f"{next(self._tokens):x}"
+        token = f"{next(self._tokens):x}{secrets.randbits(64):016x}"
         future: asyncio.Future[_NatsMsg] = asyncio.get_running_loop().create_future()
         self._resp_map[token] = future
         try:

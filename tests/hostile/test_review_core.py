@@ -130,3 +130,34 @@ async def test_a_flood_of_bad_events_costs_one_log_line_not_one_each(
         await eventually(lambda: handled == ["o1"] and stats.num_errors == 300)
     lines = [r for r in caplog.records if "not handled by on_placed" in r.getMessage()]
     assert len(lines) == 1
+
+
+async def test_a_reply_subject_seen_once_does_not_let_anyone_answer_the_next_call(
+    victim: Connection, nats_connection: Connection, raw: Raw, eventually: Eventually
+) -> None:
+    """Any service a caller calls sees the caller's reply subject. Reply tokens came from a
+    counter, so after one call the next token was known: a forged reply (or a forged
+    ``503`` status, read as no responders) published there won the race against the real
+    one. Tokens carry 64 random bits now."""
+    seen: list[str] = []
+    genuine = asyncio.Event()
+
+    async def responder(msg: Message) -> None:
+        seen.append(msg.reply)
+        if len(seen) > 1:
+            await genuine.wait()  # the second call is answered once the attacker has tried
+        await nats_connection.publish(msg.reply, b"genuine")
+
+    await nats_connection.subscribe("review.forge", responder)
+    assert (await victim.request("review.forge", b"1", timeout=5)).data == b"genuine"
+    prefix, _, token = seen[0].rpartition(".")
+    second = asyncio.create_task(victim.request("review.forge", b"2", timeout=5))
+    await eventually(lambda: len(seen) == 2)
+    for step in range(1, 50):  # the next tokens as a counter would make them, plain and suffixed
+        for guess in (f"{int(token, 16) + step:x}", f"{int(token[:-16] or '0', 16) + step:x}{token[-16:]}"):
+            raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0\r\n\r\n", b"forged")
+            raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0 503\r\n\r\n")
+    await raw.round_trip()
+    await victim.flush()
+    genuine.set()
+    assert (await second).data == b"genuine"
