@@ -341,6 +341,9 @@ class _Client(_NatsClient):
         """nats-py's reader; when it stops on an error it did not expect while still
         connected (it only logs then, and the connection stays deaf), reconnect at once."""
         await super()._read_loop()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # cancelled (nats-py's loop swallows it): not a crash
         if self.is_closed or self.is_reconnecting or self._transport is None:
             return  # a normal end: closing, or nats-py's own reconnect already began
         self.counters.reader_restarts += 1

@@ -228,3 +228,17 @@ async def test_a_reader_that_dies_reconnects_at_once_and_is_not_ready_meanwhile(
             assert reply.order_id == "c3"
     finally:
         await service_conn.close()
+
+
+async def test_a_cancelled_reader_is_not_taken_for_a_crash(nats_server: NatsServer) -> None:
+    """Cancelling the reader (what closing or tearing down a loop does) is no reason to reconnect."""
+    conn = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    try:
+        reader = conn._client._reading_task
+        assert reader is not None
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert conn.stats.reader_restarts == 0
+    finally:
+        await conn.close()
