@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 from typing import Any
 
+from eventmicro import _json as strict_json
 from eventmicro._adapter import Connection
 from eventmicro._cli_common import connect_options
 from eventmicro._cli_text import json_text, printable
@@ -174,8 +174,8 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
 
 def _body(data: bytes) -> dict[str, Any]:
     try:
-        return {"body": json.loads(data)}
-    except ValueError:
+        return {"body": strict_json.loads(data)}  # strict: a deep body never raises
+    except strict_json.JSONError:
         pass
     try:
         text = data.decode("utf-8")

@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
+from eventmicro import _json as strict_json
 from eventmicro._codecs import PROTOBUF, TYPE_URL_PREFIX, is_json_media
 
 __all__ = [
@@ -158,7 +159,8 @@ def data_to_json(data: Any, content_type: str | None, type_hint: str | None) -> 
     """Event data as ``("data", JSON value)``, or ``("data_base64", text)`` when it has no JSON form.
 
     Protobuf data is decoded when its type (``type_hint``: the dataschema or event type) is
-    installed; JSON content is parsed; text stays text.
+    installed; JSON content is read strictly (`eventmicro._json`: NaN, duplicate names or deep
+    nesting are shown as the bytes they are, never raise or pass for other JSON); text stays text.
     """
     if not isinstance(data, bytes | bytearray):
         return "data", data  # structured mode: already a JSON value
@@ -176,8 +178,8 @@ def data_to_json(data: Any, content_type: str | None, type_hint: str | None) -> 
         return "data_base64", base64.b64encode(data).decode("ascii")
     if media is None or (content_type is not None and is_json_media(content_type)):
         try:
-            return "data", json.loads(data)
-        except ValueError:
+            return "data", strict_json.loads(data)
+        except strict_json.JSONError:
             if media is not None:
                 return "data_base64", base64.b64encode(data).decode("ascii")
     try:

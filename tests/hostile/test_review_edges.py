@@ -16,6 +16,7 @@ DEL and bidi overrides raw (JSON and YAML alike).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -199,3 +200,42 @@ async def test_docs_discover_prints_what_services_answer_escaped(
         assert raw == [], f"{form}: raw control characters reached the terminal: {raw!r}"
         document = read(text)
         assert document["info"]["description"].startswith(HOSTILE), form
+
+
+async def test_tail_shows_event_data_that_is_not_strict_json_as_bytes_never_drops_it(
+    nats_server: NatsServer, nats_connection: Connection
+) -> None:
+    """Data labelled JSON that nests 100,000 deep was dropped without a word (the reader raised
+    in the handler); NaN and a duplicate member name passed for JSON (the last one shown). Each
+    is now shown, as the bytes it is, and the next event follows."""
+    prefix = f"rawtail{uuid.uuid4().hex[:8]}"
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-source": "/x",
+        "ce-type": "com.x",
+        "content-type": "application/json",
+    }
+    bodies = {
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "nan": b"NaN",
+        "twice": b'{"a": 1, "a": 2}',
+        "ok": b"{}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventmicro", "tail", "--url", nats_server.url, f"{prefix}.>",
+        "--count", str(len(bodies)), "--json",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    listening = await asyncio.wait_for(process.stderr.readline(), 60)  # once it is subscribed
+    assert listening.startswith(b"listening on"), listening
+    for name, body in bodies.items():
+        await nats_connection.publish(f"{prefix}.{name}", body, headers={**headers, "ce-id": name})
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode(errors="replace")
+    shown = {line["id"]: line for line in map(json.loads, out.splitlines())}
+    assert list(shown) == list(bodies)
+    for name in ("deep", "nan", "twice"):
+        assert "data" not in shown[name]
+        assert base64.b64decode(shown[name]["data_base64"]) == bodies[name]
+    assert shown["ok"]["data"] == {}
