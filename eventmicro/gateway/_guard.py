@@ -16,6 +16,11 @@ answers beyond any bound::
       end (a body that trickles in, or keeps coming
       after the answer, held a connection and up to
       max_body of memory for ever)                        408 (or, once answered, closed)
+    more than MAX_PIPELINED requests waiting behind the
+      one being answered (uvicorn parses every pipelined
+      request it reads and resumes reading after each
+      answer: 20 connections that never read their
+      answers grew the gateway by 2.7 GiB)                closed
 
 The bounds are the gateway's `GatewayConfig` ``max_header_bytes``, ``max_headers``,
 ``header_timeout`` and ``body_timeout``. Between requests on a kept-alive connection uvicorn's own keep-alive
@@ -33,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["HeaderLimits", "guarded"]
 
+MAX_PIPELINED: Final = 100  # requests one connection may have waiting behind the one being answered
 LINGER: Final = 2.0  # seconds a refused connection's further bytes are read and dropped before closing
 _REASONS: Final = {
     408: b"Request Timeout",
@@ -118,6 +124,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:  # sends requests and never reads the answers
+            self.pipeline.clear()
+            self.transport.close()
+            raise _Refused  # stops the parser: the rest of what was read is not parsed
         self._in_head = False
         self._body_bytes = 0
         self._disarm()
@@ -131,6 +141,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
+        if self.transport.is_closing():
+            return  # closed on purpose (a pipeline too deep): nothing more to say
         if self._refusal is None:
             super().send_400_response(msg)
         else:

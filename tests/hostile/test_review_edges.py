@@ -239,3 +239,36 @@ async def test_tail_shows_event_data_that_is_not_strict_json_as_bytes_never_drop
         assert "data" not in shown[name]
         assert base64.b64decode(shown[name]["data_base64"]) == bodies[name]
     assert shown["ok"]["data"] == {}
+
+
+async def pipelined(address: tuple[str, int], count: int) -> bytes:
+    """``count`` GET /healthz pipelined on one connection, all written before a byte is read;
+    everything answered until the gateway closes the connection (the last request asks it to)."""
+    reader, writer = await asyncio.open_connection(*address)
+    requests = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n" * (count - 1)
+    writer.write(requests + b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    received = bytearray()
+    try:
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            while chunk := await reader.read(1 << 16):
+                received.extend(chunk)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return bytes(received)
+
+
+async def test_a_pipeline_whose_answers_are_not_read_is_cut(nats_connection: Connection) -> None:
+    """uvicorn parses every pipelined request it reads and reads on after each answer: a client
+    that writes requests and never reads grew the gateway by 2.7 GiB (20 connections). A
+    connection with more than MAX_PIPELINED requests waiting is closed; a shallow pipeline is
+    answered whole, and the gateway keeps answering."""
+    from eventmicro.gateway._guard import MAX_PIPELINED
+
+    async with gateway(nats_connection) as address:
+        assert (await pipelined(address, 50)).count(b"HTTP/1.1 200 OK") == 50
+        answered = (await pipelined(address, 20_000)).count(b"HTTP/1.1 200 OK")
+        assert answered <= MAX_PIPELINED + 1  # then closed: the rest never parsed, never answered
+        assert (await healthz(address)).startswith(b"HTTP/1.1 200 OK")
