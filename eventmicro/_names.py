@@ -24,6 +24,7 @@ __all__ = [
     "DEAD_LETTER_PREFIX",
     "DEAD_LETTER_STREAM",
     "EVENT_PREFIX",
+    "MAX_SUBJECT_LENGTH",
     "check_handler_name",
     "check_service_name",
     "check_subject",
@@ -45,6 +46,10 @@ _SEMVER: Final = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 _TOKEN: Final = re.compile(r"[\x21-\x7e]+")
+# characters (ASCII: bytes) of a subject. nats-server cuts a client whose protocol line is longer
+# than its max_control_line (4 KiB), and nats-py then closes the connection for good: one event
+# type of 5,000 characters sent to the gateway left it without NATS until restarted.
+MAX_SUBJECT_LENGTH: Final = 1024
 
 
 def check_service_name(name: str) -> str:
@@ -70,6 +75,10 @@ def check_version(version: str) -> str:
 
 def check_subject(subject: str, *, wildcards: bool = False) -> str:
     """Return a valid NATS subject; raise `ConfigurationError` otherwise."""
+    if isinstance(subject, str) and len(subject) > MAX_SUBJECT_LENGTH:
+        raise ConfigurationError(
+            f"a NATS subject is at most {MAX_SUBJECT_LENGTH} characters, not {len(subject):,}"
+        )
     tokens = subject.split(".") if isinstance(subject, str) else [""]
     last = len(tokens) - 1
     for i, part in enumerate(tokens):

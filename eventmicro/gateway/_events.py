@@ -33,7 +33,7 @@ from eventmicro._codecs import JSON
 from eventmicro._endpoints import RequestInvalid, parse_message
 from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
 from eventmicro._event import Event
-from eventmicro._names import EVENT_PREFIX, check_subject, event_subject
+from eventmicro._names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, check_subject, event_subject
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
     PROTOBUF_MEDIA,
@@ -228,6 +228,9 @@ def _subject(request: Request, event_type: str) -> str:
 
 
 def _check_type(event_type: str) -> None:
+    if len(event_subject(event_type)) > MAX_SUBJECT_LENGTH:
+        longest = MAX_SUBJECT_LENGTH - len(event_subject(""))
+        raise Problem(400, "BadRequest", f"an event type is at most {longest} characters: give ?subject=")
     try:
         check_subject(event_subject(event_type))
     except ValueError:
