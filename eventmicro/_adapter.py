@@ -45,6 +45,7 @@ from tenacity import (
 from eventmicro._config import ConnectOptions, redact_url
 from eventmicro._errors import (
     AuthorizationError,
+    ConfigurationError,
     ConnectError,
     ConnectionClosed,
     EventMicroError,
@@ -70,6 +71,9 @@ log = logging.getLogger("eventmicro.connection")
 
 _HEADER_LINE: Final = len(b"NATS/1.0\r\n")
 _NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
+# nats-server cuts (and nats-py then closes for good) a connection whose protocol line is over
+# max_control_line (4 KiB by default): subject and reply together stay well under it
+_MAX_SUBJECTS: Final = 3840
 _MAX_CACHED_NAME: Final = 64  # longer header names are encoded each time, never cached
 _CACHED_NAMES: Final = 1024  # so the name cache holds at most ~70 KiB
 # What nats-py's defaults allow a subscription to buffer; eventmicro never sets less.
@@ -673,6 +677,8 @@ class Connection:
     ) -> None:
         """Publish a message. Raises `PayloadTooLarge` (nothing sent) or `ConnectionClosed`."""
         nc = self._client
+        if len(subject) + len(reply) > _MAX_SUBJECTS:
+            raise _too_long(subject, reply)
         too_big = _fits(headers, len(data), nc.max_payload)
         if too_big:
             raise PayloadTooLarge(subject, too_big, nc.max_payload)
@@ -695,6 +701,8 @@ class Connection:
         ``timeout`` seconds, `PayloadTooLarge` before sending an oversize message.
         """
         nc = self._client
+        if len(subject) > _MAX_SUBJECTS:
+            raise _too_long(subject, "")
         too_big = _fits(headers, len(data), nc.max_payload)
         if too_big:
             raise PayloadTooLarge(subject, too_big, nc.max_payload)
@@ -767,6 +775,11 @@ class Connection:
 
     # --- callbacks -----------------------------------------------------------------------
 
+    @property
+    def _label(self) -> str:
+        """How log lines name this connection: its client name, if it has one."""
+        return repr(self.options.name) if self.options.name else "(unnamed)"
+
     async def _on_error(self, exc: Exception) -> None:
         if self._state is ConnectionState.NEW:
             self._connect_errors.append(exc)
@@ -780,23 +793,23 @@ class Connection:
             elif self.stats.slow_consumer == 1 or self.stats.slow_consumer % 10000 == 0:
                 log.warning("slow consumer on '%s': messages dropped", exc.subject)
         else:
-            log.warning("NATS connection error: %s", _describe(exc))
+            log.warning("NATS connection error (connection %s): %s", self._label, _describe(exc))
 
     async def _on_disconnected(self) -> None:
         if self._state is ConnectionState.CONNECTED:
             self._state = ConnectionState.RECONNECTING
-            log.warning("disconnected from NATS; reconnecting")
+            log.warning("disconnected from NATS (connection %s); reconnecting", self._label)
 
     async def _on_reconnected(self) -> None:
         if self._state is ConnectionState.RECONNECTING:
             self._state = ConnectionState.CONNECTED
-        log.warning("reconnected to NATS at %s", self.connected_url)
+        log.warning("reconnected to NATS at %s (connection %s)", self.connected_url, self._label)
 
     async def _on_closed(self) -> None:
         if self._state not in (ConnectionState.DRAINING, ConnectionState.NEW):
             self._state = ConnectionState.CLOSED
             self._closed.set()
-            log.warning("NATS connection closed by the client library")
+            log.warning("NATS connection closed by the client library (connection %s)", self._label)
 
 
 async def _round_trip(nc: _NatsClient, timeout: float) -> None:
@@ -808,6 +821,13 @@ async def _round_trip(nc: _NatsClient, timeout: float) -> None:
     """
     await nc._flush_pending(force_flush=True)
     await nc.flush(timeout=math.ceil(timeout))
+
+
+def _too_long(subject: str, reply: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"subject '{subject[:60]}...' and reply subject are {len(subject) + len(reply)} characters, "
+        f"over {_MAX_SUBJECTS}: nats-server would close the connection; nothing was sent"
+    )
 
 
 def _expire(future: asyncio.Future[_NatsMsg]) -> None:

@@ -242,3 +242,17 @@ async def test_a_cancelled_reader_is_not_taken_for_a_crash(nats_server: NatsServ
         assert conn.stats.reader_restarts == 0
     finally:
         await conn.close()
+
+
+async def test_a_subject_the_server_would_choke_on_is_refused_before_sending(
+    nats_connection: Connection,
+) -> None:
+    """nats-server cuts a connection whose protocol line is over 4 KiB, and nats-py then closes
+    it for good: a service publishing an event with a huge type must not lose its connection."""
+    client = Client(nats_connection)
+    with pytest.raises(ValueError, match="nothing was sent"):
+        await client.publish(orders.OrderPlaced(order_id="x"), subject="events." + "t" * 5000)
+    with pytest.raises(ValueError, match="nothing was sent"):
+        await nats_connection.request("q." + "t" * 5000, b"", timeout=1)
+    assert nats_connection.is_connected
+    await nats_connection.flush()  # the connection still works
