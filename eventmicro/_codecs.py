@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, EncodeError, Message
 
+from eventmicro import _json as strict_json
 from eventmicro._convert import convert, json_name, title, to_json
 from eventmicro._errors import (
     ContentTypeMismatch,
@@ -294,20 +295,15 @@ def _decode_protobuf(
     raise ContentTypeMismatch(PROTOBUF, content_type)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _parse_json(data: Any, target: object) -> Any:
+    """The body read by the one strict JSON reader (eventmicro._json), whatever sent it."""
     name = target if isinstance(target, str) else title(target)
     if not isinstance(data, bytes | bytearray):
         return data  # already parsed (structured mode)
     try:
-        return json.loads(data, parse_constant=_no_constants)
-    except RecursionError as exc:
-        raise PayloadDecodeError(name, "the JSON body nests too deeply") from exc
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError
-        raise PayloadDecodeError(name, "the body is not valid JSON") from exc
+        return strict_json.loads(bytes(data), max_depth=_MAX_DEPTH)
+    except strict_json.JSONError as exc:  # its words are JSON's, safe to send
+        raise PayloadDecodeError(name, f"the body is not valid JSON: {exc}") from exc
 
 
 _MAX_DEPTH: Final = 100  # nesting levels of a protobuf JSON body (protobuf's own limit)

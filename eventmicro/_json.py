@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any, Final, NoReturn
 
 __all__ = ["MAX_DIGITS", "JSONError", "loads"]
@@ -25,6 +26,7 @@ __all__ = ["MAX_DIGITS", "JSONError", "loads"]
 MAX_DIGITS: Final = 4300  # digits of an integer (Python's own int/str conversion limit)
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SHOWN: Final = 60  # characters of a member name quoted in a message
+_INF: Final = float("inf")
 
 
 class JSONError(ValueError):
@@ -49,19 +51,20 @@ def loads(data: bytes | str, *, max_depth: int = 100) -> Any:
     if text.startswith("\ufeff"):
         raise JSONError("the JSON text starts with a byte order mark")
     try:
-        value = json.loads(
-            text,
-            parse_constant=_constant,
-            parse_float=_float,
-            parse_int=_int,
-            object_pairs_hook=_members,
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         what = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + the position
         raise JSONError(f"{what[:1].lower()}{what[1:]} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:  # nested deeper than the parser goes: deeper than any max_depth it can check
         _too_deep(max_depth)
-    _check(value, max_depth, unicode=_SURROGATE_ESCAPE.search(text) is not None)
+    except JSONError:
+        raise
+    except ValueError:  # Python's own limit on the digits of an int (sys.get_int_max_str_digits)
+        raise JSONError(f"an integer has more than {MAX_DIGITS} digits") from None
+    unicode = _SURROGATE_ESCAPE.search(text) is not None
+    # the walk is needed only when the text could break a rule the decoder does not check
+    if unicode or text.count("[") + text.count("{") > max_depth:
+        _check(value, max_depth, unicode=unicode)
     return value
 
 
@@ -71,8 +74,8 @@ def _constant(name: str) -> NoReturn:
 
 def _float(text: str) -> float:
     number = float(text)
-    if number in (float("inf"), float("-inf")):
-        raise JSONError(f"the number {_cut(text, 40)} is too large")
+    if number in (_INF, -_INF):
+        raise JSONError("a number is too large for a double")
     return number
 
 
@@ -133,3 +136,14 @@ def _quote(name: str) -> str:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+# One decoder, built once (json.loads with hooks builds one per call). Integers are checked by
+# Python's own digit limit when it is on and at most MAX_DIGITS; otherwise by a hook.
+_INT_LIMIT = sys.get_int_max_str_digits()
+_DECODER: Final = json.JSONDecoder(
+    parse_constant=_constant,
+    parse_float=_float,
+    object_pairs_hook=_members,
+    parse_int=None if 0 < _INT_LIMIT <= MAX_DIGITS else _int,
+)
