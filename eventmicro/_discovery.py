@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
+from eventmicro import _json as strict_json
 from eventmicro._adapter import Connection, Message, Subscription
 from eventmicro._codecs import TYPE_URL_PREFIX, python_type_name, type_name_of
 from eventmicro._handlers import HandlerKind, HandlerSpec
@@ -215,7 +216,7 @@ async def discover(
         if not msg.data:  # the server's no-responders notice (status 503): nobody there yet
             return
         try:
-            document = json.loads(msg.data)
+            document = strict_json.loads(msg.data)
         except ValueError:
             log.warning("discovery: an answer on %s is not JSON", msg.subject)
             return

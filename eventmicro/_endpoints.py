@@ -22,6 +22,7 @@ from typing import Any, Final
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from eventmicro import _json as strict_json
 from eventmicro._adapter import Connection
 from eventmicro._cli_schemas import message_class
 from eventmicro._codecs import TYPE_URL_PREFIX, event_type, unknown_field
@@ -75,7 +76,7 @@ async def service_info(connection: Connection, service: str, timeout: float) -> 
     except (NoResponders, Timeout) as exc:
         raise EndpointNotFound(f"no service named {service!r} answers") from exc
     try:
-        info = json.loads(answer.data)
+        info = strict_json.loads(answer.data)
     except ValueError:
         info = None
     if not isinstance(info, dict):

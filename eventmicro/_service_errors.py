@@ -31,6 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
+from eventmicro import _json as strict_json
 from eventmicro._errors import EventMicroError
 
 __all__ = [
@@ -228,7 +229,7 @@ def error_from_reply(headers: Mapping[str, str] | None, body: bytes) -> ServiceE
     document: dict[str, Any] = {}
     if body:
         try:
-            parsed = json.loads(body)
+            parsed = strict_json.loads(body)
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):

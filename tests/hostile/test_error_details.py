@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import json_format
 
-from eventmicro import Connection, NatsServer, Service
+from eventmicro import Client, Connection, Message, NatsServer, Service, ServiceError
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -144,3 +144,29 @@ async def test_an_error_reply_says_what_is_wrong_in_the_wires_words(
     for python in PYTHONISMS:
         assert python not in header, header
         assert python not in json.dumps(document), document
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"id": "x", "id": "y", "detail": NaN}', b"\xff\xfe"],
+    ids=["deep", "duplicates-nan", "not-utf8"],
+)
+async def test_a_hostile_error_reply_reaches_the_caller_as_its_service_error(
+    nats_connection: Connection, body: bytes
+) -> None:
+    """A foreign service answering with a body no JSON reader should accept: the caller still
+    gets a ServiceError with the code (before: a RecursionError escaped from the client)."""
+
+    async def answer(msg: Message) -> None:
+        await nats_connection.publish(
+            msg.reply, body, headers={"Nats-Service-Error": "broken", "Nats-Service-Error-Code": "502"}
+        )
+
+    subject = f"hostile.errors.{uuid.uuid4().hex}"
+    responder = await nats_connection.subscribe(subject, answer)
+    try:
+        with pytest.raises(ServiceError) as caught:
+            await Client(nats_connection).call(subject, orders.PlaceOrder(), returns=orders.OrderAccepted)
+        assert caught.value.instance_code == 502
+    finally:
+        await responder.unsubscribe()
