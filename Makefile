@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JS_DEPS := tests/interop/js/node_modules/.package-lock.json
 
-.PHONY: demo test lint typecheck unit browser schemas schemas-check bench clean
+.PHONY: demo test lint typecheck imports unit browser schemas schemas-check bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "eventmicro needs Python 3.11 or newer")'
@@ -21,7 +21,7 @@ $(JS_DEPS): tests/interop/js/package-lock.json
 demo: $(STAMP)
 	$(BIN)/eventmicro demo
 
-test: lint typecheck schemas-check unit
+test: lint typecheck imports schemas-check unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# the import rules in pyproject.toml ([tool.importlinter]): nats-py only in the transport modules
+imports: $(STAMP)
+	$(BIN)/lint-imports
 
 unit: $(STAMP) $(JS_DEPS) browser
 	$(BIN)/pytest

@@ -1,7 +1,10 @@
-"""The one seam to nats-py: connect, publish, request, subscribe, drain — with errors translated.
+"""The seam to nats-py: connect, publish, request, subscribe, drain — with errors translated.
 
-Every nats-py error that can reach a caller is turned into an eventmicro error here, once,
-with ``raise ... from exc``. Nothing else in eventmicro imports ``nats``.
+Every nats-py error that can reach a caller is turned into an eventmicro error by `translate`,
+here, with ``raise ... from exc``; the JetStream and KV modules (`eventmicro._jetstream`,
+`eventmicro._store`) make their calls on `Connection.jetstream` and translate with it too.
+What eventmicro changes in nats-py's private parts is in `eventmicro._natspy`, imported only
+here. Only these four modules import ``nats`` (checked by ``make imports``).
 
 Connection lifecycle::
 
@@ -16,24 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
-import math
-import re
-import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, Final, Self
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as _NatsClient
 from nats.aio.msg import Msg as _NatsMsg
 from nats.aio.subscription import Subscription as _NatsSubscription
-from nats.protocol import command as prot_command
+from nats.js import JetStreamContext
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -49,13 +49,27 @@ from eventmicro._errors import (
     ConnectError,
     ConnectionClosed,
     EventMicroError,
+    JetStreamError,
     NoResponders,
     PayloadTooLarge,
     Timeout,
 )
+from eventmicro._natspy import (
+    TOKEN,
+    Client,
+    ConnectionStats,
+    MalformedHeaders,
+    fits,
+    headers_size,
+    parse_header_block,
+    round_trip,
+    server_info,
+    subscription_active,
+)
 from eventmicro._quiet import Quiet
 
 __all__ = [
+    "TOKEN",
     "Connection",
     "ConnectionState",
     "ConnectionStats",
@@ -63,19 +77,17 @@ __all__ = [
     "Message",
     "MessageHandler",
     "Subscription",
+    "describe_api",
     "headers_size",
     "parse_header_block",
+    "translate",
 ]
 
 log = logging.getLogger("eventmicro.connection")
 
-_HEADER_LINE: Final = len(b"NATS/1.0\r\n")
-_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
 # nats-server cuts (and nats-py then closes for good) a connection whose protocol line is over
 # max_control_line (4 KiB by default): subject and reply together stay well under it
 _MAX_SUBJECTS: Final = 3840
-_MAX_CACHED_NAME: Final = 64  # longer header names are encoded each time, never cached
-_CACHED_NAMES: Final = 1024  # so the name cache holds at most ~70 KiB
 # What nats-py's defaults allow a subscription to buffer; eventmicro never sets less.
 PENDING_MSGS_LIMIT: Final = 512 * 1024
 PENDING_BYTES_LIMIT: Final = 128 * 1024 * 1024
@@ -106,289 +118,7 @@ class Message:
     received: float = 0.0
 
 
-class MalformedHeaders(ValueError):
-    """A header block that does not follow ADR-4 (what `parse_header_block` raises)."""
-
-
-def parse_header_block(block: bytes) -> dict[str, str] | None:
-    """The headers of a received ``HMSG`` header block, or None when there is none.
-
-    Same results as nats-py 2.16 for well-formed blocks: ``Name: value`` lines (the last of a
-    repeated name wins; lines without a colon, names with whitespace or non-ASCII bytes are
-    skipped), and a status line ``NATS/1.0 503 [description]`` as ``Status`` and
-    ``Description``. Anything else raises `MalformedHeaders`, never another exception: the
-    bytes may come from any client, and nats-py's own parser raised inside the connection's
-    reader on some of them (a non-UTF-8 status line, a bare ``NATS/1.0``), which stopped it.
-    """
-    if not block:
-        return None
-    if not block.startswith(b"NATS/1.0"):
-        raise MalformedHeaders("the header block does not start with NATS/1.0")
-    end = block.find(b"\r\n", 8)
-    if end < 0:
-        raise MalformedHeaders("the header block's version line is not terminated")
-    headers: dict[str, str] = {}
-    status_line = block[8:end]
-    if status_line:
-        if status_line[:1] != b" ":
-            raise MalformedHeaders("unknown header block version")
-        if not status_line.isascii():
-            raise MalformedHeaders("the status line is not ASCII")
-        code, _, description = status_line.decode("ascii").strip().partition(" ")
-        if code.isdigit():
-            headers["Status"] = code
-        description = description.strip()
-        if description:
-            headers["Description"] = description
-    rest = block[end + 2 :]
-    if len(rest) > 2:
-        headers.update(_parse_header_lines(rest))
-    return headers
-
-
-def _parse_header_lines(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue  # a malformed name: skipped, as nats-py does
-        if key and key.split() != [key]:
-            continue  # whitespace inside a name: skipped, as nats-py does
-        out[key] = value.strip().decode("utf-8", "replace")
-    return out
-
-
-class ConnectionStats:
-    """What the connection dropped or survived; read by health, ``$SRV.STATS`` and metrics."""
-
-    __slots__ = ("_malformed_quiet", "malformed", "reader_restarts", "slow_consumer")
-
-    def __init__(self) -> None:
-        self.malformed = 0  # messages whose header block or subject could not be read
-        self.reader_restarts = 0  # times the reader stopped while connected (then reconnected)
-        self.slow_consumer = 0  # messages dropped because a subscription's buffer was full
-        self._malformed_quiet = Quiet()
-
-    def dropped_malformed(self, subject: bytes, error: BaseException) -> None:
-        self.malformed += 1
-        held = self._malformed_quiet.due()
-        if held >= 0:
-            log.warning(
-                "dropped a malformed message on '%s' (%s); %d dropped so far",
-                subject[:128].decode("ascii", "backslashreplace"),
-                error if isinstance(error, MalformedHeaders) else type(error).__name__,
-                self.malformed,
-            )
-
-
 MessageHandler = Callable[[Message], Awaitable[None]]
-
-
-def headers_size(headers: Mapping[str, str]) -> int:
-    """Exact size in bytes of the header block nats-py writes for ``headers`` (HPUB)."""
-    size = _HEADER_LINE + 2
-    for name, value in headers.items():
-        key = name.strip()
-        if not key:
-            continue
-        text = value.strip().translate(_NEWLINES)
-        size += len(key) + 4 + (len(text) if text.isascii() else len(text.encode("utf-8")))
-    return size
-
-
-def _fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
-    """0 when the message fits ``limit``; else its exact size. Cheap bound first."""
-    if headers is None:  # nats-py sends HPUB, header block included, for any dict, even {}
-        return 0 if body <= limit else body
-    rough = _HEADER_LINE + 2
-    for key, value in headers.items():
-        rough += len(key) + len(value) + 4
-    if body + 4 * rough <= limit:  # UTF-8 needs at most 4 bytes per character
-        return 0
-    size = body + headers_size(headers)
-    return 0 if size <= limit else size
-
-
-_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token: a header name
-
-
-@dataclass
-class _Msg(_NatsMsg):
-    """nats-py's message, stamped with the moment the reader took it off the socket."""
-
-    received: float = 0.0
-    counted: int = 0  # header bytes counted in its subscription's pending bytes (see _Client)
-
-
-class _Client(_NatsClient):
-    """nats-py's client with faster header handling and the same bytes on the wire.
-
-    nats-py 2.16 checks every header name for whitespace one character at a time when
-    parsing, and validates and encodes every name again when publishing; with CloudEvents in
-    binary mode (seven or more headers a message) that was most of its per-message cost.
-    """
-
-    _names: ClassVar[dict[str, bytes]] = {}  # short header name -> b"Name: ", validated once
-    _tokens: itertools.count[int] = itertools.count(1)
-    counters: ConnectionStats = ConnectionStats()  # replaced per connection by `Connection`
-
-    async def _request_new_style(
-        self, subject: str, payload: bytes, timeout: float = 1, headers: dict[str, Any] | None = None
-    ) -> _NatsMsg:
-        """nats-py's request over the shared response subscription, without `asyncio.wait_for`.
-
-        The same protocol (one ``_INBOX.<nuid>.*`` subscription, a token per request); the
-        reply future is awaited directly with one timer. A token is a counter (unique within
-        this connection's response prefix) and 64 random bits: whoever saw one reply subject of
-        this connection (any service it called) cannot guess the next one and answer it.
-        """
-        if self.is_draining_pubs:
-            raise nats.errors.ConnectionDrainingError
-        if not self._resp_sub_prefix:
-            await self._init_request_sub()
-        prefix = self._resp_sub_prefix
-        if prefix is None:  # pragma: no cover - set by _init_request_sub
-            raise nats.errors.ConnectionClosedError
-        token = f"{next(self._tokens):x}{secrets.randbits(64):016x}"
-        future: asyncio.Future[_NatsMsg] = asyncio.get_running_loop().create_future()
-        self._resp_map[token] = future
-        try:
-            await self.publish(subject, payload, reply=prefix.decode() + token, headers=headers)
-            timer = future.get_loop().call_later(timeout, _expire, future)
-            try:
-                return await future
-            finally:
-                timer.cancel()
-        finally:
-            self._resp_map.pop(token, None)
-
-    _resp_sid: int = 0
-    # Subscriptions (by sid) whose pending bytes count header blocks too: nats-py counts only
-    # the payload, so messages with empty bodies and ~1 MB header blocks were buffered without
-    # bound (524,288 of them). The callback of each must call `release` for every message.
-    _header_bytes: int = 0  # of the message being built (read by _build_message)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._counting: set[int] = set()
-
-    def count_headers(self, sid: int) -> None:
-        self._counting.add(sid)
-
-    def release(self, msg: _NatsMsg) -> None:
-        """A message of a counting subscription was taken from its buffer."""
-        counted = getattr(msg, "counted", 0)
-        if counted and msg._sid is not None:
-            sub = self._subs.get(msg._sid)
-            if sub is not None:
-                sub._pending_size -= counted
-
-    async def _init_request_sub(self) -> None:
-        await super()._init_request_sub()
-        self._resp_sid = self._sid  # the response subscription was the newest one
-
-    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
-        """Every received message passes here, from the reader. A message that cannot be
-        read (headers, subject) is dropped and counted; nothing it holds can raise out of
-        the reader, which would stop the connection for good. Replies resolve their
-        request's future here, not through a subscription task."""
-        try:
-            if sid != self._resp_sid or not sid:
-                sub = self._subs.get(sid) if headers and sid in self._counting else None
-                if sub is None or sub._jsi is not None:
-                    await super()._process_msg(sid, subject, reply, data, headers)
-                    return
-                # the header block counts against the pending bytes limit, like the payload
-                sub._pending_size += len(headers)
-                queued = sub._pending_queue.qsize()
-                self._header_bytes = len(headers)
-                try:
-                    await super()._process_msg(sid, subject, reply, data, headers)
-                finally:
-                    self._header_bytes = 0
-                    if sub._pending_queue.qsize() == queued:  # not queued: dropped (slow consumer)
-                        sub._pending_size -= len(headers)
-                return
-            self.stats["in_msgs"] += 1
-            self.stats["in_bytes"] += len(data)
-            prefix = self._resp_sub_prefix
-            future = self._resp_map.get(subject[len(prefix) :].decode()) if prefix is not None else None
-            if future is None or future.done():
-                return  # a late reply: its caller gave up
-            message = self._build_message(sid, subject, reply, data, parse_header_block(headers))
-            future.set_result(message)
-        except Exception as exc:  # the message is dropped, counted and logged
-            self.counters.dropped_malformed(subject, exc)
-
-    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        return parse_header_block(headers)
-
-    def _build_message(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
-    ) -> _NatsMsg:
-        return _Msg(
-            _client=self,
-            subject=subject.decode(),
-            reply=reply.decode(),
-            data=data,
-            headers=headers,
-            _sid=sid,
-            received=time.monotonic(),
-            counted=self._header_bytes,
-        )
-
-    async def _read_loop(self) -> None:
-        """nats-py's reader; when it stops on an error it did not expect while still
-        connected (it only logs then, and the connection stays deaf), reconnect at once."""
-        await super()._read_loop()
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError  # cancelled (nats-py's loop swallows it): not a crash
-        if self.is_closed or self.is_reconnecting or self._transport is None:
-            return  # a normal end: closing, or nats-py's own reconnect already began
-        self.counters.reader_restarts += 1
-        log.error("the NATS connection's reader stopped unexpectedly; reconnecting")
-        await self._process_op_err(nats.errors.UnexpectedEOF())
-
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        return _parse_header_lines(raw)
-
-    async def _send_publish(
-        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: dict[str, Any] | None
-    ) -> None:
-        if headers is None or subject == "":
-            await super()._send_publish(subject, reply, payload, payload_size, headers)
-            return
-        names = self._names
-        block = bytearray(b"NATS/1.0\r\n")
-        for name, value in headers.items():
-            prefix = names.get(name)
-            if prefix is None:
-                key = name.strip()
-                if not key:
-                    continue
-                if not _TOKEN.fullmatch(key):
-                    raise nats.errors.BadHeaderError(key)
-                prefix = key.encode() + b": "
-                if len(name) <= _MAX_CACHED_NAME and len(names) < _CACHED_NAMES:
-                    names[name] = prefix
-            text = value.strip()
-            if "\r" in text or "\n" in text:
-                text = text.translate(_NEWLINES)
-            block += prefix
-            block += text.encode()
-            block += b"\r\n"
-        block += b"\r\n"
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += payload_size
-        await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
 
 
 class Subscription:
@@ -431,23 +161,21 @@ class Subscription:
     @property
     def active(self) -> bool:
         """True while the subscription holds its interest and its handler task runs."""
-        sub = self._sub
-        task: asyncio.Task[None] | None = sub._wait_for_msgs_task
-        return not sub._closed and sub._id in sub._conn._subs and (task is None or not task.done())
+        return subscription_active(self._sub)
 
     async def drain(self) -> None:
         """Stop interest on the server, then wait for already-received messages to be handled."""
         try:
             await self._sub.drain()  # type: ignore[no-untyped-call]
         except nats.errors.Error as exc:
-            raise _translate(exc, self.subject) from exc
+            raise translate(exc, self.subject) from exc
 
     async def unsubscribe(self) -> None:
         """Stop at once; messages not yet handled are dropped."""
         try:
             await self._sub.unsubscribe()
         except nats.errors.Error as exc:
-            raise _translate(exc, self.subject) from exc
+            raise translate(exc, self.subject) from exc
 
 
 class Connection:
@@ -472,6 +200,7 @@ class Connection:
         self._connect_failed = asyncio.Event()
         self._closed = asyncio.Event()
         self.stats = ConnectionStats()
+        self._jetstreams: dict[_NatsClient, dict[float, JetStreamContext]] = {}
         self._subscriptions: dict[int, Subscription] = {}  # nats-py sid -> ours, for drop counts
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -501,7 +230,7 @@ class Connection:
     @property
     def server_info(self) -> Mapping[str, Any]:
         """The INFO the connected server announced (name, version, jetstream, ...)."""
-        return dict(self._client._server_info)
+        return server_info(self._client)
 
     async def open(self) -> Self:
         """Connect, retrying with exponential backoff up to ``options.connect_attempts`` times.
@@ -562,7 +291,7 @@ class Connection:
             kwargs["tls"] = _ssl_context(opts)
             if opts.tls.hostname:
                 kwargs["tls_hostname"] = opts.tls.hostname
-        nc = _Client()
+        nc = Client()
         nc.counters = self.stats
         try:
             await self._bounded_connect(nc, kwargs)
@@ -679,13 +408,13 @@ class Connection:
         nc = self._client
         if len(subject) + len(reply) > _MAX_SUBJECTS:
             raise _too_long(subject, reply)
-        too_big = _fits(headers, len(data), nc.max_payload)
+        too_big = fits(headers, len(data), nc.max_payload)
         if too_big:
             raise PayloadTooLarge(subject, too_big, nc.max_payload)
         try:
             await nc.publish(subject, data, reply=reply, headers=headers)  # type: ignore[arg-type]
         except nats.errors.Error as exc:
-            raise _translate(exc, subject) from exc
+            raise translate(exc, subject) from exc
 
     async def request(
         self,
@@ -703,7 +432,7 @@ class Connection:
         nc = self._client
         if len(subject) > _MAX_SUBJECTS:
             raise _too_long(subject, "")
-        too_big = _fits(headers, len(data), nc.max_payload)
+        too_big = fits(headers, len(data), nc.max_payload)
         if too_big:
             raise PayloadTooLarge(subject, too_big, nc.max_payload)
         try:
@@ -711,7 +440,7 @@ class Connection:
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, timeout) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, subject) from exc
+            raise translate(exc, subject) from exc
         return Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
 
     async def subscribe(
@@ -740,7 +469,7 @@ class Connection:
             )
 
         nc = self._client
-        counting = nc if isinstance(nc, _Client) else None
+        counting = nc if isinstance(nc, Client) else None
         try:
             sub = await nc.subscribe(
                 subject,
@@ -751,11 +480,11 @@ class Connection:
             )
             if counting is not None:
                 counting.count_headers(sub._id)
-            await _round_trip(self._client, 5.0)
+            await round_trip(self._client, 5.0)
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, 5.0) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, subject) from exc
+            raise translate(exc, subject) from exc
         ours = Subscription(sub, subject, queue)
         self._subscriptions[sub._id] = ours
         return ours
@@ -763,15 +492,35 @@ class Connection:
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
         try:
-            await _round_trip(self._client, timeout)
+            await round_trip(self._client, timeout)
         except nats.errors.TimeoutError as exc:
             raise Timeout("<flush>", timeout) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, "<flush>") from exc
+            raise translate(exc, "<flush>") from exc
 
     def new_inbox(self) -> str:
         """A unique reply subject."""
         return self._client.new_inbox()
+
+    def jetstream(self, timeout: float = 5.0) -> JetStreamContext:
+        """nats-py's JetStream context on this connection (one per timeout, made once), for
+        the transport modules that make JetStream and KV calls (`eventmicro._jetstream`,
+        `eventmicro._store`)."""
+        nc = self._client
+        contexts = self._jetstreams.get(nc)
+        if contexts is None:
+            contexts = self._jetstreams[nc] = {}
+        js = contexts.get(timeout)
+        if js is None:
+            js = contexts[timeout] = nc.jetstream(timeout=timeout)
+        return js
+
+    def check_size(self, subject: str, headers: Mapping[str, str] | None, body: int) -> None:
+        """Raise `PayloadTooLarge` when headers plus ``body`` bytes exceed ``max_payload``."""
+        nc = self._client
+        too_big = fits(headers, body, nc.max_payload)
+        if too_big:
+            raise PayloadTooLarge(subject, too_big, nc.max_payload)
 
     # --- callbacks -----------------------------------------------------------------------
 
@@ -812,27 +561,11 @@ class Connection:
             log.warning("NATS connection closed by the client library (connection %s)", self._label)
 
 
-async def _round_trip(nc: _NatsClient, timeout: float) -> None:
-    """Send everything buffered, then PING and wait for the PONG.
-
-    nats-py 2.16's ``flush()`` writes its PING straight to the socket while earlier commands
-    (a SUB, a PUB) may still wait in its buffer for the flusher task, so the PONG can come back
-    before the server has seen them. Pushing the buffer out first restores the guarantee.
-    """
-    await nc._flush_pending(force_flush=True)
-    await nc.flush(timeout=math.ceil(timeout))
-
-
 def _too_long(subject: str, reply: str) -> ConfigurationError:
     return ConfigurationError(
         f"subject '{subject[:60]}...' and reply subject are {len(subject) + len(reply)} characters, "
         f"over {_MAX_SUBJECTS}: nats-server would close the connection; nothing was sent"
     )
-
-
-def _expire(future: asyncio.Future[_NatsMsg]) -> None:
-    if not future.done():
-        future.set_exception(nats.errors.TimeoutError)
 
 
 def _is_refusal(error: BaseException) -> bool:
@@ -864,17 +597,43 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _translate(exc: nats.errors.Error, subject: str) -> EventMicroError:
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return NoResponders(subject)
-    if isinstance(exc, nats.errors.TimeoutError):
-        return Timeout(subject, 0.0)
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
-        return ConnectionClosed(f"cannot use '{subject}': the connection is closed or draining")
-    if isinstance(exc, nats.errors.OutboundBufferLimitError):
-        return ConnectionClosed(
-            f"cannot publish to '{subject}': disconnected and the reconnect buffer is full"
+def translate(
+    exc: nats.errors.Error, what: str, *, timeout: float = 0.0, jetstream: bool = False
+) -> EventMicroError:
+    """The one translation of a nats-py error into eventmicro's (``raise ... from exc``).
+
+    ``what`` names the subject or the object concerned; ``timeout`` is the limit that ran out;
+    ``jetstream`` marks a JetStream API call, where "no responders" means JetStream is not
+    there (`JetStreamError` 503) rather than no service (`NoResponders`).
+    """
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NoStreamResponseError):
+        return JetStreamError(
+            f"{what}: JetStream did not answer (disabled, or the stream is gone)", status=503
         )
+    if isinstance(exc, nats.js.errors.APIError):
+        return JetStreamError(
+            f"{what}: {describe_api(exc)}", err_code=exc.err_code or 0, status=exc.code or 0
+        )
+    if isinstance(exc, nats.errors.NoRespondersError):
+        if jetstream:
+            return JetStreamError(
+                f"{what}: no JetStream responder (disabled, or the stream is gone)", status=503
+            )
+        return NoResponders(what)
+    if isinstance(exc, nats.errors.TimeoutError):
+        return Timeout(what, timeout)
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+        return ConnectionClosed(f"cannot use '{what}': the connection is closed or draining")
+    if isinstance(exc, nats.errors.OutboundBufferLimitError):
+        return ConnectionClosed(f"cannot publish to '{what}': disconnected and the reconnect buffer is full")
     if isinstance(exc, nats.errors.MaxPayloadError):
-        return PayloadTooLarge(subject, -1, -1)
-    return EventMicroError(f"NATS error on '{subject}': {_describe(exc)}")
+        return PayloadTooLarge(what, -1, -1)
+    if jetstream:
+        return JetStreamError(f"{what}: {_describe(exc)}")
+    return EventMicroError(f"NATS error on '{what}': {_describe(exc)}")
+
+
+def describe_api(exc: nats.js.errors.APIError) -> str:
+    """A JetStream API error's description and code, for a message."""
+    text = (exc.description or "refused").strip()
+    return f"{text} (err_code {exc.err_code})" if exc.err_code else text

@@ -36,7 +36,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import _TOKEN, Connection, headers_size
+from eventmicro._adapter import TOKEN as _TOKEN
+from eventmicro._adapter import Connection, headers_size
 from eventmicro._attributes import _FORBIDDEN_RE
 from eventmicro._errors import EventMicroError, JetStreamError, NotStored, PayloadTooLarge
 from eventmicro._event import Event

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import re
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,21 +22,16 @@ from typing import Any, Final, Literal
 
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as _NatsClient
 from nats.aio.msg import Msg as _NatsMsg
 from nats.js import JetStreamContext, api
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from eventmicro._adapter import Connection, Message, _fits
+from eventmicro._adapter import Connection, Message, describe_api, translate
 from eventmicro._errors import (
     ConfigurationError,
-    ConnectionClosed,
-    EventMicroError,
     JetStreamError,
     NotStored,
-    PayloadTooLarge,
     StreamConflict,
-    Timeout,
 )
 from eventmicro._names import check_subject
 
@@ -145,15 +139,8 @@ class StoredMessage:
     time: datetime | None = None
 
 
-_contexts: weakref.WeakKeyDictionary[_NatsClient, JetStreamContext] = weakref.WeakKeyDictionary()
-
-
 def _js(connection: Connection, timeout: float = 5.0) -> JetStreamContext:
-    nc = connection._client
-    js = _contexts.get(nc)
-    if js is None:
-        js = _contexts[nc] = nc.jetstream(timeout=timeout)
-    return js
+    return connection.jetstream(timeout)
 
 
 def message_id(source: str, event_id: str) -> str:
@@ -181,13 +168,13 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
         try:
             await js.add_stream(stream._config())
         except nats.js.errors.APIError as exc:
-            raise StreamConflict(stream.name, _describe_api(exc)) from exc
+            raise StreamConflict(stream.name, describe_api(exc)) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, f"stream {stream.name}") from exc
+            raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
         log.info("stream %s created (subjects %s)", stream.name, ", ".join(stream.subjects))
         return
     except nats.errors.Error as exc:
-        raise _translate(exc, f"stream {stream.name}") from exc
+        raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
     current = info.config
     fixed = {
         "retention": (stream.retention, _enum_value(current.retention)),
@@ -216,7 +203,7 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     except nats.js.errors.APIError as exc:
         raise StreamConflict(stream.name, changes) from exc
     except nats.errors.Error as exc:
-        raise _translate(exc, f"stream {stream.name}") from exc
+        raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
     log.warning("stream %s updated to its declaration: %s", stream.name, ", ".join(sorted(changes)))
 
 
@@ -249,11 +236,8 @@ async def publish(
     when no stream acknowledged it (none stores the subject, or JetStream stayed unavailable),
     `JetStreamError` when the stream refused it, `PayloadTooLarge` before sending.
     """
-    nc = connection._client
     headers = {**headers, MSG_ID_HEADER: msg_id}
-    too_big = _fits(headers, len(data), nc.max_payload)
-    if too_big:
-        raise PayloadTooLarge(subject, too_big, nc.max_payload)
+    connection.check_size(subject, headers, len(data))
     js = _js(connection)
     deadline = time.monotonic() + timeout
     try:
@@ -284,12 +268,12 @@ async def publish(
         raise NotStored(subject, f"no acknowledgement within {timeout:g}s") from exc
     except nats.js.errors.APIError as exc:
         raise JetStreamError(
-            f"the stream refused the event on '{subject}': {_describe_api(exc)}",
+            f"the stream refused the event on '{subject}': {describe_api(exc)}",
             err_code=exc.err_code or 0,
             status=exc.code or 0,
         ) from exc
     except nats.errors.Error as exc:
-        raise _translate(exc, subject) from exc
+        raise translate(exc, subject, jetstream=True) from exc
     return Stored(ack.stream, ack.seq, bool(ack.duplicate))
 
 
@@ -337,7 +321,7 @@ class Delivery:
         try:
             await self._msg.in_progress()
         except nats.errors.Error as exc:
-            raise _translate(exc, self.message.subject) from exc
+            raise translate(exc, self.message.subject, jetstream=True) from exc
 
     async def _final(self, send: Any) -> None:
         if self._done:
@@ -349,7 +333,7 @@ class Delivery:
         except nats.errors.MsgAlreadyAckdError:
             pass
         except nats.errors.Error as exc:
-            raise _translate(exc, self.message.subject) from exc
+            raise translate(exc, self.message.subject, jetstream=True) from exc
 
 
 class PullConsumer:
@@ -412,9 +396,9 @@ class PullConsumer:
                 await js.add_consumer(stream, config)  # same name: the server updates it
             sub = await js.pull_subscribe_bind(durable=name, stream=stream)
         except nats.js.errors.APIError as exc:
-            raise StreamConflict(stream or subject, f"consumer {name}: {_describe_api(exc)}") from exc
+            raise StreamConflict(stream or subject, f"consumer {name}: {describe_api(exc)}") from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, subject) from exc
+            raise translate(exc, subject, jetstream=True) from exc
         return cls(connection, stream, name, sub)
 
     async def fetch(self, batch: int, timeout: float) -> list[Delivery]:
@@ -424,7 +408,7 @@ class PullConsumer:
         except TimeoutError:  # nats-py also raises a bare asyncio.TimeoutError when the pull expires
             return []
         except nats.errors.Error as exc:
-            raise _translate(exc, self.name) from exc
+            raise translate(exc, self.name, jetstream=True) from exc
         out = []
         for msg in messages:
             meta = msg.metadata
@@ -447,7 +431,7 @@ class PullConsumer:
         except nats.js.errors.NotFoundError:
             return False
         except nats.errors.Error as exc:
-            raise _translate(exc, self.name) from exc
+            raise translate(exc, self.name, jetstream=True) from exc
         return True
 
     async def close(self) -> None:
@@ -494,9 +478,9 @@ class OrderedSubscription:
                 config=api.ConsumerConfig(**_deliver_policy(deliver)),
             )
         except nats.js.errors.APIError as exc:
-            raise StreamConflict(stream or subject, f"ordered consumer: {_describe_api(exc)}") from exc
+            raise StreamConflict(stream or subject, f"ordered consumer: {describe_api(exc)}") from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, subject) from exc
+            raise translate(exc, subject, jetstream=True) from exc
         return cls(sub, subject)
 
     async def drain(self, timeout: float | None = None) -> None:
@@ -564,7 +548,7 @@ async def get_message(connection: Connection, stream: str, seq: int) -> StoredMe
     except nats.js.errors.NotFoundError:
         return None
     except nats.errors.Error as exc:
-        raise _translate(exc, stream) from exc
+        raise translate(exc, stream, jetstream=True) from exc
     return _stored(stream, raw)
 
 
@@ -580,7 +564,7 @@ async def stream_messages(
         except nats.js.errors.NotFoundError:
             return
         except nats.errors.Error as exc:
-            raise _translate(exc, stream) from exc
+            raise translate(exc, stream, jetstream=True) from exc
         message = _stored(stream, raw)
         yield message
         count += 1
@@ -594,7 +578,7 @@ async def subject_counts(connection: Connection, stream: str, subject: str = ">"
     except nats.js.errors.NotFoundError:
         return {}
     except nats.errors.Error as exc:
-        raise _translate(exc, stream) from exc
+        raise translate(exc, stream, jetstream=True) from exc
     return dict(info.state.subjects or {})
 
 
@@ -604,7 +588,7 @@ async def delete_message(connection: Connection, stream: str, seq: int) -> bool:
     except nats.js.errors.NotFoundError:
         return False
     except nats.errors.Error as exc:
-        raise _translate(exc, stream) from exc
+        raise translate(exc, stream, jetstream=True) from exc
 
 
 async def purge(connection: Connection, stream: str, subject: str | None = None) -> None:
@@ -613,7 +597,7 @@ async def purge(connection: Connection, stream: str, subject: str | None = None)
     except nats.js.errors.NotFoundError:
         return
     except nats.errors.Error as exc:
-        raise _translate(exc, stream) from exc
+        raise translate(exc, stream, jetstream=True) from exc
 
 
 def _stored(stream: str, raw: api.RawStreamMsg) -> StoredMessage:
@@ -622,22 +606,3 @@ def _stored(stream: str, raw: api.RawStreamMsg) -> StoredMessage:
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-def _describe_api(exc: nats.js.errors.APIError) -> str:
-    text = (exc.description or "refused").strip()
-    return f"{text} (err_code {exc.err_code})" if exc.err_code else text
-
-
-def _translate(exc: nats.errors.Error, what: str) -> EventMicroError:
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
-        return JetStreamError(f"JetStream is not available for {what}", status=503)
-    if isinstance(exc, nats.js.errors.APIError):
-        return JetStreamError(
-            f"{what}: {_describe_api(exc)}", err_code=exc.err_code or 0, status=exc.code or 0
-        )
-    if isinstance(exc, nats.errors.TimeoutError):
-        return Timeout(what, 0.0)
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
-        return ConnectionClosed(f"the connection is closed ({what})")
-    return JetStreamError(f"{what}: {type(exc).__name__}")

@@ -35,7 +35,7 @@ from google.protobuf.message import Message as _ProtoMessage
 from nats.aio.msg import Msg as _NatsMsg
 from nats.js import JetStreamContext, api
 
-from eventmicro._adapter import Connection, _fits
+from eventmicro._adapter import Connection, translate
 from eventmicro._codecs import JSON, OCTET_STREAM, PROTOBUF, TEXT, decode_payload, encode_payload
 from eventmicro._errors import (
     BucketNotFound,
@@ -45,7 +45,6 @@ from eventmicro._errors import (
     JetStreamError,
     PayloadDecodeError,
     PayloadError,
-    PayloadTooLarge,
     Timeout,
 )
 from eventmicro._service_errors import InvalidKey, RevisionConflict
@@ -137,7 +136,7 @@ class Store(Generic[T]):
 
     def __init__(self, connection: Connection, bucket: str, value_type: type[T], *, direct: bool) -> None:
         self._connection = connection
-        self._js: JetStreamContext = connection._client.jetstream(timeout=_TIMEOUT)
+        self._js: JetStreamContext = connection.jetstream(_TIMEOUT)
         self.bucket = bucket
         self.value_type = value_type
         self._content_type = _content_type(value_type)
@@ -163,7 +162,7 @@ class Store(Generic[T]):
         if not _BUCKET.fullmatch(bucket):
             raise ConfigurationError(f"bucket name {bucket!r}: use only letters, digits, '-' and '_'")
         _content_type(value_type)  # fails here, not at the first read
-        js = connection._client.jetstream(timeout=_TIMEOUT)
+        js = connection.jetstream(_TIMEOUT)
         try:
             info = await _stream_info(js, bucket)
             if info is None:
@@ -171,7 +170,7 @@ class Store(Generic[T]):
                     raise BucketNotFound(bucket)
                 info = await _create(js, bucket, config or BucketConfig())
         except nats.errors.Error as exc:
-            raise _translate(exc, f"bucket '{bucket}'") from exc
+            raise _failed(exc, f"bucket '{bucket}'") from exc
         current = info.config
         if not current.max_msgs_per_subject or current.max_msgs_per_subject < 1:
             raise ConfigurationError(f"stream KV_{bucket} exists but is not a key-value bucket")
@@ -298,10 +297,7 @@ class Store(Generic[T]):
     async def _write(
         self, key: str, subject: str, data: bytes, headers: dict[str, str] | None, expected: int | None
     ) -> int:
-        limit = self._connection.max_payload
-        size = _fits(headers, len(data), limit)
-        if size:
-            raise PayloadTooLarge(subject, size, limit)
+        self._connection.check_size(subject, headers, len(data))
         try:
             ack = await self._js.publish(subject, data, headers=headers)
         except nats.js.errors.APIError as exc:
@@ -309,9 +305,13 @@ class Store(Generic[T]):
                 found = _LAST_SEQUENCE.search(exc.description or "")
                 current = int(found.group(1)) if found else None
                 raise RevisionConflict(self.bucket, key, expected, current) from exc
-            raise _translate(exc, f"writing key '{key}' in bucket '{self.bucket}'") from exc
+            raise translate(
+                exc, f"writing key '{key}' in bucket '{self.bucket}'", timeout=_TIMEOUT, jetstream=True
+            ) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, f"writing key '{key}' in bucket '{self.bucket}'") from exc
+            raise translate(
+                exc, f"writing key '{key}' in bucket '{self.bucket}'", timeout=_TIMEOUT, jetstream=True
+            ) from exc
         return ack.seq
 
     async def _latest(self, key: str) -> Entry[T] | None:
@@ -322,7 +322,9 @@ class Store(Generic[T]):
         except nats.js.errors.NotFoundError:
             return None
         except nats.errors.Error as exc:
-            raise _translate(exc, f"reading key '{key}' in bucket '{self.bucket}'") from exc
+            raise translate(
+                exc, f"reading key '{key}' in bucket '{self.bucket}'", timeout=_TIMEOUT, jetstream=True
+            ) from exc
         if raw.seq is None or raw.time is None:
             raise JetStreamError(f"reading key '{key}' in bucket '{self.bucket}': incomplete reply")
         return self._entry(key, raw.seq, raw.time, raw.headers, raw.data or b"")
@@ -363,7 +365,7 @@ class Store(Generic[T]):
                 idle_heartbeat=_HEARTBEAT,
             )
         except nats.errors.Error as exc:
-            raise _translate(exc, f"watching '{subject}'") from exc
+            raise _failed(exc, f"watching '{subject}'") from exc
 
     async def _scan(self, subject: str, *, last_per_subject: bool, headers_only: bool) -> list[_NatsMsg]:
         """What the stream holds on ``subject`` now: messages up to the one with nothing pending."""
@@ -381,7 +383,7 @@ class Store(Generic[T]):
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, _TIMEOUT) from exc
         except nats.errors.Error as exc:
-            raise _translate(exc, f"reading '{subject}'") from exc
+            raise _failed(exc, f"reading '{subject}'") from exc
         finally:
             await _unsubscribe(sub)
 
@@ -572,20 +574,6 @@ async def _unsubscribe(sub: JetStreamContext.PushSubscription) -> None:
         log.debug("store subscription already gone: %s", type(exc).__name__)
 
 
-def _translate(exc: nats.errors.Error, what: str) -> EventMicroError:
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NoStreamResponseError):
-        return JetStreamError(
-            f"{what}: JetStream did not answer (disabled, or the bucket is gone)", status=503
-        )
-    if isinstance(exc, nats.js.errors.APIError):
-        text = (exc.description or "refused").strip()
-        return JetStreamError(
-            f"{what}: {text} (err_code {exc.err_code})", err_code=exc.err_code or 0, status=exc.code or 0
-        )
-    if isinstance(exc, nats.errors.TimeoutError):
-        return Timeout(what, _TIMEOUT)
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
-        return ConnectionClosed(f"{what}: the connection is closed or draining")
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return JetStreamError(f"{what}: no JetStream responder (disabled, or the bucket is gone)", status=503)
-    return JetStreamError(f"{what}: {type(exc).__name__}")
+def _failed(exc: nats.errors.Error, what: str) -> EventMicroError:
+    """The eventmicro error for a failed KV call (the one translation, in eventmicro._adapter)."""
+    return translate(exc, what, timeout=_TIMEOUT, jetstream=True)

@@ -38,7 +38,7 @@ async def next_message(client: Client, subject: str) -> asyncio.Future[Msg]:
 
 async def settle(client: Client) -> None:
     """nats-py 2.16's flush() can PING before a buffered SUB is written (eventmicro's own
-    Connection works around it, see _adapter._round_trip); push the buffer out first."""
+    Connection works around it, see _natspy.round_trip); push the buffer out first."""
     await client._flush_pending(force_flush=True)
     await client.flush()
 
