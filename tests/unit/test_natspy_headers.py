@@ -1,4 +1,4 @@
-"""eventmicro's header handling over nats-py: the same results as nats-py, and nothing a client sends raises."""
+"""eventmicro's header handling over nats-py: nats-py's results, and nothing a client sends raises."""
 
 from __future__ import annotations
 
