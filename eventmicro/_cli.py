@@ -11,8 +11,8 @@ import threading
 from collections.abc import Sequence
 
 from eventmicro._cluster import NatsCluster
-from eventmicro._errors import EventMicroError
-from eventmicro._server import NatsServer
+from eventmicro._errors import EventMicroError, ServerStartError
+from eventmicro._server import NatsServer, client_port, port_is_free
 
 EXAMPLES = """examples:
   eventmicro server                       # one node with JetStream on a free port
@@ -36,6 +36,7 @@ def _server(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    wanted = client_port()  # where clients look when given no URL: 4222, or NATS_URL's port
     if args.cluster > 1:
         cluster = NatsCluster(args.cluster, jetstream=args.jetstream)
         if args.port:
@@ -48,16 +49,42 @@ def _server(args: argparse.Namespace) -> int:
                     f"  {node.name}: {node.url}  monitoring {node.monitor_url}  store {node.store_dir}",
                     flush=True,
                 )
+            print(f"point clients at it:\n  export NATS_URL={cluster.url}", flush=True)
             print("Ctrl-C to stop", flush=True)
             stop.wait()
     else:
-        with NatsServer(port=args.port, jetstream=args.jetstream) as server:
+        with _start_server(args, wanted) as server:
             js = f", JetStream store {server.store_dir}" if args.jetstream else ""
             print(f"nats-server ready: {server.url} (monitoring {server.monitor_url}{js})", flush=True)
+            if server.port == wanted:
+                print(f"clients reach it with no --url (they look at port {wanted})", flush=True)
+            else:
+                print(f"clients look for port {wanted}; point them here:\n  export NATS_URL={server.url}",
+                      flush=True)  # fmt: skip
             print("Ctrl-C to stop", flush=True)
             stop.wait()
     print("stopped", flush=True)
     return 0
+
+
+def _start_server(args: argparse.Namespace, wanted: int) -> NatsServer:
+    """The server on ``--port``; without one, on the port clients look at, else on a free one."""
+    if args.port is not None:
+        candidates = [args.port]
+    elif port_is_free(wanted):
+        candidates = [wanted, 0]  # 0: should another process take it meanwhile
+    else:
+        print(f"port {wanted} is in use (another nats-server?); starting on a free port", flush=True)
+        candidates = [0]
+    for port in candidates:
+        server = NatsServer(port=port, jetstream=args.jetstream)
+        try:
+            return server.start()
+        except ServerStartError as exc:
+            if port == candidates[-1] or "address already in use" not in str(exc):
+                raise  # the message names the log: it stays
+            server.close()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -83,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default: 4222, or NATS_URL's port, when free; else a free one)",
+    )
     server.add_argument(
         "--jetstream",
         action=argparse.BooleanOptionalAction,

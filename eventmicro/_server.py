@@ -29,13 +29,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
+from eventmicro._config import DEFAULT_URL
 from eventmicro._errors import ServerNotFound, ServerStartError
 
-__all__ = ["NatsServer", "find_server_binary", "free_port"]
+__all__ = ["NatsServer", "client_port", "find_server_binary", "free_port", "port_is_free"]
 
 ENV_BINARY: Final = "EVENTMICRO_NATS_SERVER"
 _HOST: Final = "127.0.0.1"
@@ -76,6 +79,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nats-server could listen on ``127.0.0.1:port`` now (binding as Go does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # Go's listeners set it too
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def client_port(environ: Mapping[str, str] | None = None) -> int:
+    """The loopback port clients look for a server on when given no URL: the first URL of
+    ``EVENTMICRO_NATS_URL`` / ``NATS_URL`` when it names this machine, else 4222."""
+    env = os.environ if environ is None else environ
+    first = (env.get("EVENTMICRO_NATS_URL") or env.get("NATS_URL") or DEFAULT_URL).split(",")[0].strip()
+    parts = urlsplit(first if "://" in first else f"nats://{first}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.hostname in {"127.0.0.1", "localhost", "::1"} and port:
+        return port
+    return int(urlsplit(DEFAULT_URL).port or 4222)
 
 
 class _Process:
@@ -133,6 +162,7 @@ class NatsServer(_Process):
         self.cluster_port = 0
         self.routes: tuple[int, ...] = ()
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     # --- facts ---------------------------------------------------------------------------
 
@@ -175,6 +205,7 @@ class NatsServer(_Process):
         config = self.directory / "nats-server.conf"
         config.write_text(self._config())
         log = self.log_path.open("ab")
+        self._log_start = log.tell()  # this start's lines begin here (the log spans restarts)
         try:
             self._process = subprocess.Popen(
                 [str(self.binary), "-c", str(config), "--ports_file_dir", str(ports_dir)],
@@ -268,8 +299,10 @@ class NatsServer(_Process):
     def _check_alive(self) -> None:
         if self._process is None or self._process.poll() is not None:
             code = None if self._process is None else self._process.returncode
+            fatal = self.fatal_line()
+            said = f": {fatal}" if fatal else ""
             raise ServerStartError(
-                f"nats-server exited with code {code} during start-up; see {self.log_path}",
+                f"nats-server exited with code {code} during start-up{said} (log: {self.log_path})",
                 log_tail=self.log_tail(),
             )
 
@@ -279,6 +312,20 @@ class NatsServer(_Process):
                 f"nats-server did not {what} in time; see {self.log_path}", log_tail=self.log_tail()
             )
         time.sleep(_POLL)
+
+    def fatal_line(self) -> str:
+        """nats-server's own reason for exiting during the last start (its ``[FTL]`` line), or ""."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read(1 << 20).decode(errors="replace")
+        except OSError:
+            return ""
+        lines = text.splitlines()
+        fatal = [line.partition("[FTL]")[2].strip() for line in lines if "[FTL]" in line]
+        # without a log line (a bad configuration file), what it printed to stderr
+        plain = [line.strip() for line in lines if line.strip() and not line.startswith("[")]
+        return (fatal or plain or [""])[-1]
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log."""

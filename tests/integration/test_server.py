@@ -24,7 +24,7 @@ from eventmicro import (
     ServerStartError,
     find_server_binary,
 )
-from eventmicro._server import ENV_BINARY
+from eventmicro._server import ENV_BINARY, free_port
 
 
 def options(url: str, **extra: object) -> ConnectOptions:
@@ -108,9 +108,12 @@ def test_a_server_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
 def test_a_taken_port_fails_clearly() -> None:
     with NatsServer(jetstream=False) as first:
         second = NatsServer(port=first.port, jetstream=False)
-        with pytest.raises(ServerStartError):
+        with pytest.raises(ServerStartError) as caught:
             second.start(timeout=10)
         second.close()
+    # nats-server's own reason, not just "exited with code 1"
+    assert f"Error listening on port: 127.0.0.1:{first.port}" in str(caught.value)
+    assert "address already in use" in str(caught.value)
 
 
 def test_restart_keeps_port_and_jetstream_store() -> None:
@@ -189,6 +192,7 @@ def test_cli_server_runs_until_interrupted() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "NATS_URL": f"nats://127.0.0.1:{free_port()}"},  # never 4222
     ) as process:
         try:
             assert process.stdout is not None
