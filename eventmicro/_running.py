@@ -26,6 +26,8 @@ import logging
 import secrets
 import string
 import time
+import types
+import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from eventmicro._metrics import attach as attach_metrics
 from eventmicro._metrics import error_code
 from eventmicro._middleware import Invoke, compose
 from eventmicro._names import DEAD_LETTER_PREFIX, EVENT_PREFIX
+from eventmicro._plain import Bare, bare_payload, bare_reply, decode_bare
 from eventmicro._quiet import Quiet
 from eventmicro._service_errors import (
     ERROR_HEADER,
@@ -59,6 +62,7 @@ from eventmicro._service_errors import (
     ServiceError,
     ServiceUnavailable,
     error_reply,
+    new_error_id,
 )
 from eventmicro._store import Stores
 
@@ -93,6 +97,7 @@ class EndpointStats:
     expired: int = 0  # answered 504: the caller's deadline passed while the request waited
     refused: int = 0  # not handled: a reply subject the service does not send to
     intake: Subscription | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
+    plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro._plain
     quiet: Quiet = field(default_factory=Quiet)
 
     @property
@@ -153,6 +158,12 @@ class Running:
             for kind in HandlerKind
         }  # by kind, then name: no enum hashing per message
         self._expected_request = self._expected[HandlerKind.RPC]
+        # the classes a reply may be (None: not checkable), checked before it is encoded
+        self._reply_types = {
+            spec.name: _runtime_types(spec.reply_type)
+            for spec in service.handlers
+            if spec.kind is HandlerKind.RPC
+        }
         self._expected_event = self._expected[HandlerKind.EVENT]
         self._stopped = False
 
@@ -420,6 +431,12 @@ class Running:
     def _error(self, stats: EndpointStats, error: ServiceError) -> binding.NATSMessage:
         stats.num_errors += 1
         stats.last_error = f"{error.instance_code}:{error.detail}"
+        if isinstance(error, InternalError) and error.incident is None:  # the caller and the log
+            error.incident = new_error_id()  # share an id to grep (eventmicro._service_errors)
+            handling = HANDLING.get()
+            log.error("service %s: %s answered %d %s, error id %s", self.service.name,
+                      handling[1].name if handling else "a request", error.instance_code, error.status,
+                      error.incident)  # fmt: skip
         return self._error_bytes(error)
 
     @staticmethod
@@ -438,20 +455,34 @@ class Running:
         span = tracing.server(self.service.name, spec.name, msg)
         return tracing.around(span, self._reply(spec, invoke, msg, received))
 
-    async def _reply(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
-    ) -> binding.NATSMessage:
-        expected = wire_type_name(spec.message_types[0])
+    def _request(self, spec: HandlerSpec, msg: Message) -> tuple[Any, Event, Bare | None, str | None]:
+        """The request, its CloudEvent, and for a bare payload (eventmicro._plain) the payload
+        and the media type the reply is written in. Raises `BadRequest`."""
+        headers = msg.headers
+        bare = None
         try:
-            event = binding.from_nats(msg, None)
+            if headers is not None and "ce-specversion" in headers:  # eventmicro's own: the hot path
+                event = binding.from_binary(msg, None)
+            elif (bare := bare_payload(msg)) is not None:
+                request, media = decode_bare(bare, spec.message_types[0])
+                self.stats[spec.name].plain += 1
+                return request, _bare_event(spec, msg, bare), bare, media
+            else:
+                event = binding.from_nats(msg, None)
             wanted = self._expected_request[spec.name]
             if wanted is not None and event.get_type() != wanted:
                 raise BadRequest(f"the request's type '{event.get_type()[:_SHOWN_TYPE]}' is not {wanted}")
-            request: Any = event.data_as(spec.message_types[0])
+            return event.data_as(spec.message_types[0]), event, None, None
         except EventMicroError as exc:  # our decoders' messages name only what is wrong
+            expected = wire_type_name(spec.message_types[0])
             raise BadRequest(f"the request is not a valid {expected}: {exc.message}") from exc
         except Exception as exc:  # e.g. the request class's own validation: no text crosses
-            raise BadRequest(f"the request is not a valid {expected}") from exc
+            raise BadRequest(f"the request is not a valid {wire_type_name(spec.message_types[0])}") from exc
+
+    async def _reply(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+    ) -> binding.NATSMessage:
+        request, event, bare, media = self._request(spec, msg)
         trace = _trace(event, received)
         if trace.deadline is not None and trace.deadline <= time.monotonic():
             self.stats[spec.name].expired += 1
@@ -484,7 +515,14 @@ class Running:
                 log.error("service %s: handler %s returned None", self.service.name, spec.name)
                 raise InternalError()
             return binding.NATSMessage({}, b"")
+        allowed = self._reply_types[spec.name]
+        if allowed is not None and not isinstance(result, allowed):
+            log.error("service %s: handler %s returned %s, not its declared reply type %s", self.service.name,
+                      spec.name, type(result).__qualname__, _declared(spec.reply_type))  # fmt: skip
+            raise InternalError()
         try:
+            if bare is not None:
+                return bare_reply(result, media)
             extensions = {CORRELATION_EXTENSION: trace.correlation_id} if trace.correlation_id else None
             reply = Event.of(
                 result, source=self.client.source, type=python_type_name(result), extensions=extensions
@@ -552,12 +590,24 @@ class Running:
         return tracing.around(span, self._consume(spec, invoke, msg, received))
 
     async def _consume(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
-        event = binding.from_nats(msg, None)
-        if len(spec.message_types) == 1:
+        headers = msg.headers
+        bare = None  # a payload from a plain NATS client (eventmicro._plain)
+        if headers is not None and "ce-specversion" in headers:  # eventmicro's own: the hot path
+            event = binding.from_binary(msg, None)
+        elif len(spec.message_types) > 1 or spec.durable is not None or (bare := bare_payload(msg)) is None:
+            # a union dispatches by type and a durable handler dedupes and dead-letters by
+            # CloudEvent identity: both take CloudEvents only
+            event = binding.from_nats(msg, None)
+        value: Any
+        if bare is not None:
+            value, _ = decode_bare(bare, spec.message_types[0])
+            self.event_stats[spec.name].plain += 1
+            event = _bare_event(spec, msg, bare)
+        elif len(spec.message_types) == 1:
             wanted = self._expected_event[spec.name]
             if wanted is not None and event.get_type() != wanted:
                 raise UnexpectedType((wanted,), event.get_type()[:_SHOWN_TYPE])
-            value: Any = event.data_as(spec.message_types[0])
+            value = event.data_as(spec.message_types[0])
         else:
             value = self._registries[spec.kind, spec.name].decode(
                 event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
@@ -569,6 +619,39 @@ class Running:
             self.service, spec.name, event, self.client, _trace(event, received), stores=self.stores
         )
         await invoke(value, ctx)
+
+
+def _runtime_types(annotation: Any) -> tuple[type, ...] | None:
+    """The classes a value of ``annotation`` may be (``()``: only None), or ``None`` when a
+    class check cannot tell."""
+    origin = typing.get_origin(annotation)
+    members = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    classes: list[type] = []
+    for member in members:
+        if member is None or member is type(None):
+            continue
+        cls = typing.get_origin(member) or member  # dict[str, Any] -> dict
+        if not isinstance(cls, type):
+            return None
+        classes.append(cls)
+    return tuple(classes)
+
+
+def _declared(annotation: Any) -> str:
+    """A declared type for the service's log (never sent to a caller)."""
+    return annotation.__qualname__ if isinstance(annotation, type) else repr(annotation)
+
+
+def _bare_event(spec: HandlerSpec, msg: Message, bare: Bare) -> Event:
+    """The CloudEvent ``ctx.event`` shows for a bare payload: the handler's type, a fresh id,
+    ``nats:<subject>`` as source, the body as data."""
+    cls = spec.message_types[0]
+    return Event.create(
+        type=type_name_of(cls) or python_type_name(cls),
+        source=f"nats:{msg.subject}",
+        data=bare.data,
+        datacontenttype=(bare.content_type or "").strip() or None,
+    )
 
 
 def _plain(spec: HandlerSpec) -> Invoke:

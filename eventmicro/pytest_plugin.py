@@ -16,6 +16,47 @@ fixture                scope     what it gives
 ``nats_connection`` is an async fixture and needs pytest-asyncio
 (``pip install 'eventmicro[testing]'``). Share the session server by using subjects unique
 to each test.
+
+Two helpers, imported from here, test services the way users write them:
+
+- ``capture(connection, subject_or_type)`` subscribes for the block (to a subject, wildcards
+  allowed, or to a message class's default ``events.<type>`` subject) and collects the
+  CloudEvents; ``await events.wait_for(type=..., count=...)`` waits for them (no sleeping)
+  and returns them decoded when ``type`` is a class, as `Event` objects for a type name, or
+  fails with the types that did arrive.
+- ``TestContext(service, calls={...})`` is a `Context` for calling a handler function
+  directly: ``ctx.publish`` is recorded (``ctx.published``, ``ctx.messages(Cls)``) and also
+  sent when ``connection=`` is given; ``ctx.call(name, ...)`` is answered by ``calls[name]``
+  (a function of the request, sync or async) and recorded in ``ctx.calls``; a name without
+  a fake raises `NoResponders`. ``call_handler(service, name, message)`` runs a handler by
+  name, passing a `TestContext` when it takes one.
+
+A runnable example (``asyncio_mode = "auto"``, or mark the tests ``@pytest.mark.asyncio``)::
+
+    from eventmicro import Client, Connection, Context, Service
+    from eventmicro.pytest_plugin import TestContext, capture
+    from schemas.shop.orders.v1 import orders_pb2 as orders
+
+    svc = Service("orders", version="1.0.0")
+
+    @svc.rpc
+    async def place(req: orders.PlaceOrder, ctx: Context) -> orders.OrderAccepted:
+        await ctx.publish(orders.OrderPlaced(order_id="o-1", customer_id=req.customer_id))
+        return orders.OrderAccepted(order_id="o-1")
+
+    async def test_place_publishes_order_placed() -> None:  # no server needed
+        ctx = TestContext(svc)
+        reply = await place(orders.PlaceOrder(customer_id="c-1"), ctx)
+        assert reply.order_id == "o-1"
+        assert ctx.messages(orders.OrderPlaced) == [orders.OrderPlaced(order_id="o-1", customer_id="c-1")]
+
+    async def test_the_running_service_publishes(nats_connection: Connection) -> None:
+        async with capture(nats_connection, orders.OrderPlaced) as events, svc.serving(nats_connection):
+            await Client(nats_connection).call(
+                "orders.place", orders.PlaceOrder(customer_id="c-2"), returns=orders.OrderAccepted
+            )
+            (placed,) = await events.wait_for(type=orders.OrderPlaced, count=1)
+        assert placed.customer_id == "c-2"
 """
 
 from __future__ import annotations
@@ -28,8 +69,19 @@ from eventmicro._adapter import Connection
 from eventmicro._cluster import NatsCluster
 from eventmicro._config import ConnectOptions
 from eventmicro._server import NatsServer
+from eventmicro._testing import Captured, TestContext, call_handler, capture
 
-__all__ = ["fresh_nats_server", "nats_cluster", "nats_connection", "nats_server", "nats_url"]
+__all__ = [
+    "Captured",
+    "TestContext",
+    "call_handler",
+    "capture",
+    "fresh_nats_server",
+    "nats_cluster",
+    "nats_connection",
+    "nats_server",
+    "nats_url",
+]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
 import pytest
+
+from eventmicro import pytest_plugin
 
 USER_TESTS = """
 import asyncio
@@ -51,3 +56,24 @@ def test_the_plugin_lists_its_fixtures(pytester: pytest.Pytester) -> None:
     output = result.stdout.str()
     for name in ("nats_server", "fresh_nats_server", "nats_cluster", "nats_url", "nats_connection"):
         assert name in output
+
+
+def test_the_plugin_docstring_example_runs_in_a_user_suite(pytester: pytest.Pytester) -> None:
+    """The example users copy (capture / wait_for, TestContext) passes as written, with the
+    pytest-asyncio settings the docstring names."""
+    doc = pytest_plugin.__doc__ or ""
+    example = textwrap.dedent(doc.split("A runnable example", 1)[1].split("::\n", 1)[1])
+    pytester.makepyfile(test_example=example)
+    root = Path(__file__).resolve().parents[2]  # the reference shop's schemas
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"pythonpath = {root}\nfilterwarnings = error\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_helpers_are_importable_from_the_plugin() -> None:
+    for name in ("capture", "Captured", "TestContext", "call_handler"):
+        assert name in pytest_plugin.__all__
+        assert callable(getattr(pytest_plugin, name))
