@@ -231,21 +231,30 @@ def _endpoint(info: Mapping[str, Any], schemas: SchemaSet) -> Endpoint:
         unknown = Body("", {"description": "not described by the service"}, None)
         return Endpoint(name, subject, queue, unknown, (unknown,), cloudevents=False)
     members = [m.strip() for m in metadata.get("eventmicro.reply", "").split("|")]
-    reply_url = metadata.get("eventmicro.reply_schema") if len(members) == 1 else None
+    single = len(members) == 1
+    reply_url = metadata.get("eventmicro.reply_schema") if single else None
+    reply_json = metadata.get("eventmicro.reply_json_schema") if single else None
+    request_json = metadata.get("eventmicro.request_json_schema")
     return Endpoint(
         name,
         subject,
         queue,
-        _label_body(request, metadata.get("eventmicro.request_schema"), schemas),
-        tuple(_label_body(m, reply_url, schemas) for m in members if m not in ("none", "None", "")),
+        _label_body(request, metadata.get("eventmicro.request_schema"), schemas, published=request_json),
+        tuple(
+            _label_body(m, reply_url, schemas, published=reply_json)
+            for m in members
+            if m not in ("none", "None", "")
+        ),
         may_be_empty=any(m in ("none", "None") for m in members),
         idempotent=metadata.get("eventmicro.idempotent") == "true",
     )
 
 
-def _label_body(label: str, url: str | None, schemas: SchemaSet, *, event: bool = False) -> Body:
-    schema = schemas.of_label(label, url)
-    if url or "$ref" in schema:  # of_label refers only to installed protobuf types
+def _label_body(
+    label: str, url: str | None, schemas: SchemaSet, *, event: bool = False, published: str | None = None
+) -> Body:
+    schema = schemas.of_label(label, url, published)
+    if url or ("$ref" in schema and not published):  # a $ref without `published`: installed protobuf
         return Body(label, schema, PROTOBUF, url or TYPE_URL_PREFIX + label, named=True)
     content = {"builtins.str": TEXT, "builtins.bytes": OCTET_STREAM}.get(label, JSON)
     return Body(label, schema, content, named=event and not label.startswith("builtins."))

@@ -14,11 +14,25 @@ Service metadata written by eventmicro (ADR-32: strings to strings)::
     eventmicro.subscription.<handler>      JSON: {"subject", "types", "delivery": "core" |
                                            "durable" | "ordered", "queue_group" (of a core
                                            subscription; null: broadcast), "consumer" (durable)}
+
+Endpoint metadata::
+
+    eventmicro.request, eventmicro.reply   the payload types (labels)
+    eventmicro.request_schema, ..._schema  protobuf type URLs
+    eventmicro.request_json_schema,        a dataclass or pydantic type's JSON Schema: one compact
+    eventmicro.reply_json_schema           document, its models under "$defs", at most 16 KiB each
+                                           (left out when longer; ADR-33: 128 KB of metadata)
+    eventmicro.idempotent                  "true" when retried after a lost attempt
+
+STATS endpoint ``data``: ``not_handled`` (by reason) and, when metrics are on (`eventmicro.metrics`),
+``latency``: ``{"le": [upper bounds in s], "counts": [per bucket, not cumulative, last +Inf]}``,
+the handler's duration histogram (shared by the instances of one process, like the metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -33,7 +47,7 @@ from eventmicro._health import check
 from eventmicro._names import consumer_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro._running import Running
+    from eventmicro._running import EndpointStats, Running
 
 __all__ = ["DiscoveryResponder", "discover"]
 
@@ -139,7 +153,7 @@ class DiscoveryResponder:
                     "last_error": counts.last_error,
                     "processing_time": counts.processing_time,
                     "average_processing_time": average,
-                    "data": {"not_handled": counts.turned_away()},
+                    "data": _endpoint_data(counts),
                 }
             )
         response["endpoints"] = endpoints
@@ -160,6 +174,14 @@ class DiscoveryResponder:
         return [spec for spec in self.running.service.handlers if spec.kind is HandlerKind.RPC]
 
 
+def _endpoint_data(counts: EndpointStats) -> dict[str, Any]:
+    data: dict[str, Any] = {"not_handled": counts.turned_away()}
+    metrics = counts.metrics
+    if metrics is not None:
+        data["latency"] = {"le": list(metrics.bounds), "counts": list(metrics.buckets)}
+    return data
+
+
 def _label(cls: Any) -> str:
     if cls is None or cls is type(None):
         return "none"
@@ -178,6 +200,14 @@ def _type_url(cls: Any) -> str | None:
     return TYPE_URL_PREFIX + name if name and hasattr(cls, "DESCRIPTOR") else None
 
 
+@functools.cache
+def _json_schema(cls: type) -> str | None:
+    """The published JSON Schema of a dataclass or pydantic type (built once per type)."""
+    from eventmicro._jsonschema import published_schema  # protobuf descriptors: only when needed
+
+    return published_schema(cls)
+
+
 def _subscription(spec: HandlerSpec, service: str) -> str:
     """How an event handler listens; ``queue_group`` is that of a core NATS subscription."""
     delivery = "durable" if spec.durable else "ordered" if spec.ordered else "core"
@@ -191,10 +221,12 @@ def _subscription(spec: HandlerSpec, service: str) -> str:
 def _endpoint_metadata(spec: HandlerSpec) -> dict[str, str]:
     request, reply = spec.message_types[0], spec.reply_type
     metadata = {"eventmicro.request": _label(request), "eventmicro.reply": _label(reply)}
-    for key, cls in (("eventmicro.request_schema", request), ("eventmicro.reply_schema", reply)):
+    for role, cls in (("request", request), ("reply", reply)):
         url = _type_url(cls)
         if url:
-            metadata[key] = url
+            metadata[f"eventmicro.{role}_schema"] = url
+        elif isinstance(cls, type) and (schema := _json_schema(cls)) is not None:
+            metadata[f"eventmicro.{role}_json_schema"] = schema
     if spec.idempotent:
         metadata["eventmicro.idempotent"] = "true"
     return metadata

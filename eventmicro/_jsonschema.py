@@ -12,7 +12,10 @@ dict, list, Any                   object, array, any JSON value
 
 Only keywords valid in both OpenAPI 3.1 (JSON Schema 2020-12) and AsyncAPI 3.0 (a draft-07
 superset) are written: ``type``, ``properties``, ``items``, ``additionalProperties``, ``enum``,
-``format``, ``$ref``, ``description``, ``anyOf``, ``const``, ``pattern``, ``contentEncoding``.
+``format``, ``$ref``, ``description``, ``anyOf``, ``const``, ``pattern``, ``contentEncoding``,
+``minimum``, ``maximum``. Protobuf integers carry their ranges (int32 and uint32 as numbers
+with ``minimum``/``maximum``, 64-bit ones as strings whose ``pattern`` admits exactly the
+range), so every value a schema allows is one the service's decoder accepts.
 
 >>> from google.protobuf import timestamp_pb2
 >>> schemas = SchemaSet()
@@ -28,6 +31,7 @@ import copy
 import dataclasses
 import datetime
 import enum
+import json
 import re
 import types
 import typing
@@ -38,6 +42,7 @@ from typing import Any, Final
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from eventmicro import _json as strict_json
 from eventmicro._cli_schemas import message_descriptor
 from eventmicro._codecs import python_type_name
 
@@ -46,22 +51,49 @@ try:  # pydantic is optional
 except ImportError:  # pragma: no cover - exercised only without pydantic installed
     pydantic = None  # type: ignore[assignment]
 
-__all__ = ["SchemaSet"]
+__all__ = ["MAX_PUBLISHED", "SchemaSet", "published_schema"]
 
 Schema = dict[str, Any]
 F = FieldDescriptor
-_INT64: Final = {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
-_UINT64: Final = {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+
+
+def _at_most(limit: int) -> str:
+    """A regex (no anchors) of the decimal strings of 0..``limit``, leading zeros allowed up to its
+    length (what protobuf's JSON parser reads): exact, so a schema's valid strings all fit."""
+    digits = str(limit)
+    shorter = f"[0-9]{{1,{len(digits) - 1}}}" if len(digits) > 1 else None
+    same = [
+        digits[:i] + f"[0-{int(d) - 1}]" + (f"[0-9]{{{len(digits) - i - 1}}}" if i < len(digits) - 1 else "")
+        for i, d in enumerate(digits)
+        if d != "0"
+    ]
+    return "(" + "|".join(filter(None, [shorter, *same, digits])) + ")"
+
+
+_INT32_RANGE: Final = {"minimum": -(2**31), "maximum": 2**31 - 1}
+_UINT32_RANGE: Final = {"minimum": 0, "maximum": 2**32 - 1}
+_INT64: Final = {
+    "type": "string",
+    "format": "int64",
+    "pattern": f"^(-?{_at_most(2**63 - 1)}|-{2**63})$",
+    "description": "a decimal string, -2^63 to 2^63-1 (proto3 JSON)",
+}
+_UINT64: Final = {
+    "type": "string",
+    "format": "uint64",
+    "pattern": f"^{_at_most(2**64 - 1)}$",
+    "description": "a decimal string, 0 to 2^64-1 (proto3 JSON)",
+}
 _FLOAT: Final = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
 _BYTES: Final = {"type": "string", "contentEncoding": "base64"}
 _SCALARS: Final[dict[int, Schema]] = {
     F.TYPE_DOUBLE: _FLOAT,
     F.TYPE_FLOAT: _FLOAT,
-    F.TYPE_INT32: {"type": "integer", "format": "int32"},
-    F.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    F.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
-    F.TYPE_UINT32: {"type": "integer", "format": "uint32"},
-    F.TYPE_FIXED32: {"type": "integer", "format": "uint32"},
+    F.TYPE_INT32: {"type": "integer", "format": "int32", **_INT32_RANGE},
+    F.TYPE_SINT32: {"type": "integer", "format": "int32", **_INT32_RANGE},
+    F.TYPE_SFIXED32: {"type": "integer", "format": "int32", **_INT32_RANGE},
+    F.TYPE_UINT32: {"type": "integer", "format": "uint32", **_UINT32_RANGE},
+    F.TYPE_FIXED32: {"type": "integer", "format": "uint32", **_UINT32_RANGE},
     F.TYPE_INT64: _INT64,
     F.TYPE_SINT64: _INT64,
     F.TYPE_SFIXED64: _INT64,
@@ -117,6 +149,8 @@ _LABELS: Final[dict[str, Schema]] = {
     "builtins.list": {"type": "array"},
 }
 _KEY: Final = re.compile(r"[^\w.\-]")  # component keys: ^[\w\d.\-_]+$ (OpenAPI and AsyncAPI)
+_DEFS: Final = "#/$defs/"
+MAX_PUBLISHED: Final = 16 * 1024  # characters of one published schema (eventmicro.*_json_schema)
 
 
 class SchemaSet:
@@ -177,10 +211,13 @@ class SchemaSet:
             self.components[name] = self._message(descriptor)
         return {"$ref": self.ref_prefix + name}
 
-    def of_label(self, label: str | None, type_url: str | None = None) -> Schema:
+    def of_label(
+        self, label: str | None, type_url: str | None = None, published: str | None = None
+    ) -> Schema:
         """The schema of a type named in ``$SRV.INFO`` metadata (``eventmicro.request`` etc.).
 
         An installed protobuf type (``type_url``, or ``label`` as a full name) gives its
+        ``$ref``; a schema the service published (``published``, see `published_schema`) its
         ``$ref``; ``builtins.str``, ``builtins.bytes`` and ``none`` their JSON forms; any other
         label any JSON value, with a description naming it.
         """
@@ -189,6 +226,8 @@ class SchemaSet:
             descriptor = _installed(candidate)
             if descriptor is not None:
                 return self.of_descriptor(descriptor)
+        if not full_name and (lifted := self.of_published(label, published)) is not None:
+            return lifted
         if full_name:
             return {"description": f"protobuf message {full_name} (its schema is not installed here)"}
         if label in _LABELS:
@@ -196,6 +235,48 @@ class SchemaSet:
         if not label:
             return {"description": "any JSON value (the service does not name this type)"}
         return {"description": f"{label} (any JSON value: its schema is not known here)"}
+
+    def of_published(self, label: str | None, text: str | None) -> Schema | None:
+        """The schema a service published for a JSON type (`published_schema`), its ``$defs``
+        registered as components; ``None`` when ``text`` is absent, too long or not such a document.
+
+        The text comes from another process: only ``#/$defs/`` references are kept (any other
+        ``$ref`` is dropped, so no tool is sent elsewhere), names are made component keys.
+        """
+        if not label or not text or len(text) > MAX_PUBLISHED:
+            return None
+        try:
+            document = strict_json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(document, dict):
+            return None
+        defs = document.pop("$defs", None)
+        defs = {str(key): body for key, body in defs.items()} if isinstance(defs, dict) else {}
+        renames = {key: _key(key) for key in defs}
+        for key, body in defs.items():  # same name, other schema (another service's class)
+            taken = self.components.get(renames[key])
+            if taken is not None and taken != self._local(body, renames):
+                renames[key] = _key(f"{label}.{key}")
+        for key, body in defs.items():
+            self.components[renames[key]] = self._local(body, renames)
+        top = self._local(document, renames)
+        if set(top) == {"$ref"}:
+            return typing.cast(Schema, top)  # the usual form: {"$ref": "#/$defs/<model>", "$defs": {...}}
+        name = _key(label)
+        self.components[name] = top
+        return {"$ref": self.ref_prefix + name}
+
+    def _local(self, value: Any, renames: Mapping[str, str]) -> Any:
+        if isinstance(value, list):
+            return [self._local(item, renames) for item in value]
+        if not isinstance(value, dict):
+            return value
+        out = {str(key): self._local(item, renames) for key, item in value.items() if key != "$ref"}
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS) and ref.removeprefix(_DEFS) in renames:
+            out["$ref"] = self.ref_prefix + renames[ref.removeprefix(_DEFS)]
+        return out
 
     # --- protobuf ------------------------------------------------------------------------------
 
@@ -290,6 +371,25 @@ class SchemaSet:
                 ],
             }
         return {"$ref": self.ref_prefix + name}
+
+
+def published_schema(cls: object) -> str | None:
+    """The JSON Schema a service publishes in ``$SRV.INFO`` for a dataclass or pydantic payload
+    type: one self-contained document (its models under ``$defs``), compact JSON of at most
+    `MAX_PUBLISHED` characters; ``None`` for other types, types without a schema, or longer ones
+    (ADR-33 bounds all metadata together at 128 KB)."""
+    model = isinstance(cls, type) and (
+        dataclasses.is_dataclass(cls) or (pydantic is not None and issubclass(cls, pydantic.BaseModel))
+    )
+    if not model:
+        return None
+    schemas = SchemaSet(_DEFS)
+    top = schemas.of_type(cls)
+    if "$ref" not in top:
+        return None
+    document = {"$ref": top["$ref"], "$defs": schemas.components}
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= MAX_PUBLISHED else None
 
 
 def _union(members: list[Schema]) -> Schema:

@@ -8,7 +8,8 @@ id into one JSON document (the shape the page renders)::
                                   "request_type", "reply_type", "idempotent"}],
                    "instances": [{"id", "version", "started", "health", "events",
                                   "endpoints": [{"name", "num_requests", "num_errors",
-                                                 "average_processing_time", "last_error"}]}]}]}
+                                                 "average_processing_time", "last_error",
+                                                 "latency": {"le", "counts"} | null}]}]}]}
 
 Only the fields ADR-32 requires are relied on, so foreign services (Go, JS, nats-py ``micro``)
 show up too, with empty type labels. `ServiceOverview` shares one discovery among concurrent
@@ -32,6 +33,7 @@ from eventmicro._errors import EventMicroError
 __all__ = ["ServiceOverview", "overview"]
 
 WINDOW: Final = 0.3  # seconds to collect $SRV answers
+MAX_BUCKETS: Final = 64  # latency buckets of one endpoint passed on to the page
 
 
 class ServiceOverview:
@@ -177,7 +179,25 @@ def _endpoint_stats(endpoint: Mapping[str, Any]) -> dict[str, Any]:
         "num_errors": _int(endpoint.get("num_errors")),
         "average_processing_time": _int(endpoint.get("average_processing_time")),  # nanoseconds
         "last_error": _text(endpoint.get("last_error")),
+        "latency": _latency(endpoint.get("data")),
     }
+
+
+def _latency(data: Any) -> dict[str, list[Any]] | None:
+    """``data.latency`` of an endpoint's STATS (eventmicro with metrics on): increasing upper
+    bounds in seconds and a count per bucket (one more: +Inf); ``None`` when absent or malformed."""
+    latency = data.get("latency") if isinstance(data, dict) else None
+    if not isinstance(latency, dict):
+        return None
+    bounds, counts = latency.get("le"), latency.get("counts")
+    if not (isinstance(bounds, list) and isinstance(counts, list) and 0 < len(bounds) <= MAX_BUCKETS):
+        return None
+    numbers = all(isinstance(b, int | float) and not isinstance(b, bool) and b > 0 for b in bounds)
+    if not numbers or bounds != sorted(set(bounds)) or len(counts) != len(bounds) + 1:
+        return None
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return None
+    return {"le": bounds, "counts": counts}
 
 
 def _full_name(type_url: str | None) -> str | None:

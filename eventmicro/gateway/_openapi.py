@@ -14,12 +14,18 @@ from typing import Any, Final
 
 from eventmicro._endpoints import endpoint_metadata
 from eventmicro._jsonschema import SchemaSet
+from eventmicro._names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, event_subject
 from eventmicro.gateway._config import GatewayConfig
 
 __all__ = ["openapi_document"]
 
 OPENAPI_VERSION: Final = "3.1.0"
 ERROR_SCHEMA: Final = "eventmicro.gateway.Error"
+MIN_TIMEOUT: Final = 0.1  # seconds: the X-Timeout the schema asks for at least (the gateway takes > 0)
+# a NATS subject token as the gateway checks it (eventmicro._names.check_subject): printable
+# ASCII but '.', '*' and '>'; in the {type} path segment also not '/'
+_SUBJECT_WORD: Final = "[!-)+,\\-/-=?-~]+"
+_TYPE_WORD: Final = "[!-)+,\\-0-=?-~]+"
 _ERRORS: Final = {
     "400": "the body is not JSON or does not fit the request type",
     "404": "no such service or endpoint (or the service's own not-found error)",
@@ -47,7 +53,7 @@ def openapi_document(
         tags.append({"name": name, "description": service["description"] or f"{name} {versions}"})
         for endpoint in sorted(service["endpoints"].values(), key=lambda e: str(e.get("name"))):
             path = f"/api/{name}/{endpoint.get('name')}"
-            paths[path] = {"post": _operation(name, endpoint, schemas, versions)}
+            paths[path] = {"post": _operation(name, endpoint, schemas, versions, config)}
     paths["/events/{type}"] = {"post": _publish_operation()}
     components: dict[str, Any] = {"schemas": {**schemas.components, ERROR_SCHEMA: _error_schema()}}
     document: dict[str, Any] = {
@@ -84,7 +90,7 @@ def _merge(infos: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _operation(
-    service: str, endpoint: Mapping[str, Any], schemas: SchemaSet, versions: str
+    service: str, endpoint: Mapping[str, Any], schemas: SchemaSet, versions: str, config: GatewayConfig
 ) -> dict[str, Any]:
     metadata = endpoint_metadata(endpoint)
     name = str(endpoint.get("name"))
@@ -94,7 +100,11 @@ def _operation(
     request_url = metadata.get("eventmicro.request_schema")
     reply_url = metadata.get("eventmicro.reply_schema")
     request_content: dict[str, Any] = {
-        "application/json": {"schema": schemas.of_label(request_label, request_url)}
+        "application/json": {
+            "schema": schemas.of_label(
+                request_label, request_url, metadata.get("eventmicro.request_json_schema")
+            )
+        }
     }
     if request_url:
         request_content["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
@@ -103,7 +113,11 @@ def _operation(
         responses["204"] = {"description": "done; the endpoint answers nothing"}
     else:
         reply_content: dict[str, Any] = {
-            "application/json": {"schema": schemas.of_label(reply_label, reply_url)}
+            "application/json": {
+                "schema": schemas.of_label(
+                    reply_label, reply_url, metadata.get("eventmicro.reply_json_schema")
+                )
+            }
         }
         if reply_url:
             reply_content["application/protobuf"] = {"schema": {"type": "string", "format": "binary"}}
@@ -128,8 +142,12 @@ def _operation(
                 "name": "X-Timeout",
                 "in": "header",
                 "required": False,
-                "description": "seconds the call may take (capped by the gateway)",
-                "schema": {"type": "number", "exclusiveMinimum": 0},
+                "description": (
+                    f"seconds the call may take, capped at {config.max_timeout:g} (default "
+                    f"{config.default_timeout:g}); the gateway takes any positive number, the schema "
+                    f"asks for at least {MIN_TIMEOUT:g} s, enough for a reply to arrive"
+                ),
+                "schema": {"type": "number", "minimum": MIN_TIMEOUT},
             }
         ],
         "requestBody": {"required": False, "content": request_content},
@@ -161,9 +179,29 @@ def _publish_operation() -> dict[str, Any]:
             "(application/cloudevents+json, or a -batch+json array), forwarded unchanged."
         ),
         "parameters": [
-            {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "type",
+                "in": "path",
+                "required": True,
+                "description": "the CloudEvent type; with no ?subject=, it must make a NATS subject",
+                "schema": {
+                    "type": "string",
+                    "pattern": f"^{_TYPE_WORD}(\\.{_TYPE_WORD})*$",
+                    "maxLength": MAX_SUBJECT_LENGTH - len(event_subject("")),
+                },
+            },
             {"name": "durable", "in": "query", "required": False, "schema": {"type": "boolean"}},
-            {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "subject",
+                "in": "query",
+                "required": False,
+                "description": f"a NATS subject under {EVENT_PREFIX}. (no wildcards), not events.<type>",
+                "schema": {
+                    "type": "string",
+                    "pattern": f"^{EVENT_PREFIX}(\\.{_SUBJECT_WORD})+$",
+                    "maxLength": MAX_SUBJECT_LENGTH,
+                },
+            },
         ],
         "requestBody": {
             "required": False,

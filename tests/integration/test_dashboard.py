@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from eventmicro import BadRequest, Client, Connection, ConnectOptions, NatsServer, Service
+from eventmicro import metrics as em_metrics
 from eventmicro.dashboard import routes
 from eventmicro.dashboard._feed import Feed, TypeFilter
 from eventmicro.dashboard._routes import STATIC
@@ -122,7 +125,8 @@ async def test_page_and_static_files_are_served_and_load_nothing_from_elsewhere(
         assert style.headers["content-type"].startswith("text/css")
         assert (await http.get("/dashboard/static/missing.js")).status_code == 404
     for file in STATIC.iterdir():  # offline users: no CDN, no external URL
-        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", file.read_text()), file.name
+        text = file.read_text().replace('"http://www.w3.org/2000/svg"', "")  # a name, never fetched
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), file.name
     assert sorted(p.name for p in STATIC.iterdir()) == ["app.js", "index.html", "style.css"]
 
 
@@ -202,6 +206,7 @@ async def test_services_show_instances_endpoints_types_events_and_live_stats(
     }
     assert len(service["instances"]) == 2
     stats = [e for i in service["instances"] for e in i["endpoints"]]
+    assert all(e["latency"] is None for e in stats)  # metrics off: the page shows the average
     assert sum(e["num_errors"] for e in stats) == 1
     assert any("no such sku" in e["last_error"] for e in stats)
     for instance in service["instances"]:
@@ -209,6 +214,65 @@ async def test_services_show_instances_endpoints_types_events_and_live_stats(
         assert instance["started"].endswith("Z")
         assert instance["health"]["ready"] is True
         assert "on_cancelled" in instance["events"]
+
+
+@dataclasses.dataclass
+class Quote:
+    sku: str
+    quantity: int = 1
+
+
+@dataclasses.dataclass
+class Price:
+    sku: str
+    cents: int
+
+
+@pytest.fixture
+def metrics_on() -> Iterator[None]:
+    """Metrics on (a registry of the test's own) for the services started in the test."""
+    em_metrics.enable(CollectorRegistry(), buckets=(0.001, 0.01, 0.1, 1.0))
+    yield
+    em_metrics.disable()
+
+
+async def test_latency_histograms_and_json_schemas_reach_the_page(
+    gateway: str, nats_connection: Connection, metrics_on: None
+) -> None:
+    name = f"quote-{uuid.uuid4().hex[:8]}"
+    svc = Service(name, version="1.0.0")
+
+    @svc.rpc
+    async def quote(req: Quote) -> Price:
+        return Price(sku=req.sku, cents=250 * req.quantity)
+
+    async with svc.serving(nats_connection), httpx.AsyncClient(base_url=gateway, timeout=10) as http:
+        for n in range(5):
+            response = await http.post(f"/api/{name}/quote", json={"sku": f"s{n}", "quantity": 2})
+            assert response.json() == {"sku": f"s{n}", "cents": 500}
+        async with asyncio.timeout(10):  # the overview is reused for up to a second
+            while True:
+                found = [
+                    s for s in (await http.get("/dashboard/services")).json()["services"] if s["name"] == name
+                ]
+                if found and found[0]["instances"][0]["endpoints"][0]["num_requests"] == 5:
+                    break
+                await asyncio.sleep(0.1)
+        [stats] = found[0]["instances"][0]["endpoints"]
+        assert stats["latency"]["le"] == [0.001, 0.01, 0.1, 1.0]
+        assert sum(stats["latency"]["counts"]) == 5  # one per call: p50 and p99 are drawn from them
+        # the dataclasses are described, not "any JSON": OpenAPI (what the page and its call form read)
+        document = (await http.get("/openapi.json")).json()
+        operation = document["paths"][f"/api/{name}/quote"]["post"]
+        components = document["components"]["schemas"]
+        request = operation["requestBody"]["content"]["application/json"]["schema"]
+        reply = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        quote_schema = components[request["$ref"].rpartition("/")[2]]
+        assert quote_schema["properties"]["sku"]["type"] == "string"
+        assert quote_schema["required"] == ["sku"]
+        assert components[reply["$ref"].rpartition("/")[2]]["properties"]["cents"]["type"] == "integer"
+        timeout = next(p for p in operation["parameters"] if p["name"] == "X-Timeout")
+        assert timeout["schema"]["minimum"] > 0
 
 
 # --- the live event stream ------------------------------------------------------------------

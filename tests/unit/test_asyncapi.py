@@ -24,7 +24,9 @@ from eventmicro._asyncapi import asyncapi_for_services, asyncapi_from_discovery
 from eventmicro._cli import main
 from eventmicro._cli_run import load_services
 from eventmicro._codecs import python_type_name, type_name_of
+from eventmicro._discovery import _endpoint_metadata
 from eventmicro._event import Event
+from eventmicro._handlers import HandlerKind
 from eventmicro._service_errors import error_reply
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -451,3 +453,21 @@ def test_docs_errors_are_one_line_with_an_exit_code(
     assert code == 2
     assert "cannot write" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_json_typed_endpoint_found_by_discovery_is_described_by_its_published_schema(spec: Any) -> None:
+    svc = calculator()
+    endpoints: list[dict[str, Any]] = [
+        {"name": h.name, "subject": h.subject, "queue_group": h.queue, "metadata": _endpoint_metadata(h)}
+        for h in svc.handlers
+        if h.kind is HandlerKind.RPC
+    ]
+    add = next(e for e in endpoints if e["name"] == "add")
+    assert "eventmicro.request_json_schema" in add["metadata"]  # what $SRV.INFO carries
+    document = asyncapi_from_discovery([info("calc", "c1", endpoints=endpoints)])
+    assert problems(spec, document) == []
+    request = message(document, document["operations"]["calc.add"]["messages"][0]["$ref"])
+    assert request["contentType"] == "application/json"
+    assert "properties" in resolve(document, request["payload"]["$ref"])  # not "any JSON"
+    assert errors(document, request["payload"], {"numbers": [1, 2]}) == []
+    assert errors(document, request["payload"], {"numbers": "1, 2"}) != []

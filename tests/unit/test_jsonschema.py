@@ -29,7 +29,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from eventmicro import event_type
-from eventmicro._jsonschema import SchemaSet
+from eventmicro._jsonschema import MAX_PUBLISHED, SchemaSet, published_schema
 from schemas.shop.billing.v1 import billing_pb2
 from schemas.shop.inventory.v1 import inventory_pb2
 from schemas.shop.notifications.v1 import notifications_pb2
@@ -38,7 +38,7 @@ from schemas.shop.orders.v1 import orders_pb2
 SHOP: tuple[ModuleType, ...] = (orders_pb2, inventory_pb2, billing_pb2, notifications_pb2)
 VALIDATORS = (jsonschema.Draft7Validator, jsonschema.Draft202012Validator)
 ALLOWED = {"type", "properties", "items", "additionalProperties", "enum", "format", "$ref", "description",
-           "oneOf", "anyOf", "const", "pattern", "contentEncoding"}  # fmt: skip
+           "oneOf", "anyOf", "const", "pattern", "contentEncoding", "minimum", "maximum"}  # fmt: skip
 F = FieldDescriptor
 
 
@@ -261,7 +261,12 @@ def test_every_field_kind_validates_a_filled_message_and_its_json_names() -> Non
     properties = everything["properties"]
     assert properties["child"] == {"$ref": "#/components/schemas/test.v1.Everything"}  # no loop
     assert properties["aInt64"]["type"] == properties["aUint64"]["type"] == "string"
-    assert properties["aInt32"] == {"type": "integer", "format": "int32"}
+    assert properties["aInt32"] == {
+        "type": "integer",
+        "format": "int32",
+        "minimum": -(2**31),
+        "maximum": 2**31 - 1,
+    }
     assert properties["aBytes"] == {"type": "string", "contentEncoding": "base64"}
     assert properties["manyInt64"]["type"] == "array"
     assert properties["labels"] == {"type": "object", "additionalProperties": properties["aInt64"]}
@@ -467,3 +472,81 @@ def test_types_without_a_json_schema_are_described_not_raised() -> None:
     assert "Opaque is not described" in holds["properties"]["thing"]["description"]
     assert "has no JSON Schema" in schemas.of_type(HoldsToo)["description"]
     assert "is not described" in schemas.of_type(Opaque)["description"]
+
+
+# --- what the services check: integer ranges -------------------------------------------------
+
+_EDGES = (0, 1, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63,
+          -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**30)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["int32", "sint32", "sfixed32", "uint32", "fixed32", "int64", "sint64", "sfixed64", "uint64", "fixed64"],
+)
+def test_an_integer_the_schema_allows_is_one_protobuf_reads_and_no_other(kind: str) -> None:
+    descriptor, pool = _everything()
+    schemas = SchemaSet()
+    schema = schemas.of_descriptor(descriptor)
+    cls = message_factory.GetMessageClass(descriptor)
+    field = descriptor.fields_by_name[f"a_{kind}"].json_name
+    sixty_four = kind.endswith("64")
+    for number in _EDGES:
+        value: Any = str(number) if sixty_four else number  # proto3 JSON: 64-bit ones as strings
+        try:
+            json_format.ParseDict({field: value}, cls(), descriptor_pool=pool)
+            parsed = True
+        except json_format.ParseError:
+            parsed = False
+        allowed = errors(schemas, schema, {field: value}) == [[], []]
+        assert allowed == parsed, (kind, number)
+
+
+# --- schemas published in $SRV.INFO by JSON-typed endpoints -----------------------------------
+
+
+def test_a_published_schema_describes_the_model_where_it_is_read() -> None:
+    text = published_schema(Basket)
+    assert text is not None
+    assert len(text) <= MAX_PUBLISHED
+    schemas = SchemaSet()  # the gateway's side: only the text, no Python class
+    schema = schemas.of_published("tests.Basket", text)
+    assert schema is not None
+    basket = {"lines": [{"sku": "A-1", "quantity": 2}], "note": None}
+    assert errors(schemas, schema, basket) == [[], []]
+    assert all(errors(schemas, schema, {"lines": [{"quantity": 2}]}))  # sku is required
+    assert all(errors(schemas, schema, {"lines": "A-1"}))
+    for name, component in schemas.components.items():
+        assert re.fullmatch(r"[\w.\-]+", name), name
+        for draft in VALIDATORS:
+            draft.check_schema(component)
+    assert schemas.of_label("tests.Basket", None, text) == schema
+    assert published_schema(Tree) is not None  # recursive: refers to itself under $defs
+
+
+def test_only_models_publish_a_schema_and_a_long_one_is_left_out() -> None:
+    assert published_schema(str) is None
+    assert published_schema(dict[str, int]) is None
+    assert published_schema(orders_pb2.PlaceOrder) is None  # a type URL says it already
+    wide = pydantic.create_model("Wide", **{f"field_{i:04}": (int, 0) for i in range(600)})  # type: ignore[call-overload]
+    assert published_schema(wide) is None
+
+
+def test_a_published_schema_from_another_process_stays_inside_the_document() -> None:
+    schemas = SchemaSet()
+    elsewhere = (
+        '{"type":"object","properties":{"a":{"$ref":"https://attacker.example/x.json"},'
+        '"b":{"$ref":"#/$defs/B"}},"$defs":{"B":{"type":"string"},"bad key/..":{"type":"integer"}}}'
+    )
+    schema = schemas.of_published("other.Thing", elsewhere)
+    assert schema == {"$ref": "#/components/schemas/other.Thing"}
+    thing = schemas.components["other.Thing"]
+    assert thing["properties"]["a"] == {}  # the foreign reference is dropped
+    assert thing["properties"]["b"] == {"$ref": "#/components/schemas/B"}
+    assert "bad_key_.." in schemas.components
+    assert schemas.of_published("x.Y", "x" * (MAX_PUBLISHED + 1)) is None
+    assert schemas.of_published("x.Y", "[1, 2]") is None
+    assert schemas.of_published("x.Y", "{not json") is None
+    assert schemas.of_published("x.Y", '{"a": NaN}') is None
+    fallback = schemas.of_label("x.Y", None, "[1, 2]")
+    assert set(fallback) == {"description"}

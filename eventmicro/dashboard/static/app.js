@@ -91,28 +91,30 @@
 
   // --- schemas from /openapi.json ----------------------------------------------------------
 
-  let schemas = null; // components.schemas, or null when the gateway publishes none
+  let openapi = null; // the gateway's OpenAPI document
+  let schemas = null; // its components.schemas, or null when the gateway publishes none
+  let schemasSignature = ""; // the services the document was loaded for
 
   async function loadSchemas() {
     try {
       const response = await api("/openapi.json");
-      const document_ = response.ok ? await response.json() : null;
-      schemas = (document_ && document_.components && document_.components.schemas) || null;
+      openapi = response.ok ? await response.json() : null;
     } catch (_) {
-      schemas = null;
+      openapi = null;
     }
+    schemas = (openapi && openapi.components && openapi.components.schemas) || null;
     shownSignature = ""; // render the schemas now known
     if (services) renderServices(services);
   }
 
-  /** The component schema of a protobuf full name, with the components it refers to. */
+  /** The component schema of a name, with the components it refers to. */
   function schemaOf(fullName) {
-    if (!schemas || !fullName || !schemas[fullName]) return null;
+    if (!schemas || !fullName || !Object.hasOwn(schemas, fullName)) return null;
     const found = {};
     const pending = [fullName];
     while (pending.length && Object.keys(found).length < 50) {
       const name = pending.shift();
-      if (found[name] || !schemas[name]) continue;
+      if (Object.hasOwn(found, name) || !Object.hasOwn(schemas, name)) continue;
       found[name] = schemas[name];
       JSON.stringify(schemas[name], (key, value) => {
         if (key === "$ref" && typeof value === "string") pending.push(value.split("/").pop());
@@ -120,6 +122,89 @@
       });
     }
     return Object.keys(found).length === 1 ? found[fullName] : found;
+  }
+
+  /** The JSON schema OpenAPI gives an endpoint's request or reply (what the gateway knows of it). */
+  function operationSchema(service, endpoint, role) {
+    const path = openapi && openapi.paths && openapi.paths[`/api/${service}/${endpoint}`];
+    const post = path && path.post;
+    if (!post) return null;
+    const content = role === "request" ? post.requestBody && post.requestBody.content
+      : post.responses && post.responses["200"] && post.responses["200"].content;
+    return (content && content["application/json"] && content["application/json"].schema) || null;
+  }
+
+  /** What to show of a schema: its components when it refers to one, null when it says nothing. */
+  function shownSchema(schema) {
+    if (!schema) return null;
+    if (typeof schema.$ref === "string") return schemaOf(schema.$ref.split("/").pop());
+    const keys = Object.keys(schema);
+    return keys.length && !(keys.length === 1 && keys[0] === "description") ? schema : null;
+  }
+
+  function resolve(schema) {
+    let found = schema;
+    for (let n = 0; found && typeof found.$ref === "string" && n < 20; n++) {
+      const name = found.$ref.split("/").pop();
+      found = schemas && Object.hasOwn(schemas, name) ? schemas[name] : null;
+    }
+    return found && typeof found === "object" ? found : {};
+  }
+
+  /** A value fitting ``schema``, to start a request from (undefined: leave the field out). */
+  function example(schema, path = []) {
+    const ref = schema && typeof schema.$ref === "string" ? schema.$ref : null;
+    if (ref && path.includes(ref)) return undefined; // a recursive message: stop here
+    const within = ref ? [...path, ref] : path;
+    const s = resolve(schema);
+    if (within.length > 6) return undefined;
+    if ("const" in s) return s.const;
+    if ("default" in s && s.default !== null) return s.default;
+    if (Array.isArray(s.enum) && s.enum.length) return s.enum[0];
+    const choices = s.anyOf || s.oneOf;
+    if (Array.isArray(choices) && choices.length) {
+      return example(choices.find((c) => resolve(c).type !== "null") || choices[0], within);
+    }
+    let type = s.type;
+    if (Array.isArray(type)) type = type.find((t) => t !== "null") || type[0];
+    if (!type && s.properties) type = "object";
+    switch (type) {
+      case "object": {
+        const out = {};
+        for (const [name, field] of Object.entries(s.properties || {})) {
+          const value = example(field, within);
+          if (value !== undefined) out[name] = value;
+        }
+        return out;
+      }
+      case "array": {
+        const item = s.items ? example(s.items, within) : undefined;
+        return item === undefined ? [] : [item];
+      }
+      case "string":
+        if (s.format === "date-time") return new Date().toISOString().replace(/\.\d+Z$/, "Z");
+        if (s.format === "date") return new Date().toISOString().slice(0, 10);
+        if (s.format === "uuid") return "00000000-0000-0000-0000-000000000000";
+        if (s.format === "int64" || s.format === "uint64") return "0";
+        if (s.pattern && s.pattern.endsWith("s$")) return "1s"; // google.protobuf.Duration
+        return "";
+      case "integer":
+      case "number":
+        return typeof s.minimum === "number" && s.minimum > 0 ? s.minimum : 0;
+      case "boolean":
+        return false;
+      case "null":
+        return null;
+      default:
+        return undefined;
+    }
+  }
+
+  /** The request body a chosen endpoint starts with: an example of its request schema, or {}. */
+  function prefill(service, endpoint) {
+    const schema = operationSchema(service, endpoint, "request");
+    const value = schema && shownSchema(schema) ? example(schema) : undefined;
+    return value === undefined ? "{}" : JSON.stringify(value, null, 2);
   }
 
   // --- services and live stats -------------------------------------------------------------
@@ -159,12 +244,16 @@
     return JSON.stringify(
       list.map((s) => [s.name, s.version, s.description, s.subscribes, s.publishes,
         s.endpoints.map((e) => [e.name, e.subject, e.queue_group, e.request, e.reply]),
-        s.instances.map((i) => [i.id, i.version, i.started])]),
+        s.instances.map((i) => [i.id, i.version, i.started]), handlerNames(s)]),
     );
   }
 
   function renderServices(list) {
     const wanted = signature(list);
+    if (wanted !== schemasSignature) {
+      schemasSignature = wanted; // new services or endpoints: ask for the schemas again
+      loadSchemas();
+    }
     if (wanted !== shownSignature) {
       const open = new Set([...document.querySelectorAll("#services details[open]")].map((d) => d.dataset.key));
       statCells.clear();
@@ -194,6 +283,7 @@
     chips("subscribes to", service.subscribes, "subscribes"),
     chips("publishes", service.publishes, "publishes"));
     if (service.endpoints.length) card.append(endpointTable(service, open));
+    card.append(chartsOf(service));
     card.append(instanceTable(service));
     return card;
   }
@@ -219,8 +309,8 @@
         el("td", {}, tryButton)));
       const details = el("details", { "data-key": "schema:" + key, "data-testid": "endpoint-schemas" },
         el("summary", { text: "request and reply schemas" }),
-        schemaBlock("Request", endpoint.request, endpoint.request_type),
-        schemaBlock("Reply", endpoint.reply, endpoint.reply_type));
+        schemaBlock("Request", endpoint.request, operationSchema(service.name, endpoint.name, "request")),
+        schemaBlock("Reply", endpoint.reply, operationSchema(service.name, endpoint.name, "reply")));
       details.open = open.has("schema:" + key);
       body.append(el("tr", { class: "schemas" }, el("td", { colspan: 7 }, details)));
     }
@@ -231,8 +321,8 @@
       body);
   }
 
-  function schemaBlock(title, label, fullName) {
-    const schema = schemaOf(fullName);
+  function schemaBlock(title, label, operation) {
+    const schema = shownSchema(operation);
     return el("div", { class: "schema", "data-testid": "schema-" + title.toLowerCase() },
       el("h5", {}, title + ": ", el("code", { text: label || "?" })),
       schema ? el("pre", { text: JSON.stringify(schema, null, 2) })
@@ -303,6 +393,209 @@
         setStat("avg:" + key, t.requests ? ms(t.time / t.requests) : "–");
       }
     }
+    sample(list);
+  }
+
+  // --- live charts (SVG drawn here; rates from the counters' change between two polls) ------
+
+  const HISTORY = 90; // points per chart: three minutes at one poll every 2 s
+  const SVG = "http://www.w3.org/2000/svg";
+  const WIDTH = 300;
+  const HEIGHT = 60;
+  const charts = new Map(); // "traffic:svc:endpoint" -> chart (kept across re-renders)
+  const counters = new Map(); // "svc:instance:what" -> the value at the previous poll
+  let sampledAt = 0;
+
+  function handlerNames(service) {
+    const names = new Set();
+    for (const instance of service.instances) Object.keys(instance.events || {}).forEach((n) => names.add(n));
+    return [...names].sort();
+  }
+
+  function svg(tag, attrs = {}) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+    return node;
+  }
+
+  /** A chart: one <path> per series, a legend with each series' last value and the scale. */
+  function chart(key, title, series, unit) {
+    let found = charts.get(key);
+    if (found) return found;
+    const box = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: "none", role: "img",
+      "aria-label": title });
+    box.append(svg("path", { class: "grid", d: `M0 ${HEIGHT / 2}H${WIDTH}M0 ${HEIGHT - 0.5}H${WIDTH}` }));
+    const paths = series.map((name, i) => svg("path", { class: "line s" + i, "data-series": name,
+      "data-points": 0, "vector-effect": "non-scaling-stroke" }));
+    box.append(...paths);
+    const values = series.map((name, i) => el("span", { class: "s" + i, "data-testid": "chart-value",
+      "data-series": name, text: name + " –" }));
+    const scale = el("span", { class: "muted scale", "data-testid": "chart-scale", text: "" });
+    const note = el("p", { class: "muted note", "data-testid": "chart-note", hidden: true });
+    const node = el("figure", { class: "chart", "data-testid": "chart", "data-chart": key },
+      el("figcaption", { text: title }), box, el("div", { class: "legend" }, ...values, scale), note);
+    const hideEmpty = key.startsWith("latency:");
+    found = { node, series, unit, paths, values, scale, note, hideEmpty, points: series.map(() => []) };
+    charts.set(key, found);
+    return found;
+  }
+
+  function chartsOf(service) {
+    const figures = [];
+    for (const endpoint of service.endpoints) {
+      const key = `${service.name}:${endpoint.name}`;
+      figures.push(chart("traffic:" + key, `${endpoint.name}: calls/s and errors/s`, ["calls/s", "errors/s"], "/s").node);
+      figures.push(chart("latency:" + key, `${endpoint.name}: latency (ms)`, ["p50", "p99", "average"], " ms").node);
+    }
+    for (const name of handlerNames(service)) {
+      figures.push(chart(`events:${service.name}:${name}`, `${name}: events/s and errors/s`,
+        ["events/s", "errors/s"], "/s").node);
+    }
+    return el("div", { class: "charts", "data-testid": "charts" }, ...figures);
+  }
+
+  /** How much ``value`` grew since the previous poll (a restarted instance starts from 0). */
+  function grew(key, value) {
+    const before = counters.get(key);
+    counters.set(key, value);
+    if (before === undefined) return null;
+    return value >= before ? value - before : value;
+  }
+
+  function grewAll(key, values) {
+    const before = counters.get(key);
+    counters.set(key, values);
+    if (!before || before.length !== values.length) return null;
+    const restarted = values.some((v, i) => v < before[i]);
+    return values.map((v, i) => (restarted ? v : v - before[i]));
+  }
+
+  /** The value below which a share ``q`` of the histogram's counts lie (linear within a bucket). */
+  function quantile(bounds, counts, q) {
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (!total) return null;
+    const rank = q * total;
+    let seen = 0;
+    for (let i = 0; i < counts.length; i++) {
+      if (counts[i] && seen + counts[i] >= rank) {
+        if (i >= bounds.length) return bounds[bounds.length - 1]; // above the last bound
+        const low = i ? bounds[i - 1] : 0;
+        return low + (bounds[i] - low) * ((rank - seen) / counts[i]);
+      }
+      seen += counts[i];
+    }
+    return bounds[bounds.length - 1];
+  }
+
+  function sample(list) {
+    const now = performance.now();
+    const seconds = sampledAt ? (now - sampledAt) / 1000 : 0;
+    sampledAt = now;
+    for (const service of list) {
+      for (const endpoint of service.endpoints) {
+        const key = `${service.name}:${endpoint.name}`;
+        let calls = null, errors = null, time = null, bounds = null, buckets = null, histograms = false;
+        for (const instance of service.instances) {
+          const e = instance.endpoints.find((x) => x.name === endpoint.name);
+          if (!e) continue;
+          const base = `${service.name}:${instance.id}:${endpoint.name}`;
+          const c = grew(base + ":n", e.num_requests);
+          const f = grew(base + ":e", e.num_errors);
+          const t = grew(base + ":t", e.average_processing_time * e.num_requests);
+          if (c !== null) calls = (calls || 0) + c;
+          if (f !== null) errors = (errors || 0) + f;
+          if (t !== null) time = (time || 0) + t;
+          if (e.latency) {
+            histograms = true;
+            const d = grewAll(base + ":h", e.latency.counts);
+            if (d && (!bounds || bounds.join() === e.latency.le.join())) {
+              bounds = e.latency.le;
+              buckets = buckets ? buckets.map((v, i) => v + d[i]) : d;
+            }
+          }
+        }
+        const ok = seconds > 0;
+        push("traffic:" + key, [ok && calls !== null ? calls / seconds : null,
+          ok && errors !== null ? errors / seconds : null], now);
+        const latency = charts.get("latency:" + key);
+        if (latency) {
+          latency.note.hidden = histograms;
+          latency.note.textContent = histograms ? "" : "p50 and p99 need metrics on in the service " +
+            "(eventmicro.metrics.enable(), or run with a metrics port): the average is shown instead.";
+          const p = (q) => (buckets ? quantile(bounds, buckets, q) : null);
+          const p50 = p(0.5), p99 = p(0.99);
+          const average = calls && time !== null ? time / calls / 1e6 : null;
+          push("latency:" + key, [p50 === null ? null : p50 * 1000, p99 === null ? null : p99 * 1000,
+            histograms ? null : average], now);
+        }
+      }
+      for (const name of handlerNames(service)) {
+        let received = null, failed = null;
+        for (const instance of service.instances) {
+          const e = (instance.events || {})[name];
+          if (!e) continue;
+          const base = `${service.name}:${instance.id}:event:${name}`;
+          const r = grew(base + ":n", Number(e.received) || 0);
+          const f = grew(base + ":e", Number(e.errors) || 0);
+          if (r !== null) received = (received || 0) + r;
+          if (f !== null) failed = (failed || 0) + f;
+        }
+        const ok = seconds > 0;
+        push(`events:${service.name}:${name}`, [ok && received !== null ? received / seconds : null,
+          ok && failed !== null ? failed / seconds : null], now);
+      }
+    }
+  }
+
+  const round = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+
+  function push(key, values, now) {
+    const found = charts.get(key);
+    if (!found) return;
+    values.forEach((v, i) => {
+      const points = found.points[i];
+      points.push({ t: now, v });
+      if (points.length > HISTORY) points.shift();
+    });
+    draw(found, now);
+  }
+
+  /** A "nice" top of the scale: 1, 2 or 5 times a power of ten, at least ``v``. */
+  function niceTop(v) {
+    if (!(v > 0)) return 1;
+    const power = 10 ** Math.floor(Math.log10(v));
+    return [1, 2, 5, 10].map((m) => m * power).find((m) => m >= v);
+  }
+
+  function draw(found, now) {
+    const span = HISTORY * POLL_MS;
+    let top = 0;
+    for (const points of found.points) for (const p of points) if (p.v !== null && p.v > top) top = p.v;
+    top = niceTop(top);
+    found.points.forEach((points, i) => {
+      let d = "";
+      let pen = false;
+      let count = 0;
+      for (const p of points) {
+        if (p.v === null) {
+          pen = false;
+          continue;
+        }
+        const x = Math.max(0, WIDTH - ((now - p.t) / span) * WIDTH).toFixed(1);
+        const y = (HEIGHT - (p.v / top) * (HEIGHT - 2) - 1).toFixed(1);
+        d += (pen ? "L" : "M") + x + " " + y;
+        if (!pen && points.length === 1) d += "h1"; // a first point alone still shows
+        pen = true;
+        count += 1;
+      }
+      found.paths[i].setAttribute("d", d || "M0 0");
+      found.paths[i].setAttribute("data-points", count);
+      found.paths[i].classList.toggle("empty", !count);
+      const last = [...points].reverse().find((p) => p.v !== null);
+      found.values[i].textContent = `${found.series[i]} ${last ? round(last.v) : "–"}`;
+      found.values[i].hidden = found.hideEmpty && !count; // latency: p50/p99, or the average
+    });
+    found.scale.textContent = `scale 0–${round(top)}${found.unit}`;
   }
 
   // --- the call form -----------------------------------------------------------------------
@@ -332,6 +625,29 @@
     const endpoint = service && service.endpoints.find((e) => e.name === $("call-endpoint").value);
     $("call-types").textContent = endpoint ? `${endpoint.request || "?"} → ${endpoint.reply || "?"}` +
       (endpoint.idempotent ? " (idempotent)" : "") : "";
+    showBody(endpoint ? `${service.name}/${endpoint.name}` : "");
+  }
+
+  const drafts = new Map(); // "service/endpoint" -> the body the user left there
+  let bodyKey = ""; // the endpoint whose body the form shows
+  let prefilled = ""; // the body that endpoint started with
+
+  /** The body of the chosen endpoint: what the user left there, else an example of its schema. */
+  function showBody(key) {
+    const body = $("call-body");
+    const [service, endpoint] = key.split("/");
+    if (key === bodyKey) {
+      if (key && body.value === prefilled) body.value = prefilled = prefill(service, endpoint); // schemas came
+      return;
+    }
+    if (bodyKey) {
+      if (body.value !== prefilled) drafts.set(bodyKey, body.value);
+      else drafts.delete(bodyKey);
+    }
+    bodyKey = key;
+    prefilled = key ? prefill(service, endpoint) : "{}";
+    body.value = drafts.has(key) ? drafts.get(key) : prefilled;
+    $("call-result").hidden = true; // the previous endpoint's answer
   }
 
   function chooseEndpoint(service, endpoint) {
@@ -565,8 +881,8 @@
 
   function restart() {
     $("token-forget").hidden = !token();
+    schemasSignature = ""; // the first answer loads them (with the token, if any)
     startPolling();
-    loadSchemas();
     connectEvents();
   }
 
