@@ -62,7 +62,6 @@ from eventmicro._service_errors import (
     ServiceError,
     ServiceUnavailable,
     error_reply,
-    new_error_id,
 )
 from eventmicro._store import Stores
 
@@ -431,12 +430,6 @@ class Running:
     def _error(self, stats: EndpointStats, error: ServiceError) -> binding.NATSMessage:
         stats.num_errors += 1
         stats.last_error = f"{error.instance_code}:{error.detail}"
-        if isinstance(error, InternalError) and error.incident is None:  # the caller and the log
-            error.incident = new_error_id()  # share an id to grep (eventmicro._service_errors)
-            handling = HANDLING.get()
-            log.error("service %s: %s answered %d %s, error id %s", self.service.name,
-                      handling[1].name if handling else "a request", error.instance_code, error.status,
-                      error.incident)  # fmt: skip
         return self._error_bytes(error)
 
     @staticmethod
