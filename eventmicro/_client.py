@@ -34,7 +34,7 @@ from eventmicro._adapter import Connection
 from eventmicro._attributes import ExtensionValue
 from eventmicro._codecs import decode_payload, python_type_name
 from eventmicro._config import ConnectOptions
-from eventmicro._errors import EventMicroError, NoResponders, NotStored, Timeout
+from eventmicro._errors import EventMicroError, NoResponders, NotStored, PayloadError, Timeout
 from eventmicro._event import Event
 from eventmicro._names import event_subject
 from eventmicro._service_errors import (
@@ -235,7 +235,10 @@ class Client:
         if span is not None:
             span.sending(event, name)
         wire = binding.to_binary(event, None)
-        reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)
+        try:
+            reply = await self.connection.request(name, wire.data, headers=wire.headers, timeout=remaining)
+        except Timeout as exc:  # the budget as the caller would write it: 1s, not 0.999998s
+            raise Timeout(name, math.ceil(remaining * 1000) / 1000) from exc
         headers = reply.headers
         if (  # the common case: a CloudEvent, and no error headers
             headers is not None
@@ -244,11 +247,19 @@ class Client:
             and ERROR_HEADER not in headers
             and returns is not type(None)
         ):
-            return binding.from_binary(reply, None).data_as(returns)
+            try:
+                return binding.from_binary(reply, None).data_as(returns)
+            except PayloadError as exc:
+                _name_reply(exc, name, headers, returns)
+                raise
         error = error_from_reply(headers, reply.data)
         if error is not None:
             raise error
-        return _decode_reply(headers, reply.data, returns)
+        try:
+            return _decode_reply(headers, reply.data, returns)
+        except PayloadError as exc:
+            _name_reply(exc, name, headers, returns)
+            raise
 
     async def publish(
         self,
@@ -397,6 +408,18 @@ class Client:
         if extensions:
             merged.update(extensions)
         return Event.of(message, source=source or self.source, type=type, extensions=merged or None)
+
+
+def _name_reply(error: PayloadError, name: str, headers: Mapping[str, str] | None, returns: type) -> None:
+    """Say which reply type came and which ``returns=`` expected, when they differ."""
+    got = next((v for k, v in (headers or {}).items() if k.lower() == "ce-type"), None)
+    wanted = python_type_name(returns)
+    if got is not None and got != wanted:
+        media = next((v for k, v in (headers or {}).items() if k.lower() == "ce-datacontenttype"), None)
+        error.args = (
+            f"the reply of {name} is a {got[:200]}{f' ({media[:100]})' if media else ''}, "
+            f"not the {wanted} that returns= expects",
+        )
 
 
 def _decode_reply(headers: Mapping[str, str] | None, data: bytes, returns: type[T]) -> T:

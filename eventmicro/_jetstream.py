@@ -168,7 +168,7 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
         try:
             await js.add_stream(stream._config())
         except nats.js.errors.APIError as exc:
-            raise StreamConflict(stream.name, describe_api(exc)) from exc
+            raise StreamConflict(stream.name, describe_api(exc) + await _overlapping(js, stream)) from exc
         except nats.errors.Error as exc:
             raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
         log.info("stream %s created (subjects %s)", stream.name, ", ".join(stream.subjects))
@@ -205,6 +205,31 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     except nats.errors.Error as exc:
         raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
     log.warning("stream %s updated to its declaration: %s", stream.name, ", ".join(sorted(changes)))
+
+
+async def _overlapping(js: JetStreamContext, stream: Stream) -> str:
+    """The streams whose subjects overlap ``stream``'s, for the error (``""`` when none is found)."""
+    try:
+        infos = await js.streams_info()
+    except nats.errors.Error:
+        return ""
+    found = []
+    for info in infos:
+        theirs = [s for s in info.config.subjects or [] if any(_collide(s, o) for o in stream.subjects)]
+        if theirs and info.config.name != stream.name:
+            found.append(f"stream {info.config.name} stores {', '.join(theirs)}")
+    return f" ({'; '.join(found)}: declare that stream, or subjects outside it)" if found else ""
+
+
+def _collide(a: str, b: str) -> bool:
+    """True when some subject matches both patterns (NATS wildcards ``*`` and ``>``)."""
+    left, right = a.split("."), b.split(".")
+    for x, y in zip(left, right, strict=False):
+        if x == ">" or y == ">":
+            return True
+        if x != y and "*" not in (x, y):
+            return False
+    return len(left) == len(right)
 
 
 def _same(declared: object, actual: object) -> bool:

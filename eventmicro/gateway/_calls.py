@@ -57,6 +57,7 @@ from eventmicro.gateway._problems import (
     read_body,
     require_nats,
     trace_context,
+    unsupported_media,
     wants_protobuf,
 )
 
@@ -138,7 +139,7 @@ class Calls:
                 raise Problem(415, "UnsupportedMediaType", "this endpoint takes JSON, not protobuf")
             return protobuf_body(cls, body)
         if media is not None and media not in _JSON_MEDIA and not media.endswith("+json"):
-            raise Problem(415, "UnsupportedMediaType", "send application/json or application/protobuf")
+            raise unsupported_media(media, "application/json or application/protobuf")
         value = _parse_json(body)
         try:
             return build_request(value, metadata)

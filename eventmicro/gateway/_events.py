@@ -44,6 +44,7 @@ from eventmicro.gateway._problems import (
     read_body,
     require_nats,
     trace_context,
+    unsupported_media,
 )
 
 __all__ = ["Events"]
@@ -111,7 +112,9 @@ class Events:
                 except RequestInvalid as exc:
                     raise Problem(400, "BadRequest", str(exc)) from None
             else:
-                raise Problem(415, "UnsupportedMediaType", f"{event_type} takes JSON or protobuf data")
+                raise unsupported_media(
+                    media, f"{event_type} data as application/json or application/protobuf"
+                )
             event = Event.of(data, source=source)
         elif _is_json(media):
             _json(body)  # checked: a JSON event must carry strict JSON

@@ -150,6 +150,20 @@ def _too_large(limit: int) -> Problem:
     )
 
 
+def unsupported_media(media: str | None, wanted: str) -> Problem:
+    """415 naming the media type received (``curl -d`` sends a form) and the ones ``wanted``."""
+    got = (
+        "no media type"
+        if media is None
+        else "".join(c for c in media[:100] if c.isprintable() and c.isascii())
+    )
+    hint = " (curl -d sends a form: add -H 'content-type: application/json')" if media == _FORM else ""
+    return Problem(415, "UnsupportedMediaType", f"send {wanted}, not {got}{hint}")
+
+
+_FORM: Final = "application/x-www-form-urlencoded"
+
+
 def media_type(request: Request) -> str | None:
     """The request's media type, lower case, without parameters (``None`` when not given)."""
     header = request.headers.get("content-type")
