@@ -248,10 +248,15 @@ class Service:
             types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)
             handler = check_handler_name(name or fn.__name__)
             if subject is None:
-                if len(types_) != 1 or not type_name_of(types_[0]):
+                if len(types_) != 1:
                     raise ConfigurationError(
-                        f"handler {fn.__qualname__} needs subject=... (its type has no CloudEvent type, "
-                        "or it takes several types)"
+                        f"handler {fn.__qualname__} takes several types: give subject=... (a wildcard "
+                        "such as 'events.shop.>' receives them all)"
+                    )
+                if not type_name_of(types_[0]):
+                    raise ConfigurationError(
+                        f"handler {fn.__qualname__}: {getattr(types_[0], '__name__', types_[0])} has no "
+                        'CloudEvent type; decorate the class with @event_type("...") or give subject=...'
                     )
                 topic = event_subject(type_name_of(types_[0]) or "")
             else:
