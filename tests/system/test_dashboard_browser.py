@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -20,8 +21,10 @@ from typing import Any, Final
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Route, async_playwright, expect
+from prometheus_client import CollectorRegistry
 
 from eventmicro import Client, Connection, ConnectOptions, Message, NatsServer, Service
+from eventmicro import metrics as em_metrics
 from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.orders.v1 import orders_pb2 as orders
 from schemas.shop.orders.v1.orders_micro import OrdersClient
@@ -133,6 +136,14 @@ async def place_orders(shop_client: Client, count: int) -> list[str]:
     return accepted
 
 
+async def expect_peak(page: Page, chart: str, series: str) -> None:
+    """Wait until the chart's ``series`` has drawn a value above zero."""
+    path = f'[data-chart="{chart}"] path[data-series="{series}"]'
+    await page.wait_for_function(
+        "path => Number(document.querySelector(path)?.dataset.peak) > 0", arg=path, timeout=WAIT
+    )
+
+
 def service_card(page: Page, name: str) -> Locator:
     return page.locator(f'[data-testid="service"][data-service="{name}"]')
 
@@ -202,6 +213,12 @@ async def test_live_events_and_stats_follow_the_orders_being_placed(
         # live stats: the orders' place endpoint, summed over both instances
         requests = page.locator('[data-stat="req:orders:place"]')
         await expect(requests).to_have_text(str(ORDERS), timeout=WAIT)
+        # live charts: rates from the counters' change between polls, drawn as SVG paths
+        await expect_peak(page, "traffic:orders:place", "calls/s")
+        await expect_peak(page, "events:inventory:on_order_placed", "events/s")
+        await expect_peak(page, "latency:orders:place", "average")
+        latency = page.locator('[data-chart="latency:orders:place"]')
+        await expect(latency.get_by_test_id("chart-note")).to_contain_text("p50 and p99 need")  # metrics off
         await screenshot(page, "dashboard-events")
 
         # a type filter reconnects the stream; only matching events arrive from then on
@@ -229,14 +246,15 @@ async def test_the_call_form_shows_the_reply_or_the_error(
         gateway(shop_server, GatewayConfig()) as base,
         open_page(browser, base + "/dashboard/", expected=(400, 404)) as page,
     ):
-        await expect(page.get_by_test_id("call-body")).to_have_value("{}")
         stock = page.locator('[data-service="inventory"] [data-testid="endpoint"][data-endpoint="get_stock"]')
         await stock.get_by_test_id("try-endpoint").click(timeout=WAIT)
         await expect(page.get_by_test_id("call-service")).to_have_value("inventory")
         await expect(page.get_by_test_id("call-endpoint")).to_have_value("get_stock")
-        await page.get_by_test_id("call-body").fill('{"sku": "sku-012"}')
-        await page.get_by_test_id("call-submit").click()
+        body = page.get_by_test_id("call-body")
+        await expect(body).to_have_value('{\n  "sku": ""\n}', timeout=WAIT)  # from GetStockRequest's schema
+        await body.fill('{"sku": "sku-012"}')
         result = page.get_by_test_id("call-result")
+        await page.get_by_test_id("call-submit").click()
         await expect(result).to_have_attribute("data-outcome", "ok")
         await expect(page.get_by_test_id("call-status")).to_have_text(re.compile(r"^200 OK"))
         await expect(page.get_by_test_id("call-reply")).to_contain_text('"sku": "sku-012"')
@@ -245,6 +263,10 @@ async def test_the_call_form_shows_the_reply_or_the_error(
         # an order placed through the form, through the gateway's /api route ...
         await page.get_by_test_id("call-service").select_option("orders")
         await page.get_by_test_id("call-endpoint").select_option("place")
+        prefilled = json.loads(await body.input_value())  # PlaceOrder's, not get_stock's body
+        assert prefilled["customerId"] == ""
+        assert set(prefilled["items"][0]) >= {"sku", "quantity", "unitPriceCents"}
+        await expect(result).to_be_hidden()  # the previous endpoint's reply is gone too
         await page.get_by_test_id("call-body").fill(
             '{"customerId": "cust-form", "currency": "EUR", '
             '"items": [{"sku": "sku-003", "quantity": 2, "unitPriceCents": 1250}]}'
@@ -275,6 +297,16 @@ async def test_the_call_form_shows_the_reply_or_the_error(
         await page.get_by_test_id("call-body").fill("{nope")
         await page.get_by_test_id("call-submit").click()
         await expect(result).to_have_attribute("data-outcome", "invalid")
+        # back on get_stock: the body left there, not the one of place
+        await page.get_by_test_id("call-service").select_option("inventory")
+        await expect(body).to_have_value('{"sku": "sku-012"}')
+        # a long error wraps inside the form instead of running off the page
+        await body.fill(json.dumps({"sku": "sku-" + "x" * 400}))
+        await page.get_by_test_id("call-submit").click()
+        await expect(result).to_have_attribute("data-outcome", "error")
+        status = page.get_by_test_id("call-status")
+        assert await status.evaluate("node => node.scrollWidth <= node.clientWidth")
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await screenshot(page, "dashboard-call-error")
 
 
@@ -442,3 +474,59 @@ async def test_a_foreign_services_odd_stats_data_leaves_the_live_stats_working(
         await expect(events_cell).to_have_text("shipments: 2 / 0", timeout=WAIT)
         ours_card = page.locator(f'[data-testid="service"][data-service="{ours}"]')
         await expect(ours_card.locator('[data-stat^="health:"]')).to_have_text("ready", timeout=WAIT)
+
+
+@dataclasses.dataclass
+class Quote:
+    sku: str
+    quantity: int = 1
+
+
+@dataclasses.dataclass
+class Price:
+    sku: str
+    cents: int
+
+
+async def test_json_typed_endpoints_are_described_and_their_latency_charted(
+    nats_connection: Connection, browser: Browser
+) -> None:
+    """A dataclass endpoint of a service with metrics on: its schema prefills the form, its
+    calls draw p50 and p99 from the latency histogram in ``$SRV.STATS``."""
+    name = f"quotes{uuid.uuid4().hex[:6]}"
+    em_metrics.enable(CollectorRegistry(), buckets=(0.0005, 0.001, 0.005, 0.05, 0.5))
+    try:
+        svc = Service(name, version="1.0.0")
+
+        @svc.rpc
+        async def quote(req: Quote) -> Price:
+            return Price(sku=req.sku, cents=250 * req.quantity)
+
+        async with (
+            svc.serving(nats_connection),
+            serving(create_app(nats_connection, GatewayConfig())) as base,
+            open_page(browser, f"{base}/dashboard/") as page,
+        ):
+            endpoint = page.locator(
+                f'[data-service="{name}"] [data-testid="endpoint"][data-endpoint="quote"]'
+            )
+            await endpoint.get_by_test_id("try-endpoint").click(timeout=WAIT)
+            body = page.get_by_test_id("call-body")
+            await expect(body).to_have_value('{\n  "sku": "",\n  "quantity": 1\n}', timeout=WAIT)
+            schemas = page.locator(f'[data-service="{name}"] [data-testid="endpoint-schemas"]')
+            await schemas.locator("summary").click()
+            await expect(schemas.get_by_test_id("schema-reply").locator("pre")).to_contain_text('"cents"')
+            client = Client(nats_connection)
+            for n in range(20):
+                await client.call(f"{name}.quote", Quote(sku=f"s{n}"), returns=Price)
+            await expect_peak(page, f"latency:{name}:quote", "p99")
+            await expect_peak(page, f"traffic:{name}:quote", "calls/s")
+            latency = page.locator(f'[data-chart="latency:{name}:quote"]')
+            await expect(latency.get_by_test_id("chart-note")).to_be_hidden()
+            await expect(latency.locator('[data-testid="chart-value"][data-series="p50"]')).to_be_visible()
+            await expect(latency.locator('[data-testid="chart-value"][data-series="average"]')).to_be_hidden()
+            await page.get_by_test_id("call-submit").click()
+            await expect(page.get_by_test_id("call-reply")).to_contain_text('"cents": 250')
+            await screenshot(page, "dashboard-charts-latency")
+    finally:
+        em_metrics.disable()

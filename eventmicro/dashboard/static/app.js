@@ -520,8 +520,8 @@
         const latency = charts.get("latency:" + key);
         if (latency) {
           latency.note.hidden = histograms;
-          latency.note.textContent = histograms ? "" : "p50 and p99 need metrics on in the service " +
-            "(eventmicro.metrics.enable(), or run with a metrics port): the average is shown instead.";
+          latency.note.textContent = histograms ? "" : "Average shown: p50 and p99 need the service's " +
+            "metrics on (eventmicro.metrics.enable(), or a metrics port).";
           const p = (q) => (buckets ? quantile(bounds, buckets, q) : null);
           const p50 = p(0.5), p99 = p(0.99);
           const average = calls && time !== null ? time / calls / 1e6 : null;
@@ -574,22 +574,25 @@
     top = niceTop(top);
     found.points.forEach((points, i) => {
       let d = "";
-      let pen = false;
+      let run = 0; // points in the current unbroken run
       let count = 0;
       for (const p of points) {
         if (p.v === null) {
-          pen = false;
+          if (run === 1) d += "h-4"; // a point alone still shows, as a short dash
+          run = 0;
           continue;
         }
         const x = Math.max(0, WIDTH - ((now - p.t) / span) * WIDTH).toFixed(1);
         const y = (HEIGHT - (p.v / top) * (HEIGHT - 2) - 1).toFixed(1);
-        d += (pen ? "L" : "M") + x + " " + y;
-        if (!pen && points.length === 1) d += "h1"; // a first point alone still shows
-        pen = true;
+        d += (run ? "L" : "M") + x + " " + y;
+        run += 1;
         count += 1;
       }
+      if (run === 1) d += "h-4";
       found.paths[i].setAttribute("d", d || "M0 0");
       found.paths[i].setAttribute("data-points", count);
+      const peak = points.reduce((m, p) => (p.v !== null && p.v > m ? p.v : m), 0);
+      found.paths[i].setAttribute("data-peak", round(peak)); // the highest value shown
       found.paths[i].classList.toggle("empty", !count);
       const last = [...points].reverse().find((p) => p.v !== null);
       found.values[i].textContent = `${found.series[i]} ${last ? round(last.v) : "–"}`;
