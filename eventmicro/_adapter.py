@@ -251,9 +251,16 @@ class Connection:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                self._nc = await self._connect_once()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    self._nc = await self._connect_once()
+        except ConnectError as exc:  # the last attempt's reason, and what to do about it
+            if isinstance(exc, AuthorizationError):  # a refusal: the server is there
+                raise
+            raise ConnectError(
+                f"{exc} (after {opts.connect_attempts} attempt(s)). {_NO_SERVER_HINT}", servers=exc.servers
+            ) from exc.__cause__
         self._state = ConnectionState.CONNECTED
         log.info("connected to %s", self.connected_url)
         return self
@@ -345,8 +352,10 @@ class Connection:
     def _log_retry(self, state: RetryCallState) -> None:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
-        log.warning(
-            "connect attempt %d of %d failed (%s); retrying in %.2fs",
+        reported = self._connect_failed.is_set()  # the attempt's TLS or credential error was logged
+        log.log(  # one line per attempt; nats-py's other reports are at debug level
+            logging.DEBUG if reported else logging.WARNING,
+            "connect attempt %d of %d failed: %s; retrying in %.2fs",
             state.attempt_number,
             self.options.connect_attempts,
             error,
@@ -530,10 +539,14 @@ class Connection:
         return repr(self.options.name) if self.options.name else "(unnamed)"
 
     async def _on_error(self, exc: Exception) -> None:
-        if self._state is ConnectionState.NEW:
+        if self._state is ConnectionState.NEW:  # one line per attempt: this, or open()'s retry line
             self._connect_errors.append(exc)
-            if isinstance(exc, ssl.SSLError) or _is_refusal(exc):
+            if isinstance(exc, ssl.SSLError) or _is_refusal(exc):  # ends the attempt: say why now
                 self._connect_failed.set()
+                log.warning("NATS connection error (connection %s): %s", self._label, _describe(exc))
+            else:  # e.g. nothing listens: the attempt's failure is logged once, by open()
+                log.debug("connect error (connection %s): %s", self._label, _describe(exc))
+            return
         if isinstance(exc, nats.errors.SlowConsumerError):
             self.stats.slow_consumer += 1
             ours = self._subscriptions.get(exc.sid)
@@ -559,6 +572,12 @@ class Connection:
             self._state = ConnectionState.CLOSED
             self._closed.set()
             log.warning("NATS connection closed by the client library (connection %s)", self._label)
+
+
+_NO_SERVER_HINT: Final = (
+    "Is a NATS server running there? Start one with `eventmicro server`, "
+    "or point NATS_URL (or --url) at yours."
+)
 
 
 def _too_long(subject: str, reply: str) -> ConfigurationError:

@@ -10,7 +10,9 @@
 One worker serves in this process. With ``--workers N`` (or ``--reload``) this process is a
 supervisor: each worker is a child process serving the same services, so the instances share
 queue groups and durable consumers; SIGINT/SIGTERM are passed on and every worker drains; a
-worker that dies is started again (up to 5 times a minute).
+worker that dies is started again (up to 5 times a minute), but not one that stopped on a
+configuration error (a bad target, options or declaration, refused credentials): that would
+fail the same way again, so every worker stops and the exit code is 78 (``EX_CONFIG``).
 
 A stop is bounded in every connection state (``--drain-timeout`` or ``EVENTMICRO_DRAIN_TIMEOUT``
 for in-flight work, a few seconds more to close); a second SIGINT/SIGTERM exits at once, the
@@ -36,7 +38,7 @@ from typing import Any, Final
 
 from eventmicro._cli_common import connect_options, connection_env
 from eventmicro._config import ConnectOptions
-from eventmicro._errors import ConfigurationError
+from eventmicro._errors import AuthorizationError, ConfigurationError, StreamConflict
 from eventmicro._process import DRAIN_TIMEOUT_VARIABLE, Serve, drain_timeout_from_env, run_services
 from eventmicro._service import Service
 
@@ -49,6 +51,7 @@ EXAMPLES = """examples:
 
 log = logging.getLogger("eventmicro.run")
 RESTARTS_PER_MINUTE: Final = 5
+CONFIGURATION_FAILED: Final = 78  # EX_CONFIG of sysexits.h: the same start would fail again
 POLL: Final = 0.5  # seconds between looks at the source files (--reload)
 
 
@@ -78,6 +81,14 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ConfigurationError, AuthorizationError, StreamConflict) as exc:  # permanent: say so
+        print(f"eventmicro run: configuration error: {exc}", file=sys.stderr, flush=True)
+        return CONFIGURATION_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     drain_timeout = drain_timeout_from_env(getattr(args, "drain_timeout", None))
@@ -123,6 +134,10 @@ def serve(services: Sequence[Service], options: ConnectOptions, *, drain_timeout
         from eventmicro._logs import configure
 
         configure()
+    ours = logging.getLogger("eventmicro")
+    if ours.getEffectiveLevel() > logging.INFO and not os.environ.get("EVENTMICRO_LOG_LEVEL"):
+        # what is served is shown; -v (debug) and EVENTMICRO_LOG_LEVEL stay as they are
+        ours.setLevel(logging.INFO)
     offset = int(os.environ.get(WORKER_INDEX, "0"))
     metrics_port, health_port = (_env_port(name, offset) for name in ("METRICS", "HEALTH"))
     if metrics_port is not None:
@@ -137,8 +152,8 @@ def serve(services: Sequence[Service], options: ConnectOptions, *, drain_timeout
             drain_timeout=drain_timeout,
             metrics_port=metrics_port,
             health_port=health_port,
-            on_serving=lambda _: log.warning("serving %s (pid %d)", names, os.getpid()),
-            on_stopping=lambda: log.warning("stopping %s", names),
+            on_serving=lambda _: log.info("serving %s (pid %d)", names, os.getpid()),
+            on_stopping=lambda: log.info("stopping %s", names),
         )
     )
 
@@ -176,7 +191,7 @@ class Supervisor:
         seen = _mtimes(root) if self.reload else {}
         self.workers = [self._spawn(i) for i in range(self.count)]
         print(f"eventmicro run: {self.count} worker(s) serving {self.target}", flush=True)
-        failed = False
+        failed = 0  # the exit code of giving up
         parked: set[int] = set()  # --reload: workers that kept crashing wait for the next change
         while not self.stop.wait(POLL):
             if self.reload:
@@ -193,22 +208,22 @@ class Supervisor:
                 code = worker.poll()
                 if code is None or i in parked:
                     continue
-                may_restart = self._may_restart()
-                if not may_restart and self.reload:  # most likely code being edited
-                    message = f"worker {worker.pid} exited ({code}); waiting for a change to the source"
+                why_not = self._why_not_restart(code)
+                if why_not and self.reload:  # most likely code being edited
+                    message = f"worker {worker.pid} {why_not}; waiting for a change to the source"
                     print(f"eventmicro run: {message}", file=sys.stderr, flush=True)
                     parked.add(i)
                     continue
-                if not may_restart:
-                    message = f"worker {worker.pid} exited ({code}); too many restarts, giving up"
+                if why_not:
+                    message = f"worker {worker.pid} {why_not}, giving up"
                     print(f"eventmicro run: {message}", file=sys.stderr, flush=True)
-                    failed = True
+                    failed = CONFIGURATION_FAILED if code == CONFIGURATION_FAILED else 1
                     self.stop.set()
                     break
                 print(f"eventmicro run: worker {worker.pid} exited ({code}); starting another", flush=True)
                 self.workers[i] = self._spawn(i)
         codes = self._stop_workers()
-        return 1 if failed or any(codes) else 0
+        return failed or (1 if any(codes) else 0)
 
     def _signalled(self, signum: int, frame: object) -> None:
         """First signal: stop (the workers drain). Again: the workers exit at once, and so do we."""
@@ -231,6 +246,14 @@ class Supervisor:
 
     def _stop_workers(self) -> list[int]:
         return stop_processes(self.workers, timeout=60)
+
+    def _why_not_restart(self, code: int) -> str:
+        """Why a worker that exited with ``code`` is not started again ("": it is)."""
+        if code == CONFIGURATION_FAILED:  # the worker said why; another start would fail the same way
+            return f"stopped on a configuration error (exit code {code})"
+        if not self._may_restart():
+            return f"exited ({code}); too many restarts"
+        return ""
 
     def _may_restart(self) -> bool:
         now = time.monotonic()

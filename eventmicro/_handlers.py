@@ -21,8 +21,9 @@ from google.protobuf.message import Message
 from eventmicro._codecs import type_name_of
 from eventmicro._durable import Durability, Replay
 from eventmicro._errors import ConfigurationError
+from eventmicro._names import consumer_name
 
-__all__ = ["HandlerKind", "HandlerSpec", "inspect_handler"]
+__all__ = ["HandlerKind", "HandlerSpec", "describe", "inspect_handler"]
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -66,6 +67,34 @@ class HandlerSpec:
         return {name: cls for cls in self.message_types if (name := type_name_of(cls))}
 
 
+def describe(spec: HandlerSpec, service: str) -> str:
+    """One line for the start-up log: what the handler listens on and how it gets messages.
+
+    >>> describe(spec, "orders")                               # doctest: +SKIP
+    "endpoint place on subject 'orders.place' (queue group 'orders', 16 at a time)"
+    """
+    if spec.kind is HandlerKind.RPC:
+        return (
+            f"endpoint {spec.name} on subject '{spec.subject}' "
+            f"(queue group '{spec.queue}', {spec.concurrency} at a time)"
+        )
+    if spec.durable is not None:
+        stream = f"stream {spec.durable.stream}" if spec.durable.stream else "the stream holding it"
+        dead = ", then dead-lettered" if spec.durable.dead_letter else ""
+        delivery = (
+            f"durable: at least once, JetStream consumer '{consumer_name(service, spec.name)}' on {stream}, "
+            f"up to {spec.durable.max_deliver} deliveries{dead}"
+        )
+    elif spec.ordered is not None:
+        stream = f"stream {spec.ordered.stream}" if spec.ordered.stream else "the stream holding it"
+        delivery = f"ordered replay from {stream} to every instance (deliver {spec.ordered.deliver})"
+    elif spec.queue is None:
+        delivery = "core NATS, at most once, to every instance"
+    else:
+        delivery = f"core NATS, at most once, to one instance of queue group '{spec.queue}'"
+    return f"event handler {spec.name} on subject '{spec.subject}' ({delivery})"
+
+
 def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, ...], Any, bool]:
     """The message types, reply type and whether the handler takes a context.
 
@@ -91,6 +120,11 @@ def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, .
     first = positional[0].name
     if first not in hints:
         raise ConfigurationError(f"handler {label} needs a type annotation on '{first}' (the message type)")
+    if _is_context(hints[first]):
+        raise ConfigurationError(
+            f"handler {label}: its first parameter '{first}' is annotated Context, but the message "
+            "comes first: (message: T, ctx: Context)"
+        )
     message_types = _types_of(hints[first], label)
     if kind is HandlerKind.RPC and len(message_types) != 1:
         raise ConfigurationError(f"RPC handler {label} takes exactly one request type")
@@ -115,6 +149,12 @@ def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, .
                     "bytes or str)"
                 )
     return message_types, reply, len(positional) == 2
+
+
+def _is_context(annotation: Any) -> bool:
+    from eventmicro._context import Context  # the context imports the service machinery
+
+    return isinstance(annotation, type) and issubclass(annotation, Context)
 
 
 def _encodable(cls: Any) -> bool:

@@ -115,7 +115,7 @@ class _Guard:
         self._watchdog.daemon = True
         self._watchdog.start()
         self.requested.set()
-        log.warning(
+        log.info(  # asked for: not a warning
             "%s received: stopping within %gs (send it again to exit at once)",
             signal.Signals(sig).name,
             self.bound,

@@ -44,7 +44,7 @@ from eventmicro._discovery import DiscoveryResponder
 from eventmicro._durable import DurableIntake, Replay, dead_letter_stream
 from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, StreamConflict, UnexpectedType
 from eventmicro._event import Event
-from eventmicro._handlers import HandlerKind, HandlerSpec
+from eventmicro._handlers import HandlerKind, HandlerSpec, describe
 from eventmicro._jetstream import OrderedSubscription, ensure_stream
 from eventmicro._logs import HANDLING
 from eventmicro._metrics import attach as attach_metrics
@@ -62,6 +62,7 @@ from eventmicro._service_errors import (
     ServiceError,
     ServiceUnavailable,
     error_reply,
+    new_error_id,
 )
 from eventmicro._store import Stores
 
@@ -194,7 +195,12 @@ class Running:
         except BaseException:
             await self.stop()  # undo what was started: no half-serving instance
             raise
-        log.info("service %s %s instance %s started", self.service.name, self.service.version, self.id)
+        handlers = self.service.handlers
+        rpcs = sum(spec.kind is HandlerKind.RPC for spec in handlers)
+        log.info("service %s %s instance %s started: %d endpoint(s), %d event handler(s)", self.service.name,
+                 self.service.version, self.id, rpcs, len(handlers) - rpcs)  # fmt: skip
+        for spec in handlers:  # what it listens on and how messages reach it
+            log.info("service %s serves %s", self.service.name, describe(spec, self.service.name))
 
     async def stop(self) -> None:
         """Stop intake, let in-flight handlers finish, stop discovery, flush, run stop hooks.
@@ -430,6 +436,12 @@ class Running:
     def _error(self, stats: EndpointStats, error: ServiceError) -> binding.NATSMessage:
         stats.num_errors += 1
         stats.last_error = f"{error.instance_code}:{error.detail}"
+        if isinstance(error, InternalError) and error.incident is None:  # the caller and the log
+            error.incident = new_error_id()  # share an id to grep (eventmicro._service_errors)
+            handling = HANDLING.get()
+            log.error("service %s: %s answered %d %s, error id %s", self.service.name,
+                      handling[1].name if handling else "a request", error.instance_code, error.status,
+                      error.incident)  # fmt: skip
         return self._error_bytes(error)
 
     @staticmethod

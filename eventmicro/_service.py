@@ -337,12 +337,13 @@ class Service:
         ``EVENTMICRO_HEALTH_PORT``) serves ``/healthz`` and ``/readyz``; the same number for
         both serves all three. They listen on every interface, or ``EVENTMICRO_HTTP_HOST``.
         ``EVENTMICRO_LOG_FORMAT`` (``json`` or ``text``) configures logging first
-        (`eventmicro.logs.configure`).
+        (`eventmicro.logs.configure`); so does a program that set up no logging, so that what
+        the service serves is shown (text at INFO, or ``EVENTMICRO_LOG_LEVEL``).
         """
         from eventmicro._logs import SCOPE, Scope
         from eventmicro._process import Serve, drain_timeout_from_env, run_services
 
-        if os.environ.get("EVENTMICRO_LOG_FORMAT"):
+        if os.environ.get("EVENTMICRO_LOG_FORMAT") or not logging.getLogger().handlers:
             from eventmicro._logs import configure
 
             configure()

@@ -19,6 +19,11 @@ On the wire (ADR-32 plus eventmicro's JSON body)::
     Nats-Service-Error-Code: <code>
     {"id": "<error id>", "code": <code>, "status": "<status>", "detail": "<detail>"}
 
+A 500 the service did not mean (an `InternalError` answered by the error boundary) also carries
+an error id, in an ``Eventmicro-Error-Id`` header and the body's ``error_id``: random, so that it
+tells nothing of the service, and written on the service's log line for the failure, so that an
+operator greps the id a caller reports. Callers read it as `ServiceError.incident`.
+
 Subclass `ServiceError` for domain errors and `register_error` them; callers get the same class
 back. Only a `ServiceError`'s own detail crosses the wire — never a traceback or ``repr(exc)``.
 `InvalidKey` and `RevisionConflict` keep their parents' ids: a caller gets a `BadRequest` or a
@@ -28,6 +33,8 @@ back. Only a `ServiceError`'s own detail crosses the wire — never a traceback 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -37,6 +44,7 @@ from eventmicro._errors import EventMicroError
 __all__ = [
     "ERROR_CODE_HEADER",
     "ERROR_HEADER",
+    "ERROR_ID_HEADER",
     "BadRequest",
     "Conflict",
     "DeadlineExceeded",
@@ -49,12 +57,15 @@ __all__ = [
     "ServiceUnavailable",
     "error_from_reply",
     "error_reply",
+    "new_error_id",
     "register_error",
 ]
 
 ERROR_HEADER: Final = "Nats-Service-Error"
 ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
 GENERIC_DETAIL: Final = "internal error"
+ERROR_ID_HEADER: Final = "Eventmicro-Error-Id"
+_ERROR_ID: Final = re.compile(r"[0-9A-Za-z_-]{1,40}")  # what is read back from a reply
 
 E = TypeVar("E", bound=type["ServiceError"])
 
@@ -62,7 +73,8 @@ E = TypeVar("E", bound=type["ServiceError"])
 class ServiceError(EventMicroError):
     """An error answered by a service. Raise it (or a subclass) from a handler.
 
-    ``id`` names the kind of error across languages (default: the class's registered id).
+    ``id`` names the kind of error across languages (default: the class's registered id);
+    ``incident`` is the error id of one unexpected failure (see the module's docstring), or None.
     """
 
     code: ClassVar[int] = 500
@@ -74,9 +86,11 @@ class ServiceError(EventMicroError):
         self.detail = detail or self.status
         self.instance_code = code if code is not None else type(self).code
         self.id = id or type(self).error_id
+        self.incident: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.instance_code} {self.detail}"
+        said = f"{self.instance_code} {self.detail}"
+        return said if self.incident is None else f"{said} (error id {self.incident})"
 
 
 class BadRequest(ServiceError):
@@ -201,12 +215,20 @@ for _cls in (
     _by_code.setdefault(_cls.code, _cls)
 
 
+def new_error_id() -> str:
+    """A new error id: 12 random hex digits, nothing about the service or the failure."""
+    return secrets.token_hex(6)
+
+
 def error_reply(error: ServiceError) -> tuple[dict[str, str], bytes]:
     """Headers and JSON body of an error reply."""
     code = error.instance_code
     detail = " ".join(error.detail.split())  # one line: it goes into a header too
-    body = {"id": error.id, "code": code, "status": _STATUS.get(code, error.status), "detail": detail}
+    body: dict[str, Any] = {"id": error.id, "code": code, "status": _STATUS.get(code, error.status),
+                            "detail": detail}  # fmt: skip
     headers = {ERROR_HEADER: detail, ERROR_CODE_HEADER: str(code)}
+    if error.incident is not None:
+        body["error_id"] = headers[ERROR_ID_HEADER] = error.incident
     return headers, json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
@@ -238,8 +260,11 @@ def error_from_reply(headers: Mapping[str, str] | None, body: bytes) -> ServiceE
     detail = str(document.get("detail") or detail or "")
     cls = _by_id.get(error_id or "") or _by_code.get(code) or ServiceError
     try:
-        return cls(detail, code=code, id=error_id)
+        error = cls(detail, code=code, id=error_id)
     except TypeError:  # a domain error with its own constructor: fill the fields directly
         error = cls.__new__(cls)
         ServiceError.__init__(error, detail, code=code, id=error_id)
-        return error
+    incident = headers.get(ERROR_ID_HEADER) or document.get("error_id")
+    if isinstance(incident, str) and _ERROR_ID.fullmatch(incident):  # anything else is not ours
+        error.incident = incident
+    return error

@@ -110,9 +110,10 @@ def test_reload_restarts_the_workers_when_the_code_changes(nats_server: NatsServ
 
 
 def test_a_bad_target_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "no_such_module_here"]) == 2
+    # a configuration error: 78 (EX_CONFIG), as a worker's, which is not restarted
+    assert main(["run", "no_such_module_here"]) == 78
     assert "cannot import no_such_module_here" in capsys.readouterr().err
-    assert main(["run", "eventmicro:nothing"]) == 2
+    assert main(["run", "eventmicro:nothing"]) == 78
     assert "has no attribute 'nothing'" in capsys.readouterr().err
     with pytest.raises(ConfigurationError, match="not a Service"):
         load_services("eventmicro:__version__")
