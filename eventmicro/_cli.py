@@ -1,4 +1,5 @@
-"""The ``eventmicro`` command line: server, demo, run, call, publish, tail, services, bench, deadletters."""
+"""The ``eventmicro`` command line: server, demo, run, call, publish, tail, services, bench,
+deadletters, new, gateway, dashboard, docs, completion."""
 
 from __future__ import annotations
 
@@ -28,7 +29,25 @@ EXAMPLES = """examples:
   eventmicro bench rpc                    # eventmicro's throughput and latency
   eventmicro deadletters ls               # dead letters of durable handlers
   eventmicro new greeter                  # scaffold a service: .proto, generated code, a test
+  eventmicro completion bash > ~/.local/share/bash-completion/completions/eventmicro
   eventmicro COMMAND -h                   # each command's options and examples
+"""
+SERVER_EXAMPLES = """examples:
+  eventmicro server                       # one node with JetStream; prints its URL
+  eventmicro server --port 4222 --no-jetstream   # core NATS only, on a chosen port
+  eventmicro server --cluster 3           # three routed nodes, a JetStream store each
+
+Leave it running in one terminal and point the other commands at the URL it prints
+(--url, or export NATS_URL). Ctrl-C stops it and removes its JetStream store.
+"""
+DEMO_EXAMPLES = """examples:
+  eventmicro demo                         # starts its own nats-server; ends with "result OK"
+  eventmicro demo --orders 20             # a shorter run
+  eventmicro demo --url nats://127.0.0.1:4222   # on a server you run (eventmicro server)
+
+The shop's services run as separate processes (orders and inventory twice, billing,
+notifications and audit once); the demo places orders through the typed RPC client, waits until
+every order has settled and prints what happened. Exit code 0 only when nothing was lost.
 """
 
 
@@ -94,6 +113,12 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.url, orders_count=args.orders, auth=connection_env(args)))
 
 
+def _version() -> str:
+    from eventmicro import __version__
+
+    return f"eventmicro {__version__} (Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventmicro",
@@ -102,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     server = commands.add_parser(
         "server",
         help="run a nats-server in the foreground until Ctrl-C",
-        epilog=EXAMPLES,
+        description="Run a nats-server (or a routed cluster) in the foreground until Ctrl-C; "
+        "it prints the URL to use.",
+        epilog=SERVER_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     server.add_argument(
@@ -128,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the demo round trip",
-        epilog=EXAMPLES,
+        description="Run the reference shop's services, place orders through it and check the result.",
+        epilog=DEMO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--url", default=None, help="use this NATS instead of starting one")
@@ -152,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _cli_gateway.add_parser(commands)  # gateway, dashboard
     _cli_docs.add_parser(commands)  # docs (AsyncAPI)
+    from eventmicro import _cli_completion
+
+    _cli_completion.add_parser(commands)
     from eventmicro._cli_common import add_connection_flags
 
     for command in commands.choices.values():  # every command that talks to NATS: auth flags too

@@ -53,6 +53,10 @@ log = logging.getLogger("eventmicro.run")
 RESTARTS_PER_MINUTE: Final = 5
 CONFIGURATION_FAILED: Final = 78  # EX_CONFIG of sysexits.h: the same start would fail again
 POLL: Final = 0.5  # seconds between looks at the source files (--reload)
+# --reload does not look into these (nor into hidden directories, *.egg-info, or any directory
+# holding a pyvenv.cfg, i.e. a virtualenv of any name): a 2,248-file venv polled every 0.5 s
+# cost a core 7-12% while idle
+UNWATCHED: Final = frozenset({"__pycache__", "node_modules", "site-packages", "dist-packages"})
 
 
 def add_parser(commands: Any) -> None:
@@ -191,14 +195,18 @@ class Supervisor:
         seen = _mtimes(root) if self.reload else {}
         self.workers = [self._spawn(i) for i in range(self.count)]
         print(f"eventmicro run: {self.count} worker(s) serving {self.target}", flush=True)
+        if self.reload:
+            print(f"eventmicro run: --reload watches {len(seen)} .py file(s) under {root}", flush=True)
         failed = 0  # the exit code of giving up
         parked: set[int] = set()  # --reload: workers that kept crashing wait for the next change
         while not self.stop.wait(POLL):
             if self.reload:
                 now = _mtimes(root)
                 if now != seen:
+                    changed = sorted({*now.items()} ^ {*seen.items()})
+                    names = ", ".join(dict.fromkeys(str(p.relative_to(root)) for p, _ in changed[:3]))
                     seen = now
-                    print("eventmicro run: source changed; restarting the workers", flush=True)
+                    print(f"eventmicro run: source changed; restarting the workers ({names})", flush=True)
                     self._stop_workers()
                     self.workers = [self._spawn(i) for i in range(self.count)]
                     self.restarts.clear()
@@ -289,8 +297,24 @@ def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, timeout: float
 
 
 def _mtimes(root: Path) -> dict[Path, float]:
-    out = {}
-    for path in root.rglob("*.py"):
-        with contextlib.suppress(OSError):
-            out[path] = path.stat().st_mtime
+    """Every ``.py`` file under ``root`` (but not in `UNWATCHED` trees) with its mtime."""
+    out: dict[Path, float] = {}
+    _scan(str(root), out)
     return out
+
+
+def _scan(directory: str, out: dict[Path, float]) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    if any(entry.name == "pyvenv.cfg" for entry in entries):
+        return  # a virtualenv
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                name = entry.name
+                if not (name.startswith(".") or name in UNWATCHED or name.endswith(".egg-info")):
+                    _scan(entry.path, out)
+            elif entry.name.endswith(".py"):
+                out[Path(entry.path)] = entry.stat().st_mtime

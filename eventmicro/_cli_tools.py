@@ -16,9 +16,13 @@ What the service (or anyone answering ``$SRV.INFO``) sent is printed through `pr
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import re
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from eventmicro import _jetstream as jetstream
@@ -26,6 +30,7 @@ from eventmicro import cloudevents_nats as binding
 from eventmicro._adapter import Connection
 from eventmicro._cli_common import connect_options
 from eventmicro._cli_schemas import (
+    DEFAULT_SCHEMAS,
     SERVICE_FAILED,
     UNKNOWN,
     ToolError,
@@ -59,6 +64,7 @@ SOURCE: Final = "/eventmicro/cli"
 _SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9\-_]+")
 _TYPE_NAME: Final = re.compile(r"[A-Za-z_][\w.]*")
 
+SCHEMAS_VARIABLE: Final = "EVENTMICRO_SCHEMAS"  # default --schemas: packages, comma-separated
 NATS_HELP: Final = "NATS: --url, or EVENTMICRO_NATS_URL / NATS_URL and the other EVENTMICRO_NATS_* variables."
 EXIT_HELP: Final = (
     "exit: 0 ok, 1 the service answered an error or timed out, 2 bad input or no NATS, 3 unknown"
@@ -67,10 +73,14 @@ CALL_EXAMPLES: Final = f"""examples:
   eventmicro call orders.place '{{"customerId": "c-1", "items": [{{"sku": "apple", "quantity": 2}}]}}'
   eventmicro call orders.get '{{"orderId": "o-1"}}' --timeout 2
   eventmicro call orders.get @request.json          # the JSON from a file (or - for stdin)
-  eventmicro call billing.charge '{{}}' --schemas myshop.schemas --schemas other.protos
+  eventmicro call billing.get_payment '{{"orderId": "o-1"}}' --schemas myshop.schemas --schemas other.protos
+  EVENTMICRO_SCHEMAS=myshop.schemas eventmicro call inventory.get_stock '{{"sku": "apple"}}'
 
 The request and reply types come from the endpoint's $SRV.INFO metadata; protobuf types are
-looked up in the modules of the schema packages (default: schemas). Replies print as JSON.
+looked up in the modules of the schema packages (--schemas, else {SCHEMAS_VARIABLE} with
+packages separated by commas, else schemas); a type still missing is looked for in the package
+of the current directory its name starts with (order_tracker.v1.Greet: ./order_tracker).
+Replies print as JSON.
 {EXIT_HELP}.
 {NATS_HELP}
 """
@@ -78,9 +88,13 @@ PUBLISH_EXAMPLES: Final = f"""examples:
   eventmicro publish shop.orders.v1.OrderCancelled '{{"orderId": "o-1", "reason": "test"}}'
   eventmicro publish shop.orders.v1.OrderPlaced '{{"orderId": "o-2"}}' --durable
   eventmicro publish com.example.note '{{"text": "hi"}}' --subject notes.new --source /me
+  eventmicro publish shop.orders.v1.OrderCancelled '{{"orderId": "o-3"}}' --json   # what was sent, as JSON
 
-A TYPE that names an installed protobuf message is sent as protobuf, any other as JSON.
-The subject defaults to events.<TYPE>. Prints the event id (and stream and sequence when durable).
+A TYPE that names an installed protobuf message is sent as protobuf, any other as JSON (with a
+warning on stderr: a protobuf type whose module is not loaded would go out as JSON too).
+Types are found as for call: --schemas, {SCHEMAS_VARIABLE}, schemas, or the package of the
+current directory the TYPE starts with. The subject defaults to events.<TYPE>.
+Prints the event id (and stream and sequence when durable); --json prints one JSON object.
 {NATS_HELP}
 """
 
@@ -123,6 +137,12 @@ def add_parser(commands: Any) -> None:
     publish.add_argument("--source", default=SOURCE, help=f"CloudEvent source (default {SOURCE})")
     publish.add_argument("--durable", action="store_true", help="wait until a JetStream stream stored it")
     publish.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for --durable")
+    publish.add_argument(
+        "--json",
+        action="store_true",
+        dest="as_json",
+        help="print what was published as one JSON object (id, type, subject, stream, seq...)",
+    )
     add_common(publish, schemas=True)
     publish.set_defaults(run=runner(_publish))
 
@@ -138,11 +158,47 @@ def add_common(parser: argparse.ArgumentParser, *, schemas: bool) -> None:
     if schemas:
         parser.add_argument(
             "--schemas",
-            action="append",
+            action=_Packages,
             metavar="PKG",
-            default=None,
-            help="a package of protobuf modules to load, repeatable (default: schemas)",
+            default=_env_schemas(),
+            help=f"a package of protobuf modules to load, repeatable (default: {SCHEMAS_VARIABLE}, "
+            "comma-separated, else schemas)",
         )
+
+
+class _Packages(argparse._AppendAction):
+    """``--schemas``: repeatable; given at all, it replaces the packages of the environment."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is self.default:
+            setattr(namespace, self.dest, None)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _env_schemas() -> list[str] | None:
+    packages = [p.strip() for p in os.environ.get(SCHEMAS_VARIABLE, "").split(",") if p.strip()]
+    return packages or None
+
+
+def load_type_package(type_name: str, loaded: Sequence[str] | None) -> bool:
+    """Load the package of the current directory that ``type_name`` starts with (the layout of
+    `eventmicro new`: type ``order_tracker.v1.Greet``, package ``./order_tracker``); whether
+    there was one to load. Only the current directory is looked in: a type named by a remote
+    service never makes this process import an arbitrary installed module.
+    """
+    top = type_name.removeprefix("type.googleapis.com/").partition(".")[0]
+    if not top.isidentifier() or top in (loaded or DEFAULT_SCHEMAS):
+        return False
+    if not (Path.cwd() / top / "__init__.py").is_file():
+        return False
+    load_schemas([top])
+    return True
 
 
 def connection(args: argparse.Namespace) -> Connection:
@@ -166,10 +222,11 @@ async def _call(args: argparse.Namespace) -> int:
             info = await service_info(conn, service, min(args.timeout, 2.0))
             found = find_endpoint(info, service, endpoint)
             metadata = found.get("metadata") or {}
-            request = build_request(value, metadata)
-            returns = reply_type(metadata)
+            request, returns = _types(value, metadata, args.schemas)
         except TypeNotInstalled as exc:
-            raise ToolError(f"{printable(exc)}: pass --schemas PACKAGE", UNKNOWN) from exc
+            raise ToolError(
+                f"{printable(exc)}: pass --schemas PACKAGE (or set {SCHEMAS_VARIABLE})", UNKNOWN
+            ) from exc
         except EndpointNotFound as exc:
             hint = " (eventmicro services ls lists them)" if "answers" in str(exc) else ""
             raise ToolError(f"{printable(exc)}{hint}", UNKNOWN) from exc
@@ -196,6 +253,17 @@ async def _call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _types(value: Any, metadata: dict[str, Any], schemas: Sequence[str] | None) -> tuple[Any, Any]:
+    """The request built from ``value`` and the reply type; a missing type's package is looked
+    for once in the current directory (`load_type_package`)."""
+    try:
+        return build_request(value, metadata), reply_type(metadata)
+    except TypeNotInstalled as exc:
+        if not load_type_package(exc.name, schemas):
+            raise
+    return build_request(value, metadata), reply_type(metadata)
+
+
 # --- publish ------------------------------------------------------------------------------
 
 
@@ -203,9 +271,12 @@ async def _publish(args: argparse.Namespace) -> int:
     value = read_json(args.json, "the data")
     load_schemas(args.schemas)
     cls = message_class(args.type)
+    if cls is None and load_type_package(args.type, args.schemas):
+        cls = message_class(args.type)
     if cls is not None:
         event = Event.of(to_message(value, cls, "the data"), source=args.source)
     else:
+        _warn_not_installed(args.type)
         body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         event = Event.create(type=args.type, source=args.source, data=body, datacontenttype=JSON)
     subject = check_subject(args.subject or event_subject(event.get_type()))
@@ -219,11 +290,50 @@ async def _publish(args: argparse.Namespace) -> int:
                 )
             except JetStreamError as exc:  # NotStored among them: no stream took it
                 raise ToolError(str(exc), SERVICE_FAILED) from exc
+            if args.as_json:
+                stream = {"stream": stored.stream, "seq": stored.seq, "duplicate": stored.duplicate}
+                print(json_text(_published(event, subject, cls is not None) | stream))
+                return 0
             where = f"stream {stored.stream} seq {stored.seq}" + (" (duplicate)" if stored.duplicate else "")
             print(
                 printable(f"published {event.get_id()} ({event.get_type()}) on {subject}: stored in {where}")
             )
         else:
             await Client(conn, source=args.source).publish(event, subject=subject)
+            if args.as_json:
+                print(json_text(_published(event, subject, cls is not None)))
+                return 0
             print(f"published {event.get_id()} ({event.get_type()}) on {subject}")
     return 0
+
+
+def _published(event: Event, subject: str, protobuf: bool) -> dict[str, Any]:
+    return {
+        "id": event.get_id(),
+        "type": event.get_type(),
+        "source": event.get_source(),
+        "subject": subject,
+        "datacontenttype": event.get_attributes().get("datacontenttype"),
+        "encoding": "protobuf" if protobuf else "json",
+    }
+
+
+def _warn_not_installed(type_name: str) -> None:
+    """One line on stderr: the data goes out as JSON; a near miss among the loaded types is named."""
+    near = difflib.get_close_matches(type_name, _loaded_message_types(), n=1, cutoff=0.8)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    print(
+        f"eventmicro: warning: {printable(type_name)} is not an installed protobuf type{hint}; "
+        f"sending the data as JSON (--schemas PKG or {SCHEMAS_VARIABLE} loads a type's package)",
+        file=sys.stderr,
+    )
+
+
+def _loaded_message_types() -> list[str]:
+    """The full names of the protobuf messages of every generated module imported so far."""
+    names: list[str] = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "DESCRIPTOR", None) if name.endswith("_pb2") else None
+        for message in getattr(file, "message_types_by_name", {}).values():
+            names.append(message.full_name)
+    return names
