@@ -163,6 +163,7 @@ class DiscoveryResponder:
                 "errors": c.num_errors + c.dropped,
                 "last_error": c.last_error,
                 "dropped": c.dropped,  # by nats-py: the handler fell behind (a slow consumer)
+                "plain": c.plain,  # bare payloads from plain NATS clients (no CloudEvent)
             }
             for name, c in self.running.event_stats.items()
         }
@@ -175,7 +176,7 @@ class DiscoveryResponder:
 
 
 def _endpoint_data(counts: EndpointStats) -> dict[str, Any]:
-    data: dict[str, Any] = {"not_handled": counts.turned_away()}
+    data: dict[str, Any] = {"not_handled": counts.turned_away(), "plain": counts.plain}
     metrics = counts.metrics
     if metrics is not None:
         data["latency"] = {"le": list(metrics.bounds), "counts": list(metrics.buckets)}

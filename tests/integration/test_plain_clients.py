@@ -73,6 +73,9 @@ async def test_a_bare_protobuf_request_gets_a_bare_protobuf_reply(
         assert (reply.headers or {})["Content-Type"] == "application/protobuf"
         assert running.stats["place"].plain == 1
         assert running.stats["place"].num_errors == 0
+        stats = json.loads((await plain.request("$SRV.STATS.plainly", b"", timeout=5)).data)
+        (place,) = [e for e in stats["endpoints"] if e["name"] == "place"]
+        assert place["data"]["plain"] == 1  # visible to operators in $SRV.STATS
 
 
 async def test_a_json_body_on_a_protobuf_endpoint_is_read_and_answered_as_json(
