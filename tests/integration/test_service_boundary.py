@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -160,11 +161,19 @@ async def test_a_dependency_that_is_gone_is_a_502_and_not_retried(conn: Connecti
     assert len(runs) == 1
 
 
-async def test_retries_stay_within_the_deadline_and_report_the_real_error(conn: Connection) -> None:
-    started = time.monotonic()
-    with pytest.raises(NoResponders):
+async def test_retries_stay_within_the_deadline_and_report_the_real_error(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventmicro.client")
+    with pytest.raises(NoResponders):  # the real error, not a Timeout
         await Client(conn).call("nobody.here", Req(), returns=Rep, timeout=0.15)
-    assert time.monotonic() - started < 1.0  # far below what four backed-off attempts would take
+    # the waits between attempts are cut to what is left of the budget: together they stay
+    # within it (four backed-off attempts would wait 0.05 + 0.1 + 0.2 s), however slow the machine
+    waits = [
+        float(r.args[-1]) for r in caplog.records if "retrying in" in r.msg and isinstance(r.args, tuple)
+    ]
+    assert waits
+    assert sum(waits) <= 0.15
 
 
 async def test_very_long_timeouts_are_accepted(conn: Connection) -> None:
