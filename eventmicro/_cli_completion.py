@@ -6,7 +6,7 @@ completes without starting Python: a Tab costs nothing. zsh runs the bash script
 ``bashcompinit`` layer. Free-form words (JSON, subjects, URLs) fall back to file names.
 
     eventmicro completion bash > ~/.local/share/bash-completion/completions/eventmicro
-    eventmicro completion zsh > "${fpath[1]}/_eventmicro"      # or: source <(eventmicro completion zsh)
+    source <(eventmicro completion zsh)     # in ~/.zshrc
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from typing import Any, Final
 
 __all__ = ["add_parser", "script"]
 
+# zsh: bash's `complete` and COMP_WORDS through bashcompinit, which needs compinit loaded
+ZSH_PRELUDE: Final = """(( $+functions[compdef] )) || { autoload -U +X compinit && compinit }
+autoload -U +X bashcompinit && bashcompinit
+"""
+
 EXAMPLES: Final = """examples:
   eventmicro completion bash > ~/.local/share/bash-completion/completions/eventmicro
   source <(eventmicro completion bash)              # this shell only (bash or zsh alike)
-  eventmicro completion zsh > "${fpath[1]}/_eventmicro"   # then start a new zsh
+  source <(eventmicro completion zsh)               # in ~/.zshrc
 
 Completes commands, sub-commands (services ls, deadletters replay...) and options.
 """
@@ -124,5 +129,5 @@ _eventmicro() {{
 complete -o default -F _eventmicro eventmicro
 """
     if shell == "zsh":
-        return f"#compdef eventmicro\nautoload -U +X bashcompinit && bashcompinit\n{body}"
+        return f"{ZSH_PRELUDE}{body}"
     return body
