@@ -217,7 +217,7 @@ class Store(Generic[T]):
         It first yields the current revision of each matching key (every kept revision with
         ``include_history``), delete markers included, then each update as it is stored::
 
-            async with carts.watch("u-*") as updates:
+            async with carts.watch("u-1") as updates:  # a key, or a pattern such as "u.*"
                 async for entry in updates:
                     ...
 
