@@ -10,8 +10,9 @@
         tests/test_greeter.py                 serves svc on a real nats-server, calls it, sees the event
         regen.py, pyproject.toml, README.md, .gitignore
 
-The code is generated with grpcio-tools in this process (``pip install 'eventmicro[codegen]'``),
-by the project's own ``regen.py``, so the scaffold regenerates exactly as it was made. An
+The code is generated with grpcio-tools in this process (the ``codegen`` extra's packages:
+``pip install 'grpcio-tools>=1.60' 'mypy-protobuf>=3.6'``), by the project's own ``regen.py``,
+so the scaffold regenerates exactly as it was made. An
 existing non-empty directory is never written to; when generation fails, what was written is
 removed again.
 """
@@ -43,7 +44,7 @@ from eventmicro.codegen import snake_case
 
 __all__ = ["add_parser", "create"]
 
-INSTALL: Final = "pip install 'eventmicro[codegen]'"
+INSTALL: Final = "pip install 'grpcio-tools>=1.60' 'mypy-protobuf>=3.6'"
 EXAMPLES: Final = f"""examples:
   eventmicro new greeter                     # ./greeter: a .proto, generated code, a service, a test
   eventmicro new order-tracker --dir ~/src   # ~/src/order-tracker, Python package order_tracker

@@ -246,7 +246,8 @@ def test_without_grpcio_tools_one_line_says_what_to_install(
     )
     assert main(["new", "greeter", "--dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
-        "eventmicro: error: generating code needs grpcio-tools: pip install 'eventmicro[codegen]'\n"
+        "eventmicro: error: generating code needs grpcio-tools: "
+        "pip install 'grpcio-tools>=1.60' 'mypy-protobuf>=3.6'\n"
     )
     assert list(tmp_path.iterdir()) == []
 
