@@ -415,11 +415,7 @@ class Connection:
     ) -> None:
         """Publish a message. Raises `PayloadTooLarge` (nothing sent) or `ConnectionClosed`."""
         nc = self._client
-        if len(subject) + len(reply) > _MAX_SUBJECTS:
-            raise _too_long(subject, reply)
-        too_big = fits(headers, len(data), nc.max_payload)
-        if too_big:
-            raise PayloadTooLarge(subject, too_big, nc.max_payload)
+        _check_sendable(nc, subject, reply, headers, len(data))
         try:
             await nc.publish(subject, data, reply=reply, headers=headers)  # type: ignore[arg-type]
         except nats.errors.Error as exc:
@@ -439,11 +435,7 @@ class Connection:
         ``timeout`` seconds, `PayloadTooLarge` before sending an oversize message.
         """
         nc = self._client
-        if len(subject) > _MAX_SUBJECTS:
-            raise _too_long(subject, "")
-        too_big = fits(headers, len(data), nc.max_payload)
-        if too_big:
-            raise PayloadTooLarge(subject, too_big, nc.max_payload)
+        _check_sendable(nc, subject, "", headers, len(data))
         try:
             msg = await nc.request(subject, data, timeout=timeout, headers=headers)  # type: ignore[arg-type]
         except nats.errors.TimeoutError as exc:
@@ -525,11 +517,9 @@ class Connection:
         return js
 
     def check_size(self, subject: str, headers: Mapping[str, str] | None, body: int) -> None:
-        """Raise `PayloadTooLarge` when headers plus ``body`` bytes exceed ``max_payload``."""
-        nc = self._client
-        too_big = fits(headers, body, nc.max_payload)
-        if too_big:
-            raise PayloadTooLarge(subject, too_big, nc.max_payload)
+        """Raise before sending what the server would refuse by closing the connection: headers
+        plus ``body`` bytes over ``max_payload`` (`PayloadTooLarge`), or a subject too long."""
+        _check_sendable(self._client, subject, "", headers, body)
 
     # --- callbacks -----------------------------------------------------------------------
 
@@ -580,11 +570,19 @@ _NO_SERVER_HINT: Final = (
 )
 
 
-def _too_long(subject: str, reply: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"subject '{subject[:60]}...' and reply subject are {len(subject) + len(reply)} characters, "
-        f"over {_MAX_SUBJECTS}: nats-server would close the connection; nothing was sent"
-    )
+def _check_sendable(
+    nc: _NatsClient, subject: str, reply: str, headers: Mapping[str, str] | None, body: int
+) -> None:
+    """The one check before anything is sent: what nats-server answers by cutting the
+    connection (a protocol line over its limit, a message over ``max_payload``) raises here."""
+    if len(subject) + len(reply) > _MAX_SUBJECTS:
+        raise ConfigurationError(
+            f"subject '{subject[:60]}...' and reply subject are {len(subject) + len(reply)} characters, "
+            f"over {_MAX_SUBJECTS}: nats-server would close the connection; nothing was sent"
+        )
+    too_big = fits(headers, body, nc.max_payload)
+    if too_big:
+        raise PayloadTooLarge(subject, too_big, nc.max_payload)
 
 
 def _is_refusal(error: BaseException) -> bool:

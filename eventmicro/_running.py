@@ -118,11 +118,12 @@ class EndpointStats:
 class _Gate:
     """An RPC endpoint's admission: ``limit`` requests run, up to ``room`` wait, in order."""
 
-    __slots__ = ("limit", "room", "running", "waiting")
+    __slots__ = ("limit", "room", "running", "spec", "waiting")
 
-    def __init__(self, limit: int, room: int) -> None:
-        self.limit = limit
-        self.room = room
+    def __init__(self, spec: HandlerSpec) -> None:
+        self.spec = spec
+        self.limit = spec.concurrency
+        self.room = spec.backlog
         self.running = 0
         self.waiting: deque[Message] = deque()
 
@@ -153,18 +154,17 @@ class Running:
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
         # the CloudEvent type a single-type handler takes (None: any, e.g. a dict)
-        self._expected: dict[HandlerKind, dict[str, str | None]] = {
-            kind: {s.name: type_name_of(s.message_types[0]) for s in service.handlers if s.kind is kind}
-            for kind in HandlerKind
-        }  # by kind, then name: no enum hashing per message
-        self._expected_request = self._expected[HandlerKind.RPC]
+        # by handler name, one table per kind: no enum hashing per message
+        self._expected_request, self._expected_event = (
+            {s.name: type_name_of(s.message_types[0]) for s in service.handlers if s.kind is kind}
+            for kind in (HandlerKind.RPC, HandlerKind.EVENT)
+        )
         # the classes a reply may be (None: not checkable), checked before it is encoded
         self._reply_types = {
             spec.name: _runtime_types(spec.reply_type)
             for spec in service.handlers
             if spec.kind is HandlerKind.RPC
         }
-        self._expected_event = self._expected[HandlerKind.EVENT]
         self._stopped = False
 
     async def start(self) -> None:
@@ -212,9 +212,9 @@ class Running:
             return
         self._stopped = True
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
-        for name, gate in self._gates.items():  # waiting, not started: safe to retry elsewhere
+        for gate in self._gates.values():  # waiting, not started: safe to retry elsewhere
             while gate.waiting:
-                await self._refuse(self._spec(name), gate.waiting.popleft())
+                await self._refuse(gate.spec, gate.waiting.popleft())
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
         for ordered in self._ordered:  # bounded like the rest: a replay may have much queued
@@ -312,14 +312,14 @@ class Running:
     def _rpc_dispatcher(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
         """Admission of one endpoint's requests; never waits, so nats-py's buffer stays empty
         and an overload is answered at once instead of timing out in a queue."""
-        gate = self._gates[spec.name] = _Gate(spec.concurrency, spec.backlog)
+        gate = self._gates[spec.name] = _Gate(spec)
         stats = self.stats[spec.name]
         waiting = gate.waiting
 
         async def on_request(msg: Message) -> None:
             reply = msg.reply
             if reply and not self._may_reply_to(reply):
-                self._turn_away(spec, stats, msg, "refused")
+                self._turn_away(spec, stats, "refused")
             elif self._stopped:
                 await self._refuse(spec, msg)  # stopping: not run, so safe to retry elsewhere
             elif gate.running < gate.limit:
@@ -328,7 +328,7 @@ class Running:
             elif len(waiting) < gate.room:
                 waiting.append(msg)
             else:
-                self._turn_away(spec, stats, msg, "shed")
+                self._turn_away(spec, stats, "shed")
                 if reply:
                     with contextlib.suppress(EventMicroError):
                         await self.connection.publish(reply, _OVERLOADED.data, headers=_OVERLOADED.headers)
@@ -351,7 +351,7 @@ class Running:
         prefixes = self.service.reply_prefixes
         return prefixes is None or subject.startswith(prefixes)
 
-    def _turn_away(self, spec: HandlerSpec, stats: EndpointStats, msg: Message, reason: str) -> None:
+    def _turn_away(self, spec: HandlerSpec, stats: EndpointStats, reason: str) -> None:
         """Count a request not run (``shed``: overloaded; ``refused``: its reply subject) and
         log it, at most one line per 10 s per endpoint."""
         if reason == "shed":
@@ -373,9 +373,6 @@ class Running:
                 stats.shed,
                 stats.refused,
             )
-
-    def _spec(self, name: str) -> HandlerSpec:
-        return next(s for s in self.service.handlers if s.kind is HandlerKind.RPC and s.name == name)
 
     def accepting(self) -> bool:
         """True until `stop` begins."""

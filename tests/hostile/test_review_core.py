@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from eventmicro import Connection, ConnectOptions, NatsServer, Service
+from eventmicro import Connection, NatsServer, Service
 from eventmicro._adapter import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -60,13 +60,6 @@ async def raw(nats_server: NatsServer) -> AsyncIterator[Raw]:
     await client.close()
 
 
-@pytest_asyncio.fixture
-async def victim(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
-
-
 def _event_block(padding: int, ce_type: str = "shop.orders.v1.OrderPlaced") -> bytes:
     return (
         b"NATS/1.0\r\nce-specversion: 1.0\r\nce-id: 1\r\nce-source: /attacker\r\n"
@@ -76,7 +69,7 @@ def _event_block(padding: int, ce_type: str = "shop.orders.v1.OrderPlaced") -> b
 
 
 async def test_header_bytes_count_against_a_subscriptions_buffer(
-    victim: Connection, raw: Raw, eventually: Eventually
+    service_conn: Connection, raw: Raw, eventually: Eventually
 ) -> None:
     """nats-py bounds a subscription's buffer by payload bytes only: messages with an empty
     body and a 100 KB header block were all buffered (3,000 of them grew a service by
@@ -89,12 +82,12 @@ async def test_header_bytes_count_against_a_subscriptions_buffer(
         handled.append(msg)
 
     limit = 1024 * 1024
-    sub = await victim.subscribe("review.headers", stuck, pending_bytes_limit=limit)
+    sub = await service_conn.subscribe("review.headers", stuck, pending_bytes_limit=limit)
     block = _event_block(100_000)
     for _ in range(40):  # 4 MB of header blocks, no payload, at a 1 MiB buffer
         raw.hpub(b"review.headers", block)
     await raw.round_trip()
-    await victim.flush()
+    await service_conn.flush()
     await eventually(lambda: sub.dropped + sub.pending + len(handled) >= 39)  # the first is being handled
     assert sub.dropped > 0  # the buffer overflowed: dropped and counted, not kept
     assert sub.pending * len(block) <= limit
@@ -104,7 +97,7 @@ async def test_header_bytes_count_against_a_subscriptions_buffer(
 
 
 async def test_a_flood_of_bad_events_costs_one_log_line_not_one_each(
-    victim: Connection, raw: Raw, eventually: Eventually, caplog: pytest.LogCaptureFixture
+    service_conn: Connection, raw: Raw, eventually: Eventually, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Any client can send events a handler refuses (not a CloudEvent, another type): each
     wrote a warning, so 3,000 of them wrote 3,000 lines. They are counted; the log gets one
@@ -117,7 +110,7 @@ async def test_a_flood_of_bad_events_costs_one_log_line_not_one_each(
     async def on_placed(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
 
-    async with svc.serving(victim) as running:
+    async with svc.serving(service_conn) as running:
         for index in range(300):
             if index % 2:
                 raw.hpub(b"review.log.orders", b"NATS/1.0\r\nce-type: x\r\n\r\n", b"junk")  # no CloudEvent
@@ -133,7 +126,7 @@ async def test_a_flood_of_bad_events_costs_one_log_line_not_one_each(
 
 
 async def test_a_reply_subject_seen_once_does_not_let_anyone_answer_the_next_call(
-    victim: Connection, nats_connection: Connection, raw: Raw, eventually: Eventually
+    service_conn: Connection, nats_connection: Connection, raw: Raw, eventually: Eventually
 ) -> None:
     """Any service a caller calls sees the caller's reply subject. Reply tokens came from a
     counter, so after one call the next token was known: a forged reply (or a forged
@@ -149,15 +142,15 @@ async def test_a_reply_subject_seen_once_does_not_let_anyone_answer_the_next_cal
         await nats_connection.publish(msg.reply, b"genuine")
 
     await nats_connection.subscribe("review.forge", responder)
-    assert (await victim.request("review.forge", b"1", timeout=5)).data == b"genuine"
+    assert (await service_conn.request("review.forge", b"1", timeout=5)).data == b"genuine"
     prefix, _, token = seen[0].rpartition(".")
-    second = asyncio.create_task(victim.request("review.forge", b"2", timeout=5))
+    second = asyncio.create_task(service_conn.request("review.forge", b"2", timeout=5))
     await eventually(lambda: len(seen) == 2)
     for step in range(1, 50):  # the next tokens as a counter would make them, plain and suffixed
         for guess in (f"{int(token, 16) + step:x}", f"{int(token[:-16] or '0', 16) + step:x}{token[-16:]}"):
             raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0\r\n\r\n", b"forged")
             raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0 503\r\n\r\n")
     await raw.round_trip()
-    await victim.flush()
+    await service_conn.flush()
     genuine.set()
     assert (await second).data == b"genuine"
