@@ -3,7 +3,7 @@
 The wheel ships one top-level package, ``eventmicro``. ``eventmicro demo`` runs the reference
 shop, whose source stays in this repository's ``schemas/`` and ``subscribers/``; a wheel (and a
 build from the sdist) carries a copy of both under ``eventmicro/_demo_shop/``, which the demo
-puts first on the path of its own processes (`eventmicro._demo.shop_root`). They are not
+puts first on the path of its own processes (`eventmicro.cli.demo.shop_root`). They are not
 installed as top-level ``schemas`` and ``subscribers`` packages, which would shadow, or be
 shadowed by, a user's own. An editable install (``pip install -e .``) copies nothing: the demo
 finds the shop next to the ``eventmicro`` directory of the checkout.

@@ -45,7 +45,7 @@ from nats.aio.msg import Msg
 import eventmicro
 from bench import durable, gateway, hotpath, overload, services
 from eventmicro import cloudevents_nats as binding
-from eventmicro._clock import format_time, new_event_id
+from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 SOURCE = "/bench/orders/instance-1"

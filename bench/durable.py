@@ -33,9 +33,9 @@ from nats.js import JetStreamContext, api
 from bench.services import connect
 from eventmicro import Client, Event, NatsServer, Service
 from eventmicro import cloudevents_nats as binding
-from eventmicro._clock import format_time, new_event_id
-from eventmicro._durable import dead_letter_stream
-from eventmicro._jetstream import MSG_ID_HEADER, ensure_stream
+from eventmicro.service.durable import dead_letter_stream
+from eventmicro.transport.jetstream import MSG_ID_HEADER, ensure_stream
+from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 SOURCE = "/bench/orders/instance-1"

@@ -26,7 +26,8 @@ import statistics
 import timeit
 from collections.abc import Callable, Iterator, Sequence
 
-from eventmicro import Client, Connection, ConnectOptions, Context, NatsServer, Service, _tracing
+from eventmicro import Client, Connection, ConnectOptions, Context, NatsServer, Service
+from eventmicro.observability import tracing as _tracing
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 REQUEST = orders.PlaceOrder(customer_id="cust-000042", currency="EUR",

@@ -47,7 +47,7 @@ async def raw(url: str) -> int:
         )
 
     await nc.subscribe("bench.raw", queue="q", cb=answer)
-    await nc._flush_pending(force_flush=True)  # the SUB is out before the PING (see eventmicro._adapter)
+    await nc._flush_pending(force_flush=True)  # SUB before PING (see eventmicro.transport.connection)
     await nc.flush()
     await nc.publish("bench.ready", b"raw")
     await nc.flush()

@@ -20,7 +20,7 @@ from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 
 from eventmicro import Client, Connection, ConnectOptions, Message, NatsServer, Service, discover
-from eventmicro._clock import format_time, new_event_id
+from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 REQUEST = orders.PlaceOrder(customer_id="cust-000042", currency="EUR",

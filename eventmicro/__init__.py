@@ -8,14 +8,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from eventmicro._adapter import Connection, ConnectionState, Message, Subscription
-from eventmicro._client import Client
-from eventmicro._cluster import NatsCluster
-from eventmicro._codecs import Payload, TypeRegistry, decode_payload, encode_payload, event_type, type_name_of
-from eventmicro._config import ConnectOptions, TLSOptions
-from eventmicro._context import Context
-from eventmicro._deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
-from eventmicro._discovery import discover
 from eventmicro._errors import (
     AuthorizationError,
     BucketNotFound,
@@ -43,12 +35,31 @@ from eventmicro._errors import (
     UnexpectedType,
     UnsupportedSpecVersion,
 )
-from eventmicro._event import Event
-from eventmicro._jetstream import Stored, Stream
-from eventmicro._middleware import Middleware, logging_middleware, timing_middleware
-from eventmicro._server import NatsServer, find_server_binary
-from eventmicro._service import Service
-from eventmicro._service_errors import (
+from eventmicro.observability.tracing import disable as disable_tracing
+from eventmicro.observability.tracing import enable as enable_tracing
+from eventmicro.observability.tracing import enabled as tracing_enabled
+from eventmicro.service.client import Client
+from eventmicro.service.context import Context
+from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
+from eventmicro.service.discovery import discover
+from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
+from eventmicro.service.service import Service
+from eventmicro.transport.cluster import NatsCluster
+from eventmicro.transport.config import ConnectOptions, TLSOptions
+from eventmicro.transport.connection import Connection, ConnectionState, Message, Subscription
+from eventmicro.transport.jetstream import Stored, Stream
+from eventmicro.transport.kv import BucketConfig, Entry, Store, Watch
+from eventmicro.transport.server import NatsServer, find_server_binary
+from eventmicro.wire.codecs import (
+    Payload,
+    TypeRegistry,
+    decode_payload,
+    encode_payload,
+    event_type,
+    type_name_of,
+)
+from eventmicro.wire.event import Event
+from eventmicro.wire.service_errors import (
     BadRequest,
     Conflict,
     DeadlineExceeded,
@@ -61,10 +72,6 @@ from eventmicro._service_errors import (
     ServiceUnavailable,
     register_error,
 )
-from eventmicro._store import BucketConfig, Entry, Store, Watch
-from eventmicro._tracing import disable as disable_tracing
-from eventmicro._tracing import enable as enable_tracing
-from eventmicro._tracing import enabled as tracing_enabled
 
 try:
     __version__ = version("eventmicro")

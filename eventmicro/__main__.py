@@ -2,6 +2,6 @@
 
 import sys
 
-from eventmicro._cli import main
+from eventmicro.cli.main import main
 
 sys.exit(main())

@@ -12,18 +12,18 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import Connection, Message
-from eventmicro._attributes import ExtensionValue
-from eventmicro._client import Client, Trace
-from eventmicro._codecs import python_type_name, type_name_of
-from eventmicro._config import ConnectOptions
-from eventmicro._context import Context
 from eventmicro._errors import EventMicroError, NoResponders
-from eventmicro._event import Event
-from eventmicro._names import event_subject
+from eventmicro.service.client import Client, Trace
+from eventmicro.service.context import Context
+from eventmicro.transport.config import ConnectOptions
+from eventmicro.transport.connection import Connection, Message
+from eventmicro.wire.attributes import ExtensionValue
+from eventmicro.wire.codecs import python_type_name, type_name_of
+from eventmicro.wire.event import Event
+from eventmicro.wire.names import event_subject
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro._service import Service
+    from eventmicro.service.service import Service
 
 __all__ = ["Captured", "TestContext", "call_handler", "capture"]
 

@@ -15,7 +15,7 @@ payload schemas from the protobuf or JSON types. ``eventmicro docs`` prints the 
 
 from __future__ import annotations
 
-from eventmicro._asyncapi import asyncapi_for_services as for_services
-from eventmicro._asyncapi import asyncapi_from_discovery as from_discovery
+from eventmicro.docs.asyncapi import asyncapi_for_services as for_services
+from eventmicro.docs.asyncapi import asyncapi_from_discovery as from_discovery
 
 __all__ = ["for_services", "from_discovery"]

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from eventmicro._health import Health, check, probe
-from eventmicro._http import HttpEndpoint
-from eventmicro._http import serve as _serve
+from eventmicro.observability.health import Health, check, probe
+from eventmicro.observability.http import HttpEndpoint
+from eventmicro.observability.http import serve as _serve
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro._running import Running
+    from eventmicro.service.running import Running
 
 __all__ = ["Health", "HttpEndpoint", "check", "probe", "serve"]
 

@@ -13,6 +13,13 @@ event_id, event_type, trace_id, correlation_id, exception). To keep your own han
 
 from __future__ import annotations
 
-from eventmicro._logs import ContextFilter, JsonFormatter, TextFormatter, configure, redact, trace_id
+from eventmicro.observability.logs import (
+    ContextFilter,
+    JsonFormatter,
+    TextFormatter,
+    configure,
+    redact,
+    trace_id,
+)
 
 __all__ = ["ContextFilter", "JsonFormatter", "TextFormatter", "configure", "redact", "trace_id"]

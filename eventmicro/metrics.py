@@ -8,14 +8,14 @@
     endpoint = await metrics.serve(9464)      # GET /metrics (prometheus-client exposition)
 
 or ``Service.run(metrics_port=9464)`` / ``EVENTMICRO_METRICS_PORT=9464``. The metrics, their
-labels and what they count are listed in `eventmicro._metrics`.
+labels and what they count are listed in `eventmicro.observability.metrics`.
 """
 
 from __future__ import annotations
 
-from eventmicro._http import HttpEndpoint
-from eventmicro._http import serve as _serve
-from eventmicro._metrics import DEFAULT_BUCKETS, HandlerMetrics, Metrics, active, disable, enable
+from eventmicro.observability.http import HttpEndpoint
+from eventmicro.observability.http import serve as _serve
+from eventmicro.observability.metrics import DEFAULT_BUCKETS, HandlerMetrics, Metrics, active, disable, enable
 
 __all__ = [
     "DEFAULT_BUCKETS",

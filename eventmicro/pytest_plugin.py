@@ -65,11 +65,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from eventmicro._adapter import Connection
-from eventmicro._cluster import NatsCluster
-from eventmicro._config import ConnectOptions
-from eventmicro._server import NatsServer
 from eventmicro._testing import Captured, TestContext, call_handler, capture
+from eventmicro.transport.cluster import NatsCluster
+from eventmicro.transport.config import ConnectOptions
+from eventmicro.transport.connection import Connection
+from eventmicro.transport.server import NatsServer
 
 __all__ = [
     "Captured",

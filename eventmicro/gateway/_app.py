@@ -7,7 +7,7 @@ Routes::
     GET  /openapi.json               OpenAPI 3.1 of the discovered services
     GET  /asyncapi.json              AsyncAPI 3.0 of the discovered services
     GET  /healthz                    200 while connected to NATS, else 503
-    GET  /dashboard/...              the web dashboard (eventmicro.dashboard), when enabled
+    GET  /dashboard/...              the web dashboard (eventmicro.gateway.dashboard), when enabled
 
 Middleware, outermost first: CORS (when origins are configured), bearer-token authentication
 (when a token is configured; the dashboard's page and static files and /healthz are public,
@@ -38,9 +38,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eventmicro._adapter import Connection
-from eventmicro._cli_schemas import ToolError, load_schemas
-from eventmicro._client import Client
 from eventmicro._errors import ConfigurationError, ConnectionClosed
 from eventmicro.gateway._calls import Calls
 from eventmicro.gateway._catalog import INFO_TIMEOUT, Catalog
@@ -49,6 +46,9 @@ from eventmicro.gateway._events import Events
 from eventmicro.gateway._guard import HeaderLimits, guarded
 from eventmicro.gateway._openapi import openapi_document
 from eventmicro.gateway._problems import Problem, problem_response, require_nats, unavailable
+from eventmicro.service.client import Client
+from eventmicro.transport.connection import Connection
+from eventmicro.wire.types import ToolError, load_schemas
 
 __all__ = ["create_app", "serve", "serving"]
 
@@ -80,7 +80,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
         return JSONResponse(openapi_document(await catalog.everything(), config, version=__version__))
 
     async def asyncapi(request: Request) -> JSONResponse:
-        from eventmicro._asyncapi import asyncapi_from_discovery
+        from eventmicro.docs.asyncapi import asyncapi_from_discovery
 
         require_nats(connection)
         return JSONResponse(asyncapi_from_discovery(await catalog.everything(), title="eventmicro services"))
@@ -100,7 +100,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
         Route("/healthz", healthz, methods=["GET"]),
     ]
     if config.dashboard:
-        from eventmicro.dashboard import routes as dashboard_routes
+        from eventmicro.gateway.dashboard import routes as dashboard_routes
 
         routes += dashboard_routes(connection, config)
         routes.append(Route("/", _to_dashboard, methods=["GET"]))

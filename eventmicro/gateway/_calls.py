@@ -29,21 +29,7 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from eventmicro._client import Client, Trace
-from eventmicro._endpoints import (
-    EndpointNotFound,
-    RequestInvalid,
-    TypeNotInstalled,
-    build_request,
-    endpoint_metadata,
-    find_endpoint,
-    protobuf_type,
-    reply_to_json,
-    reply_type,
-)
 from eventmicro._errors import NoResponders, PayloadError, PayloadTooLarge, Timeout
-from eventmicro._names import check_subject
-from eventmicro._service_errors import ServiceError
 from eventmicro.gateway._catalog import Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
@@ -60,6 +46,20 @@ from eventmicro.gateway._problems import (
     unsupported_media,
     wants_protobuf,
 )
+from eventmicro.service.client import Client, Trace
+from eventmicro.service.endpoints import (
+    EndpointNotFound,
+    RequestInvalid,
+    TypeNotInstalled,
+    build_request,
+    endpoint_metadata,
+    find_endpoint,
+    protobuf_type,
+    reply_to_json,
+    reply_type,
+)
+from eventmicro.wire.names import check_subject
+from eventmicro.wire.service_errors import ServiceError
 
 __all__ = ["Calls"]
 

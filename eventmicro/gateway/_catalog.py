@@ -11,9 +11,9 @@ import asyncio
 import time
 from typing import Any, Final
 
-from eventmicro._adapter import Connection
-from eventmicro._discovery import discover
-from eventmicro._endpoints import service_info
+from eventmicro.service.discovery import discover
+from eventmicro.service.endpoints import service_info
+from eventmicro.transport.connection import Connection
 
 __all__ = ["Catalog"]
 

@@ -25,15 +25,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from eventmicro import _jetstream as jetstream
-from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import Connection
-from eventmicro._cli_schemas import message_class
-from eventmicro._codecs import JSON
-from eventmicro._endpoints import RequestInvalid, parse_message
 from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
-from eventmicro._event import Event
-from eventmicro._names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, check_subject, event_subject
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
     PROTOBUF_MEDIA,
@@ -46,6 +38,14 @@ from eventmicro.gateway._problems import (
     trace_context,
     unsupported_media,
 )
+from eventmicro.service.endpoints import RequestInvalid, parse_message
+from eventmicro.transport import jetstream
+from eventmicro.transport.connection import Connection
+from eventmicro.wire import binding
+from eventmicro.wire.codecs import JSON
+from eventmicro.wire.event import Event
+from eventmicro.wire.names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, check_subject, event_subject
+from eventmicro.wire.types import message_class
 
 __all__ = ["Events"]
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from eventmicro._endpoints import endpoint_metadata
-from eventmicro._jsonschema import SchemaSet
-from eventmicro._names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, event_subject
 from eventmicro.gateway._config import GatewayConfig
+from eventmicro.service.endpoints import endpoint_metadata
+from eventmicro.wire.jsonschema import SchemaSet
+from eventmicro.wire.names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, event_subject
 
 __all__ = ["openapi_document"]
 
 OPENAPI_VERSION: Final = "3.1.0"
 ERROR_SCHEMA: Final = "eventmicro.gateway.Error"
 MIN_TIMEOUT: Final = 0.1  # seconds: the X-Timeout the schema asks for at least (the gateway takes > 0)
-# a NATS subject token as the gateway checks it (eventmicro._names.check_subject): printable
+# a NATS subject token as the gateway checks it (eventmicro.wire.names.check_subject): printable
 # ASCII but '.', '*' and '>'; in the {type} path segment also not '/'
 _SUBJECT_WORD: Final = "[!-)+,\\-/-=?-~]+"
 _TYPE_WORD: Final = "[!-)+,\\-0-=?-~]+"

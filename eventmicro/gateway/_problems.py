@@ -20,9 +20,9 @@ from google.protobuf.message import DecodeError, Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from eventmicro import _json as strict_json
-from eventmicro._adapter import Connection
-from eventmicro._codecs import PROTOBUF
+from eventmicro.transport.connection import Connection
+from eventmicro.wire import strictjson as strict_json
+from eventmicro.wire.codecs import PROTOBUF
 
 __all__ = [
     "MAX_DEPTH",
@@ -126,7 +126,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def load_json(body: bytes) -> Any:
-    """The parsed JSON of a request body, read strictly (`eventmicro._json`): 400 when it is not
+    """The parsed JSON of a request body, read strictly (`eventmicro.wire.strictjson`): 400 when it is not
     UTF-8 JSON, holds NaN, Infinity, a number too large for a double, a member name twice, a lone
     surrogate, or nests arrays and objects deeper than `MAX_DEPTH` (the encoders that send it on
     recurse, and would fail on it)."""

@@ -20,8 +20,8 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, DiscardPolicy, StreamConfig
 
 from eventmicro import Connection, ConnectOptions, DeadLetter, DeadLetters, NatsServer, Service, Stream
-from eventmicro._deadletters import DEAD_LETTER_MAX_AGE, DEAD_LETTER_MAX_BYTES, dead_letter_stream
-from eventmicro._jetstream import ensure_stream
+from eventmicro.service.deadletters import DEAD_LETTER_MAX_AGE, DEAD_LETTER_MAX_BYTES, dead_letter_stream
+from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

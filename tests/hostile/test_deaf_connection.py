@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service
-from eventmicro._health import check
+from eventmicro.observability.health import check
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

@@ -1,7 +1,7 @@
 """JSON that is not strict JSON, sent to the gateway over HTTP: refused with a 400 that speaks
 JSON, never published, never answered with Python's words.
 
-One reader (`eventmicro._json`) for every JSON body the gateway takes: ``/api`` requests, plain
+One reader (`eventmicro.wire.strictjson`) for every JSON body the gateway takes: ``/api`` requests, plain
 ``/events/{type}`` data, binary-mode JSON data, structured events and batches.
 """
 

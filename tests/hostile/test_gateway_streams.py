@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 
 from eventmicro import Connection, ConnectOptions, NatsServer, Service
-from eventmicro.dashboard._feed import Feed
-from eventmicro.dashboard._stream import _chunk
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from eventmicro.gateway.dashboard._feed import Feed
+from eventmicro.gateway.dashboard._stream import _chunk
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 
 Eventually = Callable[..., Awaitable[None]]

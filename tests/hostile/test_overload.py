@@ -24,7 +24,7 @@ from eventmicro import (
     ServiceUnavailable,
     Timeout,
 )
-from eventmicro._running import Running
+from eventmicro.service.running import Running
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

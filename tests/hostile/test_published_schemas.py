@@ -15,8 +15,8 @@ import httpx
 import pytest_asyncio
 
 from eventmicro import Connection, Message
-from eventmicro._jsonschema import MAX_PUBLISHED
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from eventmicro.wire.jsonschema import MAX_PUBLISHED
 
 HOSTILE = {
     "elsewhere": json.dumps(

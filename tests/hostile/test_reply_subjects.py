@@ -15,7 +15,7 @@ import pytest
 
 from eventmicro import Client, Connection, Event, Service, Stream
 from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import Message
+from eventmicro.transport.connection import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

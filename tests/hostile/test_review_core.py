@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from eventmicro import Connection, NatsServer, Service
-from eventmicro._adapter import Message
+from eventmicro.transport.connection import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from eventmicro import Connection, NatsServer, Service
-from eventmicro._adapter import Message
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from eventmicro.transport.connection import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 TOKEN = "s3cret"

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service
 from eventmicro import metrics as em_metrics
-from eventmicro._adapter import MessageHandler, Subscription
-from eventmicro._health import check
+from eventmicro.observability.health import check
+from eventmicro.transport.connection import MessageHandler, Subscription
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, discover
-from eventmicro._process import STOP_MARGIN
+from eventmicro.service.process import STOP_MARGIN
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest_asyncio
 
 from eventmicro import Connection, ConnectOptions, NatsServer
-from eventmicro import _jetstream as jetstream
-from eventmicro._adapter import Message
-from eventmicro._deadletters import dead_letter_stream
+from eventmicro.service.deadletters import dead_letter_stream
+from eventmicro.transport import jetstream
+from eventmicro.transport.connection import Message
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAR = "\x1b[2J"

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from eventmicro import Connection, ConnectOptions, NatsServer, Service, discover
-from eventmicro._asyncapi import asyncapi_for_services, asyncapi_from_discovery
+from eventmicro.docs.asyncapi import asyncapi_for_services, asyncapi_from_discovery
 from subscribers import audit, billing, inventory, notifications, orders
 
 ROOT = Path(__file__).resolve().parents[2]

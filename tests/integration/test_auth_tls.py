@@ -36,7 +36,7 @@ from eventmicro import (
     NatsServer,
     TLSOptions,
 )
-from eventmicro._config import redact_url
+from eventmicro.transport.config import redact_url
 
 USER = "alice"
 PASSWORD = "s3cret"

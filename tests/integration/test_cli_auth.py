@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from eventmicro import NatsServer
-from eventmicro._cli import build_parser, main
+from eventmicro.cli.main import build_parser, main
 
 TOKEN = "s3cret-cli-token"
 

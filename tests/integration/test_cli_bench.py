@@ -7,7 +7,7 @@ import re
 import pytest
 
 from eventmicro import NatsServer
-from eventmicro._cli import main
+from eventmicro.cli.main import main
 
 
 @pytest.mark.parametrize(

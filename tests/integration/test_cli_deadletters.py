@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from eventmicro import Client, Connection, ConnectOptions, DeadLetters, NatsServer, Service, Stream
-from eventmicro._cli import main
+from eventmicro.cli.main import main
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import eventmicro
 from eventmicro import NatsServer
-from eventmicro._cli import main
+from eventmicro.cli.main import main
 
 BIN = Path(sys.executable).parent
 FILES = [

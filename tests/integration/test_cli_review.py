@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from eventmicro import Connection, ConnectOptions, NatsServer
-from eventmicro import _jetstream as jetstream
-from eventmicro._demo import Run, _collect, _snapshot
-from eventmicro._names import dead_letter_subject
+from eventmicro.cli.demo import Run, _collect, _snapshot
+from eventmicro.transport import jetstream
+from eventmicro.wire.names import dead_letter_subject
 from subscribers import orders as orders_service
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from eventmicro import Client, ConfigurationError, Connection, ConnectOptions, NatsServer, discover
-from eventmicro._cli import main
-from eventmicro._cli_run import load_services
-from eventmicro._server import free_port
+from eventmicro.cli.main import main
+from eventmicro.cli.run import load_services
+from eventmicro.transport.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

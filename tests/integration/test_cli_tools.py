@@ -20,9 +20,9 @@ from types import TracebackType
 import pytest
 
 from eventmicro import Connection, ConnectOptions, Event, NatsServer, NotFound, Service, Stream
-from eventmicro import _jetstream as jetstream
 from eventmicro import cloudevents_nats as binding
-from eventmicro._cli import main
+from eventmicro.cli.main import main
+from eventmicro.transport import jetstream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ import pytest
 
 import eventmicro
 from eventmicro import Connection, ConnectOptions, NatsServer, Stream, discover
-from eventmicro import _jetstream as jetstream
-from eventmicro._cli import build_parser
-from eventmicro._cli_completion import ZSH_PRELUDE
+from eventmicro.cli.completion import ZSH_PRELUDE
+from eventmicro.cli.main import build_parser
+from eventmicro.transport import jetstream
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ from eventmicro import (
     PayloadTooLarge,
     Timeout,
 )
-from eventmicro._adapter import headers_size
-from eventmicro._server import free_port
+from eventmicro.transport.connection import headers_size
+from eventmicro.transport.server import free_port
 
 Eventually = Callable[..., Awaitable[None]]
 

@@ -21,11 +21,11 @@ from starlette.applications import Starlette
 
 from eventmicro import BadRequest, Client, Connection, ConnectOptions, NatsServer, Service
 from eventmicro import metrics as em_metrics
-from eventmicro.dashboard import routes
-from eventmicro.dashboard._feed import Feed, TypeFilter
-from eventmicro.dashboard._routes import STATIC
-from eventmicro.dashboard._stream import _chunk, within
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from eventmicro.gateway.dashboard import routes
+from eventmicro.gateway.dashboard._feed import Feed, TypeFilter
+from eventmicro.gateway.dashboard._routes import STATIC
+from eventmicro.gateway.dashboard._stream import _chunk, within
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 

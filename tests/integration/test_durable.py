@@ -30,7 +30,7 @@ from eventmicro import (
     StreamConflict,
 )
 from eventmicro import cloudevents_nats as binding
-from eventmicro._jetstream import ensure_stream, get_message, message_id, publish
+from eventmicro.transport.jetstream import ensure_stream, get_message, message_id, publish
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

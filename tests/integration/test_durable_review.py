@@ -26,9 +26,9 @@ from eventmicro import (
     Stream,
 )
 from eventmicro import cloudevents_nats as binding
-from eventmicro._adapter import headers_size
-from eventmicro._cli import main
-from eventmicro._jetstream import _js, ensure_stream, publish
+from eventmicro.cli.main import main
+from eventmicro.transport.connection import headers_size
+from eventmicro.transport.jetstream import _js, ensure_stream, publish
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service, Stream, discover
 from eventmicro import health as em_health
-from eventmicro._jetstream import ensure_stream
+from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

@@ -26,7 +26,7 @@ from eventmicro import (
     Stream,
 )
 from eventmicro import metrics as em_metrics
-from eventmicro._jetstream import ensure_stream
+from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]

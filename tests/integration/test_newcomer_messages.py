@@ -17,8 +17,8 @@ import pytest
 
 from eventmicro import Client, ConfigurationError, Connection, Service, Stream, StreamConflict, Timeout
 from eventmicro._errors import PayloadError
-from eventmicro._jetstream import ensure_stream
 from eventmicro.gateway import create_app, serving
+from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 

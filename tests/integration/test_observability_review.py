@@ -112,7 +112,7 @@ def open_spans() -> Iterator[dict[int, str]]:
     """Tracing on, into an SDK provider of this test's own; yields the spans started and
     not (yet) ended, by span id."""
     sdk = pytest.importorskip("opentelemetry.sdk.trace")
-    from eventmicro import _tracing as tracing
+    from eventmicro.observability import tracing
 
     started: dict[int, str] = {}
 
@@ -225,8 +225,8 @@ async def test_a_failing_span_processor_loses_no_reply_and_no_ack(
     observation, the messages are handled as without it."""
     sdk = pytest.importorskip("opentelemetry.sdk.trace")
     from eventmicro import Stream
-    from eventmicro import _tracing as tracing
-    from eventmicro._jetstream import ensure_stream
+    from eventmicro.observability import tracing
+    from eventmicro.transport.jetstream import ensure_stream
 
     class Broken(sdk.SpanProcessor):  # type: ignore[misc, name-defined]
         def on_start(self, span: object, parent_context: object = None) -> None:

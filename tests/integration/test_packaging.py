@@ -98,9 +98,9 @@ def test_the_wheel_installs_only_the_eventmicro_package(wheel: Path) -> None:
 def test_the_demo_finds_its_shop_beside_a_users_own_schemas(installed: Path, users_project: Path) -> None:
     env = user_env(PYTHONPATH=str(installed))
     code = (
-        "from eventmicro import _demo\n"
-        "root = _demo.shop_root()\n"
-        "_demo.use_shop(root)\n"
+        "from eventmicro.cli import demo\n"
+        "root = demo.shop_root()\n"
+        "demo.use_shop(root)\n"
         "import schemas.shop.orders.v1.orders_pb2 as orders, subscribers.orders as service\n"
         "print(root, orders.__file__, service.__file__, sep='\\n')\n"
     )
@@ -115,7 +115,7 @@ def test_the_demo_finds_its_shop_beside_a_users_own_schemas(installed: Path, use
 
 
 def test_an_editable_install_runs_the_checkouts_shop(tmp_path: Path) -> None:
-    code = "from eventmicro._demo import shop_root; print(shop_root())"
+    code = "from eventmicro.cli.demo import shop_root; print(shop_root())"
     assert Path(run(sys.executable, "-c", code, cwd=tmp_path, env=user_env()).strip()) == ROOT
 
 

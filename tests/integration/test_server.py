@@ -24,7 +24,7 @@ from eventmicro import (
     ServerStartError,
     find_server_binary,
 )
-from eventmicro._server import ENV_BINARY, free_port
+from eventmicro.transport.server import ENV_BINARY, free_port
 
 
 def options(url: str, **extra: object) -> ConnectOptions:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from eventmicro import Connection, ConnectOptions
-from eventmicro._server import free_port
+from eventmicro.transport.server import free_port
 
 
 @contextmanager

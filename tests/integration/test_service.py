@@ -513,7 +513,7 @@ async def test_middleware_runs_in_order_and_logging_records_each_call(
     conn: Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     from eventmicro import logging_middleware, timing_middleware
-    from eventmicro._middleware import Invoke
+    from eventmicro.service.middleware import Invoke
 
     order: list[str] = []
     durations: list[tuple[str, float]] = []

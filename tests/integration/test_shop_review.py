@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, Store
-from eventmicro._jetstream import subject_counts
+from eventmicro.transport.jetstream import subject_counts
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders

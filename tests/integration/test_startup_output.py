@@ -29,7 +29,7 @@ from eventmicro import (
     Service,
     ServiceError,
 )
-from eventmicro._server import free_port
+from eventmicro.transport.server import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

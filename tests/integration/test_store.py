@@ -26,8 +26,8 @@ from eventmicro import (
     Service,
 )
 from eventmicro._errors import BucketNotFound
-from eventmicro._service_errors import InvalidKey, RevisionConflict
-from eventmicro._store import BucketConfig, Entry, Store
+from eventmicro.transport.kv import BucketConfig, Entry, Store
+from eventmicro.wire.service_errors import InvalidKey, RevisionConflict
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 

@@ -33,9 +33,9 @@ from eventmicro import (
     Stream,
     event_type,
 )
-from eventmicro import _tracing as tracing
-from eventmicro._client import Trace
-from eventmicro._jetstream import ensure_stream
+from eventmicro.observability import tracing
+from eventmicro.service.client import Trace
+from eventmicro.transport.jetstream import ensure_stream
 
 
 @event_type("tests.tracing.v1.Place")

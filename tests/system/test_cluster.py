@@ -42,8 +42,8 @@ from eventmicro import (
     Timeout,
     discover,
 )
-from eventmicro._jetstream import _js, ensure_stream
-from eventmicro._names import consumer_name
+from eventmicro.transport.jetstream import _js, ensure_stream
+from eventmicro.wire.names import consumer_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from durable_consumer import HANDLER, SERVICE, Numbered

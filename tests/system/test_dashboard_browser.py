@@ -332,7 +332,7 @@ async def test_a_token_is_asked_for_kept_for_the_session_and_sent(
         await expect(form).to_be_hidden()
         await expect(service_card(page, "orders")).to_be_visible(timeout=WAIT)
         await expect(page.get_by_test_id("events-state")).to_have_text("live on events.>", timeout=WAIT)
-        stored = await page.evaluate("sessionStorage.getItem('eventmicro.dashboard.token')")
+        stored = await page.evaluate("sessionStorage.getItem('eventmicro.gateway.dashboard.token')")
         assert stored == "open-sesame"
 
         await page.get_by_test_id("call-service").select_option("inventory")

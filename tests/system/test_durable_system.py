@@ -35,8 +35,8 @@ from eventmicro import (
     Stream,
     Timeout,
 )
-from eventmicro._jetstream import ensure_stream, get_message
-from eventmicro._names import consumer_name
+from eventmicro.transport.jetstream import ensure_stream, get_message
+from eventmicro.wire.names import consumer_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from durable_consumer import HANDLER, SERVICE, Numbered

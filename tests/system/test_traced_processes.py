@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service, discover
-from eventmicro import _tracing as tracing
+from eventmicro.observability import tracing
 
 sys.path.insert(0, str(Path(__file__).parent))
 from traced_service import Made, Place, Placed, span_record

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from eventmicro import Context, Service, event_type
-from eventmicro import _tracing as tracing
+from eventmicro.observability import tracing
 
 
 @event_type("tests.system.v1.Place")

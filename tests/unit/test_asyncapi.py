@@ -20,14 +20,14 @@ from google.protobuf import json_format
 
 from eventmicro import Context, NotFound, Service, event_type
 from eventmicro import cloudevents_nats as binding
-from eventmicro._asyncapi import asyncapi_for_services, asyncapi_from_discovery
-from eventmicro._cli import main
-from eventmicro._cli_run import load_services
-from eventmicro._codecs import python_type_name, type_name_of
-from eventmicro._discovery import _endpoint_metadata
-from eventmicro._event import Event
-from eventmicro._handlers import HandlerKind
-from eventmicro._service_errors import error_reply
+from eventmicro.cli.main import main
+from eventmicro.cli.run import load_services
+from eventmicro.docs.asyncapi import asyncapi_for_services, asyncapi_from_discovery
+from eventmicro.service.discovery import _endpoint_metadata
+from eventmicro.service.handlers import HandlerKind
+from eventmicro.wire.codecs import python_type_name, type_name_of
+from eventmicro.wire.event import Event
+from eventmicro.wire.service_errors import error_reply
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 SHOP = ("subscribers.orders", "subscribers.inventory", "subscribers.billing", "subscribers.notifications",

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from eventmicro import Event, EventMicroError, InvalidAttribute
 from eventmicro import cloudevents_nats as binding
-from eventmicro._attributes import check_string
 from eventmicro.cloudevents_nats import NATSMessage
+from eventmicro.wire.attributes import check_string
 
 # Characters the CloudEvents String type allows: everything but C0/C1 controls,
 # noncharacters and surrogates. Includes space, '%', '"', unicode and emoji.

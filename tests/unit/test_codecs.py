@@ -30,7 +30,7 @@ from eventmicro import (
     event_type,
     type_name_of,
 )
-from eventmicro._convert import convert
+from eventmicro.wire.convert import convert
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 UTC = dt.UTC

@@ -16,8 +16,8 @@ from google.protobuf.compiler import plugin_pb2
 from grpc_tools import protoc
 
 from eventmicro import Context, Service
-from eventmicro._handlers import HandlerKind, inspect_handler
 from eventmicro.codegen import generate, snake_case
+from eventmicro.service.handlers import HandlerKind, inspect_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

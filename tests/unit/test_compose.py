@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from eventmicro._cli_run import load_services
+from eventmicro.cli.run import load_services
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = {"orders", "inventory", "billing", "notifications", "audit"}

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventmicro._adapter import headers_size
-from eventmicro._deadletters import _letter, _shapes
-from eventmicro._durable import RETRY_MAX, Durability
-from eventmicro._jetstream import MSG_ID_HEADER, StoredMessage
+from eventmicro.service.deadletters import _letter, _shapes
+from eventmicro.service.durable import RETRY_MAX, Durability
+from eventmicro.transport.connection import headers_size
+from eventmicro.transport.jetstream import MSG_ID_HEADER, StoredMessage
 
 MSG_ID = "dlq-S-1-c" + "x" * 40
 FAILURE = {"dlqservice": "svc", "dlqhandler": "h", "dlqcode": "500", "dlqreason": "RuntimeError"}

@@ -1,4 +1,4 @@
-"""eventmicro._json.loads: strict JSON, refusals that speak JSON, never a Python exception type."""
+"""eventmicro.wire.strictjson.loads: strict JSON, refusals that speak JSON, never a Python exception type."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventmicro._json import JSONError, loads
+from eventmicro.wire.strictjson import JSONError, loads
 
 PYTHON_ISMS = ("NoneType", "builtins", "__main__", "recursion", "Traceback", "sys.", "utf-8-sig")
 

@@ -29,7 +29,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from eventmicro import event_type
-from eventmicro._jsonschema import MAX_PUBLISHED, SchemaSet, published_schema
+from eventmicro.wire.jsonschema import MAX_PUBLISHED, SchemaSet, published_schema
 from schemas.shop.billing.v1 import billing_pb2
 from schemas.shop.inventory.v1 import inventory_pb2
 from schemas.shop.notifications.v1 import notifications_pb2
@@ -421,7 +421,7 @@ def test_a_ref_prefix_of_ones_own() -> None:
 
 
 def test_dataclasses_without_pydantic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("eventmicro._jsonschema.pydantic", None)
+    monkeypatch.setattr("eventmicro.wire.jsonschema.pydantic", None)
     schemas = SchemaSet()
     assert schemas.of_type(Basket) == {"$ref": "#/components/schemas/shop.notes.v1.Basket"}
     basket = schemas.components["shop.notes.v1.Basket"]

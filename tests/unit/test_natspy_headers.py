@@ -11,8 +11,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.protocol.parser import Parser
 
-from eventmicro._natspy import Client as _Client
-from eventmicro._natspy import ConnectionStats, MalformedHeaders, parse_header_block
+from eventmicro.transport.natspy import Client as _Client
+from eventmicro.transport.natspy import ConnectionStats, MalformedHeaders, parse_header_block
 
 header_text = st.text(st.characters(codec="utf-8"), max_size=12)
 lines = st.lists(

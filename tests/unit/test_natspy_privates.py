@@ -1,6 +1,6 @@
 """What eventmicro uses of nats-py's private parts is still there, shaped as it was checked.
 
-``eventmicro/_natspy.py`` overrides private methods of nats-py's client and reads private
+``eventmicro/transport/natspy.py`` overrides private methods of nats-py's client and reads private
 fields of its subscriptions. A nats-py release may change any of them; this test fails first,
 so the dependency range in pyproject.toml is widened only after these pass.
 """
@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.protocol.parser import Parser
 
-from eventmicro import _natspy
+from eventmicro.transport import natspy as _natspy
 
 # private method -> the parameter names eventmicro's override (or call) relies on
 OVERRIDDEN = {
@@ -56,7 +56,7 @@ def test_the_installed_nats_py_is_the_one_checked() -> None:
     installed = tuple(int(part) for part in version("nats-py").split(".")[:2])
     checked = tuple(int(part) for part in _natspy.CHECKED_WITH.split(".")[:2])
     assert installed == checked, (
-        "re-check eventmicro/_natspy.py against this nats-py, then update CHECKED_WITH"
+        "re-check eventmicro/transport/natspy.py against this nats-py, then update CHECKED_WITH"
     )
 
 

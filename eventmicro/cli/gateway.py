@@ -1,0 +1,117 @@
+"""``eventmicro gateway`` and ``eventmicro dashboard``: the HTTP gateway, with or without its dashboard.
+
+The token is never a command-line flag (it would show in ``ps``): it comes from
+``EVENTMICRO_GATEWAY_TOKEN`` or ``--token-file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from eventmicro._errors import ConfigurationError
+from eventmicro.cli.tools import add_common, connection
+from eventmicro.wire.types import ToolError, runner
+
+__all__ = ["add_parser"]
+
+TOKEN_VARIABLE: Final = "EVENTMICRO_GATEWAY_TOKEN"  # noqa: S105 - the variable's name, not a token
+EXAMPLES: Final = f"""examples:
+  eventmicro gateway                                  # http://127.0.0.1:8080, NATS from the environment
+  eventmicro gateway --host 0.0.0.0 --port 8000 --cors https://app.example.com
+  {TOKEN_VARIABLE}=s3cret eventmicro gateway      # every data route asks for Authorization: Bearer s3cret
+  curl -X POST localhost:8080/api/orders/get -d '{{"orderId": "o-1"}}'
+  curl -X POST localhost:8080/events/shop.orders.v1.OrderCancelled -d '{{"orderId": "o-1"}}'
+  curl localhost:8080/openapi.json                    # the discovered services as OpenAPI 3.1
+"""
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``gateway`` and ``dashboard`` to the ``eventmicro`` parser."""
+    for name, help_text in (
+        ("gateway", "serve services and events over HTTP (/api, /events, /openapi.json, /dashboard)"),
+        ("dashboard", "the gateway with its web dashboard, printing the dashboard's address"),
+    ):
+        parser = commands.add_parser(
+            name, help=help_text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: a free one)")
+        parser.add_argument(
+            "--cors",
+            action="append",
+            metavar="ORIGIN",
+            default=[],
+            help="allow browser calls from ORIGIN (repeatable; * for any)",
+        )
+        parser.add_argument(
+            "--token-file", type=Path, help=f"bearer token in a file (or set {TOKEN_VARIABLE})"
+        )
+        parser.add_argument(
+            "--max-body", type=int, default=1024 * 1024, help="largest request body in bytes (default 1 MiB)"
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=5.0, help="seconds of a call without X-Timeout (default 5)"
+        )
+        parser.add_argument(
+            "--max-timeout", type=float, default=30.0, help="cap on X-Timeout, seconds (default 30)"
+        )
+        if name == "gateway":
+            parser.add_argument("--no-dashboard", action="store_true", help="do not serve /dashboard")
+        add_common(parser, schemas=True)
+        parser.set_defaults(run=runner(_serve), dashboard_command=name == "dashboard")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    try:
+        from eventmicro.gateway import GatewayConfig, serve
+    except ImportError as exc:
+        raise ToolError(str(exc)) from exc
+    try:
+        config = GatewayConfig(
+            max_body=args.max_body,
+            default_timeout=args.timeout,
+            max_timeout=args.max_timeout,
+            cors_origins=tuple(args.cors),
+            token=_token(args),
+            schemas=tuple(args.schemas or ()),
+            dashboard=args.dashboard_command or not args.no_dashboard,
+        )
+    except ConfigurationError as exc:
+        raise ToolError(str(exc)) from exc
+
+    def ready(url: str) -> None:
+        where = f"{url}/dashboard/" if args.dashboard_command else url
+        auth = " (bearer token required)" if config.token else ""
+        print(
+            f"eventmicro {'dashboard' if args.dashboard_command else 'gateway'} ready: {where}{auth}",
+            flush=True,
+        )
+
+    async with connection(args) as conn:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # uvicorn catches these while it serves, shuts down gracefully, then raises them
+            # again for the handler it found: this one, so the connection is closed and we exit 0
+            signal.signal(sig, lambda *_: None)
+        try:
+            await serve(conn, config, host=args.host, port=args.port, ready=ready)
+        except ConfigurationError as exc:
+            raise ToolError(str(exc)) from exc
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            token: str = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ToolError(f"cannot read the token file {args.token_file}: {exc.strerror}") from exc
+        if not token:
+            raise ToolError(f"the token file {args.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_VARIABLE, "").strip() or None  # HTTP strips a header's edges too

@@ -1,0 +1,84 @@
+"""The prometheus-client collector of the metrics module (imported only when metrics are on)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector as _Collector
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client.metrics_core import Metric
+
+    from eventmicro.observability.metrics import Metrics
+
+__all__ = ["Collector"]
+
+_LABELS: Final = ("service", "kind", "handler")
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus-client writes "le"
+
+
+class Collector(_Collector):
+    """Turns every handler's plain counters into metric families when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._les = [_go_float(b) for b in metrics.buckets] + ["+Inf"]
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        labels = list(_LABELS)
+        handled = CounterMetricFamily(
+            "eventmicro_handled",
+            "Messages handled, by outcome (ok, or error: an error reply or a failed event handler).",
+            labels=[*labels, "outcome"],
+        )
+        errors = CounterMetricFamily(
+            "eventmicro_errors", "Failed messages by error code.", labels=[*labels, "code"]
+        )
+        duration = HistogramMetricFamily(
+            "eventmicro_handler_duration_seconds",
+            "Time from the start of handling until the reply is ready or the event is settled.",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily("eventmicro_in_flight", "Messages being handled now.", labels=labels)
+        redeliveries = CounterMetricFamily(
+            "eventmicro_redeliveries",
+            "Durable deliveries after the first (num_delivered > 1).",
+            labels=labels,
+        )
+        dead_letters = CounterMetricFamily(
+            "eventmicro_dead_letters", "Dead letters stored for a durable handler.", labels=labels
+        )
+        not_handled = CounterMetricFamily(
+            "eventmicro_not_handled",
+            "Messages the handler never saw, by reason: overloaded (answered 503), expired (the "
+            "caller's deadline passed while waiting, 504), refused_reply, slow_consumer (dropped).",
+            labels=[*labels, "reason"],
+        )
+        for h in list(self.metrics.handlers.values()):
+            values = [h.service, h.kind, h.handler]
+            handled.add_metric([*values, "ok"], h.ok)
+            handled.add_metric([*values, "error"], h.failed)
+            for code, count in sorted(h.errors.items()):
+                errors.add_metric([*values, str(code)], count)
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, h.buckets, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            duration.add_metric(values, buckets, h.seconds)
+            in_flight.add_metric(values, max(0, h.in_flight))
+            if h.kind == "event":
+                redeliveries.add_metric(values, h.redeliveries)
+                dead_letters.add_metric(values, h.dead_letters)
+            totals: dict[str, int] = {}
+            for stats in h.started_by:
+                for reason, count in stats.turned_away().items():
+                    totals[reason] = totals.get(reason, 0) + count
+            for reason, count in sorted(totals.items()):
+                not_handled.add_metric([*values, reason], count)
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled])

@@ -1,0 +1,442 @@
+"""Durable event handlers on JetStream: fetch what can be started, ack after success, redeliver
+with backoff, dead-letter on the last failure.
+
+Delivery policy of one durable handler::
+
+    handler returns                      +ACK
+    error in terminal (or undecodable)   dead letter, then +ACK      (+TERM without dead letters)
+    other error, attempts left           -NAK with the backoff delay for this attempt
+    other error, last attempt            dead letter, then +ACK      (+TERM without dead letters)
+    delivered more than max_deliver      dead letter at once, handler not run (a crash loop or a
+                                         dead letter that could not be stored last time)
+    handler still running                +WPI every ack_wait/3, so it is not redelivered meanwhile
+
+The server-side consumer has no delivery limit: eventmicro counts deliveries, so a message is
+never dropped without a dead letter. A dead letter that cannot be stored (the dead-letter stream
+unreachable or refusing) leaves the message unacked: it is NAKed with a delay that doubles per
+extra delivery (at least 1 s, at most 60 s or the last backoff), logged at most once per
+``LOG_EVERY`` seconds per handler, and dead-lettered on a later delivery.
+
+Dead letters (their shapes, the stream and the API to list and replay them) are in
+`eventmicro.service.deadletters`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Literal
+
+from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError
+from eventmicro.observability.logs import HANDLING
+from eventmicro.service.deadletters import (
+    DeadLetter,
+    DeadLetters,
+    Replayed,
+    dead_letter_stream,
+    store_dead_letter,
+)
+from eventmicro.transport.jetstream import Delivery, PullConsumer, message_id
+from eventmicro.transport.kv import BucketConfig, Store
+from eventmicro.wire import binding
+from eventmicro.wire.names import consumer_name
+from eventmicro.wire.service_errors import BadRequest, ServiceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro.service.handlers import HandlerSpec
+    from eventmicro.service.middleware import Invoke
+    from eventmicro.service.running import EndpointStats, Running
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "Durability",
+    "DurableIntake",
+    "Replay",
+    "Replayed",
+    "dead_letter_stream",
+]
+
+log = logging.getLogger("eventmicro.durable")
+
+FETCH_WAIT: Final = 2.0  # seconds a fetch waits for messages before asking again
+LOG_EVERY: Final = 30.0  # seconds between two "dead letter not stored" lines of one handler
+RETRY_MAX: Final = 60.0  # seconds: the longest NAK delay of a message whose dead letter failed
+UNSTORED_KEPT: Final = 1024  # failures of messages whose dead letter failed, kept for the next try
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """How a durable handler consumes: see the module docstring for the whole policy."""
+
+    stream: str | None = None
+    max_deliver: int = 5
+    backoff: tuple[float, ...] = (1.0, 5.0, 30.0)
+    terminal: tuple[type[BaseException], ...] = ()
+    dead_letter: bool = True
+    ack_wait: float = 30.0
+    deliver: Literal["all", "new", "last"] | int | datetime = "all"
+    idempotent_ttl: float | None = None  # seconds an event's (source, id) is remembered; None: no guard
+
+    def delay(self, num_delivered: int) -> float:
+        """The NAK delay after failed delivery number ``num_delivered`` (1-based)."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(num_delivered, len(self.backoff)) - 1]
+
+    def dead_letter_retry(self, num_delivered: int) -> float:
+        """The NAK delay when delivery ``num_delivered`` could not be dead-lettered: the last
+        backoff (at least 1 s), doubled per delivery beyond ``max_deliver``, at most
+        ``RETRY_MAX`` (or the last backoff when that is longer) — bounded, never a hot loop."""
+        last = self.backoff[-1] if self.backoff else 0.0
+        extra = min(max(0, num_delivered - self.max_deliver), 16)
+        return min(max(RETRY_MAX, last), max(1.0, last) * 2.0**extra)
+
+    def is_terminal(self, error: BaseException) -> bool:
+        if isinstance(error, EnvelopeError | PayloadError | BadRequest):
+            return True  # it will not decode or validate on the next attempt either
+        return isinstance(error, self.terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """An ordered consumer per instance: the stream's events on the subject, in order, from
+    ``deliver`` — to rebuild a projection. Nothing is acked; a failing handler is logged and
+    counted, and the next event follows."""
+
+    stream: str | None = None
+    deliver: Literal["all", "new", "last"] | int | datetime = "all"
+
+
+class DurableIntake:
+    """The consuming side of one durable handler in one running instance."""
+
+    def __init__(self, running: Running, spec: HandlerSpec, invoke: Invoke, durability: Durability) -> None:
+        self.running = running
+        self.spec = spec
+        self.invoke = invoke
+        self.durability = durability
+        self.consumer: PullConsumer | None = None
+        self.reachable = True  # the last fetch (or health probe) reached the consumer
+        self.inflight: set[Delivery] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._seen: Store[str] | None = None  # the idempotency guard's bucket
+        self.duplicates_skipped = 0
+        self._handling: dict[str, _Claim] = {}  # guarded events in flight, by key
+        self._not_stored_log = _LogEvery(LOG_EVERY)
+        self._unstored: dict[
+            int, tuple[int, str]
+        ] = {}  # stream seq -> the failure of a dead letter not stored
+
+    @property
+    def name(self) -> str:
+        return consumer_name(self.running.service.name, self.spec.name)
+
+    async def start(self) -> None:
+        if self.durability.idempotent_ttl is not None:
+            self._seen = await Store.open(
+                self.running.connection,
+                handled_bucket(self.running.service.name, self.spec.name),
+                str,
+                config=BucketConfig(
+                    ttl=self.durability.idempotent_ttl, description="eventmicro: events handled"
+                ),
+            )
+        self.consumer = await self._bind()
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(self.consumer), name=f"fetch {self.name}"),
+            asyncio.create_task(self._heartbeat(), name=f"in-progress {self.name}"),
+        ]
+
+    async def _bind(self) -> PullConsumer:
+        return await PullConsumer.bind(
+            self.running.connection,
+            name=self.name,
+            subject=self.spec.subject,
+            stream=self.durability.stream,
+            ack_wait=self.durability.ack_wait,
+            deliver=self.durability.deliver,
+            description=f"eventmicro {self.running.service.name}.{self.spec.name}",
+        )
+
+    async def _recreate_if_lost(self, consumer: PullConsumer) -> PullConsumer:
+        """After failed fetches: a consumer that is gone from the server (deleted, or lost with a
+        server's store) is created again from the declared start, so nothing stalls for good."""
+        try:
+            if await consumer.exists():
+                return consumer
+            replacement = await self._bind()
+        except EventMicroError:
+            return consumer  # the server is still away: keep trying
+        log.error(
+            "consumer %s was gone from the server; created again (deliver=%r): events it had "
+            "delivered may be delivered again",
+            self.name,
+            self.durability.deliver,
+        )
+        await consumer.close()
+        self.consumer = replacement
+        return replacement
+
+    async def stop_intake(self) -> None:
+        """Stop fetching; what is in flight keeps running (the task group waits for it)."""
+        self._stopping = True  # the loop ends even if a library swallowed the cancellation
+        await _cancel_bounded(self._tasks[:1], self.name)
+
+    async def close(self) -> None:
+        """After in-flight work is done: stop the heartbeat and unbind (the consumer stays)."""
+        self._stopping = True
+        await _cancel_bounded(self._tasks, self.name)
+        if self.consumer is not None:
+            await self.consumer.close()
+
+    async def _fetch_loop(self, consumer: PullConsumer) -> None:
+        pause = 0.0
+        while not self._stopping:
+            await self._room.wait()
+            try:
+                deliveries = await consumer.fetch(self.spec.concurrency - len(self.inflight), FETCH_WAIT)
+            except EventMicroError as exc:  # the server is away or restarting: ask again later
+                self.reachable = False
+                pause = min(5.0, pause * 2 or 0.1)
+                log.warning("consumer %s: fetch failed (%s); again in %.1fs", self.name, exc.message, pause)
+                await asyncio.sleep(pause)
+                if pause >= 0.4:  # a few failures in a row: is the consumer still there?
+                    consumer = await self._recreate_if_lost(consumer)
+                continue
+            except Exception:  # never let the intake die silently
+                pause = min(5.0, pause * 2 or 0.1)
+                log.exception("consumer %s: fetch failed; again in %.1fs", self.name, pause)
+                await asyncio.sleep(pause)
+                continue
+            pause = 0.0
+            self.reachable = True
+            for delivery in deliveries:
+                self.inflight.add(delivery)
+                if len(self.inflight) >= self.spec.concurrency:
+                    self._room.clear()
+                self.running._group.create_task(self._serve(delivery))
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.05, self.durability.ack_wait / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for delivery in list(self.inflight):
+                with contextlib.suppress(EventMicroError):
+                    await delivery.in_progress()
+
+    async def _serve(self, delivery: Delivery) -> None:
+        """The error boundary of one delivery: exactly one of ack, nak, dead letter (+ack), term."""
+        stats = self.running.event_stats[self.spec.name]
+        stats.num_requests += 1
+        HANDLING.set((self.running, self.spec, delivery.message))  # log context (this task's own)
+        started = time.perf_counter_ns()
+        code: int | None = None  # the outcome for metrics: 0 ok, an error code, None none
+        try:
+            code = await self._settle(delivery, stats)
+        except asyncio.CancelledError:
+            raise  # stop() ran out of time: not acked, so the server redelivers it
+        except Exception:  # the ack itself failed (connection gone): the server redelivers
+            log.exception("consumer %s: could not settle message %d", self.name, delivery.stream_seq)
+        finally:
+            elapsed = time.perf_counter_ns() - started
+            stats.processing_time += elapsed
+            if stats.metrics is not None:
+                stats.metrics.handled(elapsed, code)
+            self.inflight.discard(delivery)
+            self._room.set()
+
+    async def _settle(self, delivery: Delivery, stats: EndpointStats) -> int | None:
+        """Settle one delivery; its outcome: 0 handled, an error code, None skipped."""
+        policy = self.durability
+        if delivery.num_delivered > 1 and stats.metrics is not None:
+            stats.metrics.redeliveries += 1
+        if delivery.num_delivered > policy.max_deliver:  # the failure is known when this instance saw it
+            code, reason = self._unstored.get(
+                delivery.stream_seq, (500, f"delivered {delivery.num_delivered} times without success")
+            )
+            _count(stats, code, reason)
+            await self._give_up(delivery, code, reason)
+            return code
+        seen_key = _identity(delivery) if self._seen is not None else None
+        if seen_key is None:
+            return await self._attempt(delivery, stats, None)
+        # copies of one event delivered together run one after the other, so the second sees
+        # that the first was handled (instances still race: the guard is check-then-record)
+        claim = self._handling.setdefault(seen_key, _Claim())
+        claim.users += 1
+        try:
+            async with claim.lock:
+                if await self._already_handled(seen_key):
+                    self.duplicates_skipped += 1
+                    log.info("consumer %s: message %d is an event already handled; skipped",
+                             self.name, delivery.stream_seq)  # fmt: skip
+                    await delivery.ack()
+                    return None
+                return await self._attempt(delivery, stats, seen_key)
+        finally:
+            claim.users -= 1
+            if not claim.users:
+                del self._handling[seen_key]
+
+    async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> int:
+        policy = self.durability
+        try:
+            await self.running._handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # stop() ran out of time: not acked, so the server redelivers it
+            # a CancelledError the handler raised itself is a failure like any other
+            code, reason = _failure(exc)
+            _count(stats, code, reason)
+            if policy.is_terminal(exc) or delivery.num_delivered >= policy.max_deliver:
+                if not isinstance(exc, EventMicroError | ServiceError):
+                    log.error("consumer %s: message %d failed: %s", self.name, delivery.stream_seq, reason,
+                              exc_info=exc)  # fmt: skip
+                await self._give_up(delivery, code, reason)
+            else:
+                delay = policy.delay(delivery.num_delivered)
+                log.warning(
+                    "consumer %s: message %d failed on attempt %d of %d (%s); again in %gs",
+                    self.name, delivery.stream_seq, delivery.num_delivered, policy.max_deliver, reason, delay,
+                    exc_info=exc if not isinstance(exc, EventMicroError | ServiceError) else None,
+                )  # fmt: skip
+                await delivery.nak(delay)
+            return code
+        if seen_key is not None:
+            await self._remember(seen_key)
+        await delivery.ack()
+        return 0
+
+    async def _already_handled(self, key: str) -> bool:
+        if self._seen is None:  # pragma: no cover - checked by the caller
+            return False
+        try:
+            return await self._seen.get(key) is not None
+        except EventMicroError as exc:  # the guard is unavailable: handle (at least once) rather than stall
+            log.warning("consumer %s: idempotency guard unavailable (%s)", self.name, exc.message)
+            return False
+
+    async def _remember(self, key: str) -> None:
+        if self._seen is None:  # pragma: no cover - checked by the caller
+            return
+        try:
+            await self._seen.put(key, datetime.now(UTC).isoformat())
+        except EventMicroError as exc:
+            log.warning("consumer %s: could not record a handled event (%s); a redelivery would run again",
+                        self.name, exc.message)  # fmt: skip
+
+    async def _give_up(self, delivery: Delivery, code: int, reason: str) -> None:
+        if not self.durability.dead_letter:
+            log.error("consumer %s: message %d terminated: %s", self.name, delivery.stream_seq, reason)
+            await delivery.term()
+            return
+        service = self.running.service.name
+        try:
+            await store_dead_letter(
+                self.running.connection, service, self.spec.name, delivery, code=code, reason=reason
+            )
+        except EventMicroError as exc:  # not stored: keep the message, try again on a later delivery
+            if len(self._unstored) >= UNSTORED_KEPT:
+                del self._unstored[next(iter(self._unstored))]
+            self._unstored[delivery.stream_seq] = (code, reason[:2000])  # a dead letter keeps 1,000
+            delay = self.durability.dead_letter_retry(delivery.num_delivered)
+            held_back = self._not_stored_log.due()
+            if held_back is not None:
+                since = f" ({held_back} more such failures since the last report)" if held_back else ""
+                log.error("consumer %s: dead letter for message %d not stored (%s); redelivered in %gs%s",
+                          self.name, delivery.stream_seq, exc.message, delay, since)  # fmt: skip
+            await delivery.nak(delay)
+            return
+        self._unstored.pop(delivery.stream_seq, None)
+        log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
+                    self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
+        metrics = self.running.event_stats[self.spec.name].metrics
+        if metrics is not None:
+            metrics.dead_letters += 1
+        await delivery.ack()
+
+
+class _LogEvery:
+    """At most one log line per ``interval`` seconds; counts the lines held back meanwhile."""
+
+    __slots__ = ("_held", "_next", "interval")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def due(self) -> int | None:
+        """``None``: hold this line back; else how many were held back since the last one."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return None
+        self._next = now + self.interval
+        held, self._held = self._held, 0
+        return held
+
+
+@dataclass(slots=True)
+class _Claim:
+    """Serializes the deliveries of one guarded event within an instance."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def handled_bucket(service: str, handler: str) -> str:
+    """The KV bucket of a handler's idempotency guard (keys: hashes of (source, id))."""
+    return f"handled-{service}-{handler}"
+
+
+def _identity(delivery: Delivery) -> str | None:
+    """The guard's key of a delivered CloudEvent: a hash of its source and id (either mode)."""
+    try:
+        event = binding.from_nats(delivery.message, None)
+    except EventMicroError:
+        return None  # not a CloudEvent: the handler path reports it
+    return message_id(event.get_source(), event.get_id())
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """Code and text of a failure, for stats and dead letters: messages of eventmicro's own
+    errors, only the type name of anything else (its text may carry data)."""
+    if isinstance(exc, ServiceError):
+        return exc.instance_code, exc.detail
+    if isinstance(exc, EventMicroError):
+        return exc.code, exc.message
+    return 500, type(exc).__name__
+
+
+def _count(stats: EndpointStats, code: int, reason: str) -> None:
+    stats.num_errors += 1
+    stats.last_error = f"{code}:{reason}"
+
+
+async def _cancel_bounded(tasks: list[asyncio.Task[None]], name: str) -> None:
+    """Cancel ``tasks`` and wait for them, at most `FETCH_WAIT` + 1 s: nats-py can swallow a
+    cancellation (its flush does), and a stop must end whatever the connection's state."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=FETCH_WAIT + 1.0)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer %s: %s ended with %r", name, task.get_name(), type(task.exception()).__name__)
+    if pending:
+        log.warning("consumer %s: %d task(s) did not stop in time; left behind", name, len(pending))

@@ -1,0 +1,142 @@
+"""What both content modes share: the message shape, constants, required checks, data writing."""
+
+from __future__ import annotations
+
+import enum
+import json
+import warnings
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple, Protocol
+
+from cloudevents.core.base import BaseCloudEvent, EventFactory
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.base import Format
+
+from eventmicro._errors import (
+    EnvelopeError,
+    InvalidAttribute,
+    MissingAttribute,
+    UnsupportedSpecVersion,
+)
+from eventmicro.wire.attributes import _STRING_ATTRIBUTES, REQUIRED_ATTRIBUTES, SPECVERSION
+from eventmicro.wire.codecs import is_json_media
+from eventmicro.wire.event import Event
+
+__all__ = [
+    "CE_PREFIX",
+    "CONTENT_TYPE_HEADER",
+    "STRUCTURED_CONTENT_TYPE",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "CloudEventsWarning",
+    "Mode",
+    "NATSMessage",
+    "SupportsNATSMessage",
+    "is_json_content_type",
+]
+
+CE_PREFIX: Final = "ce-"
+CONTENT_TYPE_HEADER: Final = "Content-Type"
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+# Values such as type, source and content types repeat in every event: remember their codings.
+# Only short ones: a cache is bounded in bytes (entries x size), whatever senders choose.
+_CACHE_LIMIT: Final = 4096
+_MAX_NAME: Final = 20
+
+
+class CloudEventsWarning(UserWarning):
+    """A CloudEvents SHOULD that an event breaks (for example an attribute name over 20 chars)."""
+
+
+class Mode(enum.Enum):
+    """The content mode of a CloudEvent on NATS."""
+
+    BINARY = "binary"
+    STRUCTURED = "structured"
+
+
+class SupportsNATSMessage(Protocol):
+    """Anything with ``headers`` and ``data``: `NATSMessage`, nats-py's ``Msg``, eventmicro's ``Message``."""
+
+    @property
+    def headers(self) -> Mapping[str, str] | None: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class NATSMessage(NamedTuple):
+    """A NATS message as the binding sees it: headers and the payload bytes (immutable)."""
+
+    headers: dict[str, str]
+    data: bytes
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """True for ``*/json`` and ``*/*+json`` media types (and for a missing one, per the JSON format)."""
+    return content_type is None or is_json_media(content_type)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _warn_long_name(name: str, stacklevel: int = 3) -> None:
+    # one text, without the name: Python keeps every distinct warning text it has shown, and
+    # names can come from anyone (e.g. through the gateway)
+    warnings.warn(
+        "a CloudEvents attribute name is longer than 20 characters",
+        CloudEventsWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _check_required(attributes: dict[str, Any]) -> None:
+    specversion = attributes.get("specversion")
+    if specversion is None:
+        raise MissingAttribute("specversion")
+    if specversion != SPECVERSION:
+        raise UnsupportedSpecVersion(str(specversion))
+    for name in REQUIRED_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None:
+            raise MissingAttribute(name)
+        if not value:
+            raise InvalidAttribute(name, "must not be empty")
+
+
+def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
+    if factory is None:
+        for name in _STRING_ATTRIBUTES:
+            value = attributes.get(name)
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+        return Event._validated(attributes, data)
+    try:
+        return factory(attributes, data)
+    except EnvelopeError:
+        raise
+    except (BaseCloudEventException, ValueError, TypeError) as exc:
+        raise EnvelopeError(f"the event factory rejected the event: {exc}") from exc
+
+
+def _write_data(event: BaseCloudEvent, content_type: Any, event_format: Format | None) -> bytes:
+    data = event.get_data()
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    try:
+        if is_json_content_type(content_type):
+            # A parsed JSON value (from structured mode) goes back to its JSON text; a JSON
+            # string value stays a JSON string, quotes included (the SDK's format would not).
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return text.encode("utf-8")
+        if event_format is not None:
+            return event_format.write_data(data, content_type)
+        if isinstance(data, str):
+            return data.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise EnvelopeError(f"event data could not be serialized: {exc}") from exc
+    raise EnvelopeError(f"data of type {type(data).__name__} needs an event format to be serialized")
