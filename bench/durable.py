@@ -31,9 +31,9 @@ from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext, api
 
 from bench.services import connect
-from eventmicro import Client, Event, NatsServer, Service
+from eventmicro import Client, Durable, Event, NatsServer, Service
 from eventmicro import cloudevents_nats as binding
-from eventmicro.service.durable import dead_letter_stream
+from eventmicro.service.deadletters import dead_letter_stream
 from eventmicro.transport.jetstream import MSG_ID_HEADER, ensure_stream
 from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -206,7 +206,7 @@ async def consume_eventmicro(
     handled = 0
     all_in = asyncio.Event()
 
-    @svc.subscribe(subject=subject, durable=True, stream=stream)
+    @svc.subscribe(subject=subject, delivery=Durable(stream=stream))
     async def consume(event: orders.OrderPlaced) -> None:
         nonlocal handled
         handled += 1

@@ -32,7 +32,7 @@ from bench import observability
 from eventmicro import NatsServer
 from eventmicro import cloudevents_nats as binding
 from eventmicro import metrics as em_metrics
-from eventmicro.service.running import EndpointStats
+from eventmicro.observability.stats import EndpointStats
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ The public API is what ``__all__`` lists; everything else is internal.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from eventmicro._errors import (
@@ -35,12 +34,14 @@ from eventmicro._errors import (
     UnexpectedType,
     UnsupportedSpecVersion,
 )
+from eventmicro._version import __version__
 from eventmicro.observability.tracing import disable as disable_tracing
 from eventmicro.observability.tracing import enable as enable_tracing
 from eventmicro.observability.tracing import enabled as tracing_enabled
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
+from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.discovery import discover
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.service import Service
@@ -73,11 +74,6 @@ from eventmicro.wire.service_errors import (
     register_error,
 )
 
-try:
-    __version__ = version("eventmicro")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
-
 
 def connect(servers: str | list[str] | None = None, **options: Any) -> Connection:
     """A `Connection` configured from arguments and the environment; open it with ``async with``.
@@ -92,6 +88,7 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 __all__ = [
     "AuthorizationError",
     "BadRequest",
+    "Broadcast",
     "BucketConfig",
     "BucketNotFound",
     "Client",
@@ -107,6 +104,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "DeadlineExceeded",
+    "Durable",
     "Entry",
     "EnvelopeError",
     "Event",
@@ -124,6 +122,7 @@ __all__ = [
     "NoResponders",
     "NotFound",
     "NotStored",
+    "Ordered",
     "Overloaded",
     "Payload",
     "PayloadDecodeError",
@@ -137,6 +136,7 @@ __all__ = [
     "Service",
     "ServiceError",
     "ServiceUnavailable",
+    "Shared",
     "Store",
     "Stored",
     "Stream",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from eventmicro import cloudevents_nats as binding
 from eventmicro._errors import EventMicroError, NoResponders
-from eventmicro.service.client import Client, Trace
+from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection, Message
@@ -21,6 +21,7 @@ from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.codecs import python_type_name, type_name_of
 from eventmicro.wire.event import Event
 from eventmicro.wire.names import event_subject
+from eventmicro.wire.trace import Trace
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.service.service import Service

@@ -3,7 +3,7 @@ in the key-value bucket ``audit`` (one counter per CloudEvent type)."""
 
 from __future__ import annotations
 
-from eventmicro import Context, RevisionConflict, Service
+from eventmicro import Context, Durable, RevisionConflict, Service
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -23,7 +23,7 @@ ShopEvent = (
 )
 
 
-@svc.subscribe(subject="events.shop.>", durable=True, idempotent=True)
+@svc.subscribe(subject="events.shop.>", delivery=Durable(idempotent=True))
 async def record(event: ShopEvent, ctx: Context) -> None:
     counters = await ctx.store("audit", str)
     key = ctx.event.get_type()

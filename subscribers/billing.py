@@ -5,7 +5,7 @@ default 5) so that redelivery with backoff is visible too."""
 
 from __future__ import annotations
 
-from eventmicro import Context, NotFound, RevisionConflict, Service
+from eventmicro import Context, Durable, NotFound, RevisionConflict, Service
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from subscribers.shop import STREAM, gateway_flaky, main, payment_declined
@@ -34,7 +34,7 @@ class GatewayTimeout(Exception):
 _timed_out: set[str] = set()  # orders whose first attempt already timed out, in this process
 
 
-@svc.subscribe(durable=True, idempotent=True, backoff=[0.2, 1, 5])
+@svc.subscribe(delivery=Durable(backoff=[0.2, 1, 5], idempotent=True))
 async def on_stock_reserved(event: inventory.StockReserved, ctx: Context) -> None:
     if gateway_flaky(event.order_id) and event.order_id not in _timed_out:
         _timed_out.add(event.order_id)

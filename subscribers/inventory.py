@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from eventmicro import BadRequest, Context, RevisionConflict, Service, Store
+from eventmicro import BadRequest, Context, Durable, RevisionConflict, Service, Store
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -54,7 +54,7 @@ async def get_stock(req: inventory.GetStockRequest, ctx: Context) -> inventory.S
     return entry.value
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_order_placed(event: orders.OrderPlaced, ctx: Context) -> None:
     reservations = await ctx.store("reservations", Reservation)
     held = await reservations.get(event.order_id)
@@ -117,12 +117,12 @@ async def _announce_reserved(ctx: Context, event: orders.OrderPlaced) -> None:
     )
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_payment_failed(event: billing.PaymentFailed, ctx: Context) -> None:
     await _release(ctx, event.order_id)
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_order_cancelled(event: orders.OrderCancelled, ctx: Context) -> None:
     await _release(ctx, event.order_id)
 

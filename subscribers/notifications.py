@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 
-from eventmicro import Service
+from eventmicro import Broadcast, Service
 from schemas.shop.notifications.v1 import notifications_pb2 as notifications
 from schemas.shop.orders.v1 import orders_pb2 as orders
 from subscribers.shop import main
@@ -14,12 +14,12 @@ svc = Service("notifications", version="1.0.0", description="Tells customers abo
 sent: collections.deque[notifications.Notification] = collections.deque(maxlen=1000)
 
 
-@svc.subscribe(broadcast=True)
+@svc.subscribe(delivery=Broadcast())
 async def on_confirmed(event: orders.OrderConfirmed) -> None:
     sent.appendleft(notifications.Notification(order_id=event.order_id, text="your order is confirmed"))
 
 
-@svc.subscribe(broadcast=True)
+@svc.subscribe(delivery=Broadcast())
 async def on_cancelled(event: orders.OrderCancelled) -> None:
     text = f"your order was cancelled ({event.reason})"
     sent.appendleft(notifications.Notification(order_id=event.order_id, text=text))

@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Final
 
-from eventmicro import BadRequest, Conflict, Context, NotFound, RevisionConflict, Service, Store
+from eventmicro import BadRequest, Conflict, Context, Durable, NotFound, RevisionConflict, Service, Store
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -84,25 +84,25 @@ async def cancel(req: orders.CancelOrder, ctx: Context) -> orders.Order:
     return order
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_payment_captured(event: billing.PaymentCaptured, ctx: Context) -> None:
     await _settle(ctx, event.order_id, orders.ORDER_STATUS_CONFIRMED, "", again=True)
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_payment_failed(event: billing.PaymentFailed, ctx: Context) -> None:
     await _settle(
         ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, f"payment failed: {event.reason}", again=True
     )
 
 
-@svc.subscribe(durable=True, idempotent=True)
+@svc.subscribe(delivery=Durable(idempotent=True))
 async def on_stock_rejected(event: inventory.StockRejected, ctx: Context) -> None:
     reason = f"out of stock: {event.sku}" if event.reason == OUT_OF_STOCK else f"rejected: {event.reason}"
     await _settle(ctx, event.order_id, orders.ORDER_STATUS_CANCELLED, reason, again=True)
 
 
-@svc.subscribe(subject=INVENTORY_DEAD_LETTERS, stream="DEADLETTERS", durable=True, idempotent=True)
+@svc.subscribe(subject=INVENTORY_DEAD_LETTERS, delivery=Durable(stream="DEADLETTERS", idempotent=True))
 async def on_reservation_dead_lettered(event: orders.OrderPlaced, ctx: Context) -> None:
     """Inventory gave up on an order's ``OrderPlaced`` (its dead letter keeps the event): it
     will never reserve nor reject it, so the order is cancelled instead of pending for ever.

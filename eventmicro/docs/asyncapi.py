@@ -42,12 +42,12 @@ from eventmicro.docs.model import (
     read_discovery,
     read_services,
 )
-from eventmicro.service.client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION
 from eventmicro.service.service import Service
 from eventmicro.wire.codecs import JSON, PROTOBUF
 from eventmicro.wire.jsonschema import SchemaSet
 from eventmicro.wire.names import consumer_name, dead_letter_subject, event_subject
 from eventmicro.wire.service_errors import ERROR_CODE_HEADER, ERROR_HEADER
+from eventmicro.wire.trace import CORRELATION_EXTENSION, TIMEOUT_EXTENSION
 
 __all__ = ["asyncapi_for_services", "asyncapi_from_discovery"]
 

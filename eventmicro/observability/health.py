@@ -24,7 +24,7 @@ from eventmicro._errors import EventMicroError
 from eventmicro.transport.connection import ConnectionState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.running import Running
+    from eventmicro.observability.instance import Instance
 
 __all__ = ["SLOW_WINDOW", "Health", "check", "probe"]
 
@@ -59,21 +59,22 @@ class Health:
         }
 
 
-def check(running: Running) -> Health:
+def check(running: Instance) -> Health:
     """The instance's health from what it knows now (no I/O)."""
     stopping = not running.accepting()
-    started = bool(running._discovery)  # subscribed last in start()
+    watching = running.watching()
+    started = bool(watching.discovery)  # subscribed last in start()
     connection = running.connection
     connected = connection.is_connected
     subscriptions = (
         started
-        and all(subscription.active for subscription in running._intake)
-        and all(subscription.active for subscription in running._discovery)
+        and all(subscription.active for subscription in watching.intake)
+        and all(subscription.active for subscription in watching.discovery)
     )
     consumers = {
-        intake.name: intake.consumer is not None and intake.reachable for intake in running._durables
+        intake.name: intake.consumer is not None and intake.reachable for intake in watching.durables
     }
-    slow = {s.subject: s.dropped for s in running._intake if s.slow(SLOW_WINDOW)}
+    slow = {s.subject: s.dropped for s in watching.intake if s.slow(SLOW_WINDOW)}
     state = "stopping" if stopping else "serving" if started else "starting"
     return Health(
         service=running.service.name,
@@ -93,10 +94,10 @@ def check(running: Running) -> Health:
     )
 
 
-async def probe(running: Running, timeout: float = 2.0) -> Health:
+async def probe(running: Instance, timeout: float = 2.0) -> Health:
     """`check`, after asking the server whether each durable consumer is still there."""
     if running.accepting() and running.connection.is_connected:
-        for intake in running._durables:
+        for intake in running.watching().durables:
             consumer = intake.consumer
             if consumer is None:
                 continue

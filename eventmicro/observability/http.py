@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from eventmicro.observability.health import check, probe
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.running import Running
+    from eventmicro.observability.instance import Instance
 
 __all__ = ["HttpEndpoint", "serve"]
 
@@ -42,7 +42,9 @@ _REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: 
 class HttpEndpoint:
     """A running operations endpoint; `close` stops it."""
 
-    def __init__(self, server: asyncio.Server, *, metrics: bool, instances: Sequence[Running] | None) -> None:
+    def __init__(
+        self, server: asyncio.Server, *, metrics: bool, instances: Sequence[Instance] | None
+    ) -> None:
         self._server = server
         self.metrics = metrics
         self.instances = instances  # None: no health paths; a list may grow after start
@@ -131,7 +133,7 @@ async def serve(
     host: str | None = "127.0.0.1",
     *,
     metrics: bool = True,
-    instances: Sequence[Running] | None = None,
+    instances: Sequence[Instance] | None = None,
 ) -> HttpEndpoint:
     """Start an operations endpoint on ``host:port`` (``host=None``: every interface).
 

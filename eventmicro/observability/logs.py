@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from eventmicro.service.client import CORRELATION_EXTENSION
+from eventmicro.wire.trace import CORRELATION_EXTENSION
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.handlers import HandlerSpec
-    from eventmicro.service.running import Running
+    from eventmicro.observability.instance import Instance, Named
     from eventmicro.transport.connection import Message
 
 __all__ = ["HANDLING", "SCOPE", "ContextFilter", "JsonFormatter", "Scope", "TextFormatter", "configure"]
@@ -44,9 +43,7 @@ class Scope:
     instance: str | None = None
 
 
-HANDLING: ContextVar[tuple[Running, HandlerSpec, Message] | None] = ContextVar(
-    "eventmicro_handling", default=None
-)
+HANDLING: ContextVar[tuple[Instance, Named, Message] | None] = ContextVar("eventmicro_handling", default=None)
 SCOPE: ContextVar[Scope | None] = ContextVar("eventmicro_scope", default=None)
 
 FIELDS: Final = (

@@ -24,18 +24,16 @@ This module does not import prometheus-client; `enable` does, and says how to in
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from eventmicro._errors import ConfigurationError
-from eventmicro.wire.service_errors import ERROR_CODE_HEADER
+from eventmicro.observability.stats import HandlerMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from eventmicro.service.running import EndpointStats, Running
-    from eventmicro.wire import binding
+    from eventmicro.observability.instance import Instance
 
 __all__ = ["DEFAULT_BUCKETS", "HandlerMetrics", "Metrics", "active", "attach", "disable", "enable"]
 
@@ -43,85 +41,6 @@ __all__ = ["DEFAULT_BUCKETS", "HandlerMetrics", "Metrics", "active", "attach", "
 DEFAULT_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
-
-
-class HandlerMetrics:
-    """The counters of one handler of one service, shared by its instances in this process."""
-
-    __slots__ = (
-        "bounds",
-        "buckets",
-        "dead_letters",
-        "errors",
-        "finished",
-        "handler",
-        "kind",
-        "ok",
-        "redeliveries",
-        "seconds",
-        "service",
-        "started_by",
-    )
-
-    def __init__(self, service: str, kind: str, handler: str, bounds: Sequence[float]) -> None:
-        self.service = service
-        self.kind = kind
-        self.handler = handler
-        self.bounds = tuple(bounds)
-        self.buckets = [0] * (len(self.bounds) + 1)  # not cumulative; the last one is +Inf
-        self.seconds = 0.0
-        self.ok = 0
-        self.errors: dict[int, int] = {}
-        self.finished = 0  # handled, failed or cancelled: what left the in-flight count
-        self.redeliveries = 0
-        self.dead_letters = 0
-        self.started_by: list[EndpointStats] = []  # their num_requests count what started
-
-    def handled(self, elapsed_ns: int, code: int | None) -> None:
-        """One message done: ``code`` 0 for success, an error code, or None when stop()
-        cancelled it (no outcome: it only leaves the in-flight count)."""
-        self.finished += 1
-        if code is None:
-            return
-        seconds = elapsed_ns / 1e9
-        self.buckets[bisect_left(self.bounds, seconds)] += 1
-        self.seconds += seconds
-        if code:
-            self.errors[code] = self.errors.get(code, 0) + 1
-        else:
-            self.ok += 1
-
-    def replied(self, elapsed_ns: int, reply: binding.NATSMessage) -> None:
-        """One request done, its outcome read from the reply (an error reply has a code)."""
-        headers = reply.headers
-        code = 0
-        if headers:
-            raw = headers.get(ERROR_CODE_HEADER)
-            if raw is not None:
-                code = _int_code(raw)
-        self.handled(elapsed_ns, code)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(stats.num_requests for stats in self.started_by) - self.finished
-
-    @property
-    def failed(self) -> int:
-        return sum(self.errors.values())
-
-
-def error_code(exc: BaseException) -> int:
-    """The code an exception counts under: its ``code`` when that is an int, else 500."""
-    code = getattr(exc, "code", 500)
-    return code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else 500
-
-
-def _int_code(raw: str) -> int:
-    try:
-        code = int(raw)
-    except ValueError:
-        return 500
-    return code if code > 0 else 500
 
 
 class Metrics:
@@ -194,7 +113,7 @@ def disable() -> None:
     _active = None
 
 
-def attach(running: Running) -> None:
+def attach(running: Instance) -> None:
     """Give each handler of a starting instance its metrics (nothing when metrics are off)."""
     metrics = _active
     if metrics is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _Collector
@@ -12,18 +12,27 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
-    from eventmicro.observability.metrics import Metrics
+    from eventmicro.observability.stats import HandlerMetrics
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "Source"]
 
 _LABELS: Final = ("service", "kind", "handler")
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus-client writes "le"
 
 
+class Source(Protocol):
+    """What the collector reads: the histogram bounds and every handler's counters."""
+
+    @property
+    def buckets(self) -> tuple[float, ...]: ...
+    @property
+    def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
+
+
 class Collector(_Collector):
     """Turns every handler's plain counters into metric families when scraped."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Source) -> None:
         self.metrics = metrics
         self._les = [_go_float(b) for b in metrics.buckets] + ["+Inf"]
 

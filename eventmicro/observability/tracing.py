@@ -43,9 +43,9 @@ except ImportError:  # pragma: no cover - the otel extra is not installed
 if TYPE_CHECKING:  # pragma: no cover
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from eventmicro.service.client import Trace
     from eventmicro.transport.connection import Message
     from eventmicro.wire.event import Event
+    from eventmicro.wire.trace import Trace
 
 __all__ = ["AVAILABLE", "Tracing", "active", "disable", "enable", "enabled"]
 
@@ -236,7 +236,7 @@ def _carried(span: Span, trace: Trace | None) -> Trace | None:
     context = span.get_span_context()
     if not context.is_valid:  # no SDK and no parent: as with tracing off
         return trace
-    from eventmicro.service.client import Trace  # it imports this module
+    from eventmicro.wire.trace import Trace
 
     state = context.trace_state.to_header() if context.trace_state else None
     return Trace(

@@ -45,45 +45,15 @@ from eventmicro.wire.service_errors import (
     ServiceUnavailable,
     error_from_reply,
 )
+from eventmicro.wire.trace import MAX_BUDGET_MS, TIMEOUT_EXTENSION, Trace
 
-__all__ = ["TIMEOUT_EXTENSION", "Client", "Trace"]
+__all__ = ["Client", "Trace"]
 
 log = logging.getLogger("eventmicro.client")
 T = TypeVar("T")
 
-TIMEOUT_EXTENSION: Final = "timeoutms"  # the caller's remaining budget, in milliseconds
-CORRELATION_EXTENSION: Final = "correlationid"
 DEFAULT_TIMEOUT: Final = 5.0
 MAX_ATTEMPTS: Final = 4
-MAX_BUDGET_MS: Final = 2**31 - 1  # the budget extension is a CloudEvents Integer (32 bits)
-
-
-class Trace:
-    """What travels from a handler into the calls and events it causes."""
-
-    __slots__ = ("correlation_id", "deadline", "traceparent", "tracestate")
-
-    def __init__(
-        self,
-        correlation_id: str | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        self.correlation_id = correlation_id
-        self.traceparent = traceparent
-        self.tracestate = tracestate
-        self.deadline = deadline  # time.monotonic() at which the current work must be done
-
-    def extensions(self) -> dict[str, ExtensionValue]:
-        out: dict[str, ExtensionValue] = {}
-        if self.correlation_id:
-            out[CORRELATION_EXTENSION] = self.correlation_id
-        if self.traceparent:
-            out["traceparent"] = self.traceparent
-            if self.tracestate:
-                out["tracestate"] = self.tracestate
-        return out
 
 
 class Client:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
-from eventmicro.service.client import Client, Trace
+from eventmicro.service.client import Client
 from eventmicro.transport.kv import Store, Stores
 from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.event import Event
+from eventmicro.wire.trace import Trace
 
-if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.service import Service
-
-__all__ = ["Context"]
+__all__ = ["Context", "ServiceIdentity"]
 
 T = TypeVar("T")
+
+
+class ServiceIdentity(Protocol):
+    """The service a handler belongs to, as its context shows it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
 
 
 class Context:
@@ -28,7 +35,7 @@ class Context:
 
     def __init__(
         self,
-        service: Service,
+        service: ServiceIdentity,
         handler: str,
         event: Event,
         client: Client,

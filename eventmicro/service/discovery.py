@@ -36,10 +36,11 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC
-from typing import TYPE_CHECKING, Any, Final
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro.observability.health import check
+from eventmicro.observability.instance import Instance
 from eventmicro.service.handlers import HandlerKind, HandlerSpec
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.wire import strictjson as strict_json
@@ -47,7 +48,8 @@ from eventmicro.wire.codecs import TYPE_URL_PREFIX, python_type_name, type_name_
 from eventmicro.wire.names import consumer_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.running import EndpointStats, Running
+    from eventmicro.observability.stats import EndpointStats
+    from eventmicro.service.declared import Declared
 
 __all__ = ["DiscoveryResponder", "discover"]
 
@@ -62,10 +64,19 @@ RESPONSE_TYPES: Final = {
 }
 
 
+class Described(Instance, Protocol):
+    """A running instance as discovery reads it: `Instance`, its declarations, its start."""
+
+    @property
+    def service(self) -> Declared: ...
+    @property
+    def started(self) -> datetime: ...
+
+
 class DiscoveryResponder:
     """Answers the ``$SRV`` verbs for one running instance."""
 
-    def __init__(self, running: Running) -> None:
+    def __init__(self, running: Described) -> None:
         self.running = running
 
     async def subscribe(self) -> list[Subscription]:

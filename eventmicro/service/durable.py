@@ -27,95 +27,51 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from eventmicro._errors import EnvelopeError, EventMicroError, PayloadError
+from eventmicro._errors import EventMicroError
+from eventmicro.observability.instance import Instance
 from eventmicro.observability.logs import HANDLING
-from eventmicro.service.deadletters import (
-    DeadLetter,
-    DeadLetters,
-    Replayed,
-    dead_letter_stream,
-    store_dead_letter,
-)
+from eventmicro.service.deadletters import store_dead_letter
+from eventmicro.service.delivery import Durable
 from eventmicro.transport.jetstream import Delivery, PullConsumer, message_id
 from eventmicro.transport.kv import BucketConfig, Store
 from eventmicro.wire import binding
 from eventmicro.wire.names import consumer_name
-from eventmicro.wire.service_errors import BadRequest, ServiceError
+from eventmicro.wire.service_errors import ServiceError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro.observability.stats import EndpointStats
     from eventmicro.service.handlers import HandlerSpec
     from eventmicro.service.middleware import Invoke
-    from eventmicro.service.running import EndpointStats, Running
+    from eventmicro.transport.connection import Message
 
-__all__ = [
-    "DeadLetter",
-    "DeadLetters",
-    "Durability",
-    "DurableIntake",
-    "Replay",
-    "Replayed",
-    "dead_letter_stream",
-]
+__all__ = ["DurableIntake", "Host", "handled_bucket"]
 
 log = logging.getLogger("eventmicro.durable")
 
 FETCH_WAIT: Final = 2.0  # seconds a fetch waits for messages before asking again
 LOG_EVERY: Final = 30.0  # seconds between two "dead letter not stored" lines of one handler
-RETRY_MAX: Final = 60.0  # seconds: the longest NAK delay of a message whose dead letter failed
 UNSTORED_KEPT: Final = 1024  # failures of messages whose dead letter failed, kept for the next try
 
 
-@dataclass(frozen=True, slots=True)
-class Durability:
-    """How a durable handler consumes: see the module docstring for the whole policy."""
+class Host(Instance, Protocol):
+    """The running instance a durable intake works for: it runs the intake's deliveries in its
+    task group and decodes and handles each event (tracing, middleware, context included)."""
 
-    stream: str | None = None
-    max_deliver: int = 5
-    backoff: tuple[float, ...] = (1.0, 5.0, 30.0)
-    terminal: tuple[type[BaseException], ...] = ()
-    dead_letter: bool = True
-    ack_wait: float = 30.0
-    deliver: Literal["all", "new", "last"] | int | datetime = "all"
-    idempotent_ttl: float | None = None  # seconds an event's (source, id) is remembered; None: no guard
-
-    def delay(self, num_delivered: int) -> float:
-        """The NAK delay after failed delivery number ``num_delivered`` (1-based)."""
-        if not self.backoff:
-            return 0.0
-        return self.backoff[min(num_delivered, len(self.backoff)) - 1]
-
-    def dead_letter_retry(self, num_delivered: int) -> float:
-        """The NAK delay when delivery ``num_delivered`` could not be dead-lettered: the last
-        backoff (at least 1 s), doubled per delivery beyond ``max_deliver``, at most
-        ``RETRY_MAX`` (or the last backoff when that is longer) — bounded, never a hot loop."""
-        last = self.backoff[-1] if self.backoff else 0.0
-        extra = min(max(0, num_delivered - self.max_deliver), 16)
-        return min(max(RETRY_MAX, last), max(1.0, last) * 2.0**extra)
-
-    def is_terminal(self, error: BaseException) -> bool:
-        if isinstance(error, EnvelopeError | PayloadError | BadRequest):
-            return True  # it will not decode or validate on the next attempt either
-        return isinstance(error, self.terminal)
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """An ordered consumer per instance: the stream's events on the subject, in order, from
-    ``deliver`` — to rebuild a projection. Nothing is acked; a failing handler is logged and
-    counted, and the next event follows."""
-
-    stream: str | None = None
-    deliver: Literal["all", "new", "last"] | int | datetime = "all"
+    def spawn(self, work: Coroutine[Any, Any, None]) -> object: ...
+    def handle_event(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 class DurableIntake:
     """The consuming side of one durable handler in one running instance."""
 
-    def __init__(self, running: Running, spec: HandlerSpec, invoke: Invoke, durability: Durability) -> None:
+    def __init__(self, running: Host, spec: HandlerSpec, invoke: Invoke, durability: Durable) -> None:
         self.running = running
         self.spec = spec
         self.invoke = invoke
@@ -222,7 +178,7 @@ class DurableIntake:
                 self.inflight.add(delivery)
                 if len(self.inflight) >= self.spec.concurrency:
                     self._room.clear()
-                self.running._group.create_task(self._serve(delivery))
+                self.running.spawn(self._serve(delivery))
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.durability.ack_wait / 3)
@@ -289,7 +245,7 @@ class DurableIntake:
     async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> int:
         policy = self.durability
         try:
-            await self.running._handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
+            await self.running.handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                 raise  # stop() ran out of time: not acked, so the server redelivers it

@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from eventmicro._errors import ConfigurationError
-from eventmicro.service.durable import Durability, Replay
+from eventmicro.service.delivery import Durable, Ordered
 from eventmicro.wire.codecs import type_name_of
 from eventmicro.wire.names import consumer_name
 
@@ -50,8 +50,8 @@ class HandlerSpec:
     concurrency: int
     idempotent: bool = False
     backlog: int = 0  # RPC: requests that may wait for a free slot; beyond, 503 Overloaded at once
-    durable: Durability | None = None  # JetStream consumption policy of a durable event handler
-    ordered: Replay | None = None  # an ordered consumer per instance (projections, replays)
+    durable: Durable | None = None  # JetStream consumption policy of a durable event handler
+    ordered: Ordered | None = None  # an ordered consumer per instance (projections, replays)
 
     @property
     def allows_none(self) -> bool:

@@ -26,17 +26,23 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro._errors import ConfigurationError
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.service.running import Running
-    from eventmicro.service.service import Service
+    from eventmicro.observability.instance import Instance
 
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "STOP_MARGIN", "Serve", "drain_timeout_from_env", "run_services"]
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "STOP_MARGIN",
+    "Servable",
+    "Serve",
+    "drain_timeout_from_env",
+    "run_services",
+]
 
 log = logging.getLogger("eventmicro.run")
 
@@ -63,16 +69,24 @@ def drain_timeout_from_env(value: float | None = None) -> float:
     return value
 
 
+class Servable(Protocol):
+    """A service as the process runs it (`eventmicro.Service` is one)."""
+
+    def serving(
+        self, connection: Connection, *, drain_timeout: float = ...
+    ) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Serve:
     """What one process serves and how: the services, the connection, the probes' ports."""
 
-    services: Sequence[Service]
+    services: Sequence[Servable]
     options: ConnectOptions
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     metrics_port: int | None = None
     health_port: int | None = None
-    on_serving: Callable[[list[Running]], None] | None = None  # e.g. log "serving"
+    on_serving: Callable[[list[Instance]], None] | None = None  # e.g. log "serving"
     on_stopping: Callable[[], None] | None = None
 
 

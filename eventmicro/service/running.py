@@ -29,8 +29,8 @@ import time
 import types
 import typing
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,17 +38,18 @@ from eventmicro._errors import EventMicroError, NoResponders, PayloadTooLarge, S
 from eventmicro.observability import tracing as _tracing
 from eventmicro.observability.logs import HANDLING
 from eventmicro.observability.metrics import attach as attach_metrics
-from eventmicro.observability.metrics import error_code
-from eventmicro.service.client import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Client, Trace
+from eventmicro.observability.stats import EndpointStats, error_code
+from eventmicro.service.client import Client
 from eventmicro.service.context import Context
+from eventmicro.service.deadletters import dead_letter_stream
+from eventmicro.service.delivery import Ordered
 from eventmicro.service.discovery import DiscoveryResponder
-from eventmicro.service.durable import DurableIntake, Replay, dead_letter_stream
+from eventmicro.service.durable import DurableIntake
 from eventmicro.service.handlers import HandlerKind, HandlerSpec, describe
 from eventmicro.service.middleware import Invoke, compose
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.transport.jetstream import OrderedSubscription, ensure_stream
 from eventmicro.transport.kv import Stores
-from eventmicro.transport.quiet import Quiet
 from eventmicro.wire import binding
 from eventmicro.wire.codecs import TypeRegistry, python_type_name, type_name_of, wire_type_name
 from eventmicro.wire.event import Event
@@ -65,12 +66,12 @@ from eventmicro.wire.service_errors import (
     error_reply,
     new_error_id,
 )
+from eventmicro.wire.trace import CORRELATION_EXTENSION, TIMEOUT_EXTENSION, Trace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.observability.metrics import HandlerMetrics
-    from eventmicro.service.service import Service
+    from eventmicro.service.declared import Declared
 
-__all__ = ["EndpointStats", "Running"]
+__all__ = ["Running"]
 
 log = logging.getLogger("eventmicro.service")
 _ALPHABET = string.ascii_letters + string.digits
@@ -83,36 +84,11 @@ _OVERLOADED: Final = binding.NATSMessage(
 )
 
 
-@dataclass(slots=True)
-class EndpointStats:
-    """ADR-32 counters of one endpoint or event handler (processing time in nanoseconds), and
-    what it turned away without running the handler."""
-
-    num_requests: int = 0
-    num_errors: int = 0
-    last_error: str = ""
-    processing_time: int = 0
-    metrics: HandlerMetrics | None = None  # set when metrics are enabled (eventmicro.observability.metrics)
-    shed: int = 0  # answered 503 Overloaded: the backlog was full
-    expired: int = 0  # answered 504: the caller's deadline passed while the request waited
-    refused: int = 0  # not handled: a reply subject the service does not send to
-    intake: Subscription | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
-    plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro.wire.plain
-    quiet: Quiet = field(default_factory=Quiet)
-
-    @property
-    def dropped(self) -> int:
-        """Messages nats-py dropped before this handler saw them (its buffer was full)."""
-        return self.intake.dropped if self.intake is not None else 0
-
-    def turned_away(self) -> dict[str, int]:
-        """What was not handled, by reason (``$SRV.STATS`` data, metrics)."""
-        return {
-            "overloaded": self.shed,
-            "expired": self.expired,
-            "refused_reply": self.refused,
-            "slow_consumer": self.dropped,
-        }
+@dataclass(frozen=True, slots=True)
+class _Watching:
+    intake: Sequence[Subscription]
+    discovery: Sequence[Subscription]
+    durables: Sequence[DurableIntake]
 
 
 class _Gate:
@@ -131,7 +107,7 @@ class _Gate:
 class Running:
     """One serving instance of a `Service` on a `Connection` (made by ``Service.serving``)."""
 
-    def __init__(self, service: Service, connection: Connection, *, drain_timeout: float) -> None:
+    def __init__(self, service: Declared, connection: Connection, *, drain_timeout: float) -> None:
         self.service = service
         self.connection = connection
         self.drain_timeout = drain_timeout
@@ -247,7 +223,7 @@ class Running:
             await hook()
         log.info("service %s instance %s stopped", self.service.name, self.id)
 
-    async def _subscribe_ordered(self, spec: HandlerSpec, replay: Replay) -> OrderedSubscription:
+    async def _subscribe_ordered(self, spec: HandlerSpec, replay: Ordered) -> OrderedSubscription:
         invoke = compose(_plain(spec), self.service.middleware)
 
         async def in_order(msg: Message) -> None:  # nats-py calls it once at a time, in order
@@ -373,6 +349,14 @@ class Running:
                 stats.shed,
                 stats.refused,
             )
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the instance's task group (stop waits for it, within its bound)."""
+        return self._group.create_task(work)
+
+    def watching(self) -> _Watching:
+        """What health reads: the subscriptions and durable intakes (`observability.instance`)."""
+        return _Watching(self._intake, self._discovery, self._durables)
 
     def accepting(self) -> bool:
         """True until `stop` begins."""
@@ -543,7 +527,7 @@ class Running:
         started = time.perf_counter_ns()
         code: int | None = None  # the outcome for metrics: 0 ok, an error code, None cancelled
         try:
-            await self._handle_event(spec, invoke, msg, received)
+            await self.handle_event(spec, invoke, msg, received)
             code = 0
         except asyncio.CancelledError:
             if _being_cancelled():
@@ -580,7 +564,7 @@ class Running:
                 stats.metrics.handled(elapsed, code)
             HANDLING.reset(context)
 
-    def _handle_event(
+    def handle_event(
         self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
     ) -> Coroutine[Any, Any, None]:
         """Decode and handle one event (core, ordered or durable); in a CONSUMER span while

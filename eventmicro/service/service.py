@@ -12,29 +12,30 @@
 
     async with svc.serving(connection): ...    # or: svc.run()
 
-Event delivery (nameko's words)::
+Event delivery is a value (`eventmicro.service.delivery`)::
 
-    service pool (default)   one copy per service, balanced across its instances
-    broadcast=True           a copy for every instance
+    delivery=Shared()        one copy per service, balanced across its instances (default)
+    delivery=Broadcast()     a copy for every instance
+    delivery=Durable(...)    JetStream, at least once, shared by the instances
+    delivery=Ordered(...)    JetStream, every stored event in order, per instance
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Final, Literal, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar, overload
 
 from eventmicro._errors import ConfigurationError
-from eventmicro.service.durable import Durability, Replay
+from eventmicro.service.declared import Hook
+from eventmicro.service.delivery import Broadcast, DeliveryOption, Durable, Ordered, Shared
 from eventmicro.service.handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
 from eventmicro.service.middleware import Middleware
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
-from eventmicro.transport.jetstream import Stream, check_deliver
+from eventmicro.transport.jetstream import Stream
 from eventmicro.wire.codecs import type_name_of
 from eventmicro.wire.names import (
     check_handler_name,
@@ -49,11 +50,10 @@ __all__ = ["DEFAULT_CONCURRENCY", "Service"]
 
 log = logging.getLogger("eventmicro.service")
 F = TypeVar("F", bound=Handler)
-Hook = Callable[[], Awaitable[None]]
 
 DEFAULT_CONCURRENCY: Final = 64
 BACKLOG_FACTOR: Final = 4  # an endpoint's default backlog: this many times its concurrency
-DEFAULT_IDEMPOTENT_TTL: Final = 24 * 3600.0
+_SHARED: Final = Shared()
 
 
 class Service:
@@ -166,83 +166,36 @@ class Service:
         self,
         *,
         subject: str | None = None,
-        broadcast: bool = ...,
-        concurrency: int = ...,
         name: str | None = None,
-        durable: bool = ...,
-        stream: str | None = ...,
-        max_deliver: int = ...,
-        backoff: Sequence[float] = ...,
-        terminal: Sequence[type[BaseException]] = ...,
-        dead_letter: bool = ...,
-        ack_wait: float = ...,
-        deliver: Literal["all", "new", "last"] | int | datetime = ...,
-        idempotent: bool | float = ...,
-        ordered: bool = ...,
+        concurrency: int = ...,
+        delivery: DeliveryOption = ...,
     ) -> Callable[[F], F]: ...
     def subscribe(
         self,
         function: F | None = None,
         *,
         subject: str | None = None,
-        broadcast: bool = False,
-        concurrency: int = DEFAULT_CONCURRENCY,
         name: str | None = None,
-        durable: bool = False,
-        stream: str | None = None,
-        max_deliver: int = 5,
-        backoff: Sequence[float] = (1.0, 5.0, 30.0),
-        terminal: Sequence[type[BaseException]] = (),
-        dead_letter: bool = True,
-        ack_wait: float = 30.0,
-        deliver: Literal["all", "new", "last"] | int | datetime = "all",
-        idempotent: bool | float = False,
-        ordered: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        delivery: DeliveryOption = _SHARED,
     ) -> F | Callable[[F], F]:
         """Register an event handler.
 
         The subject defaults to ``events.<type>`` of the annotated type; a handler taking a
         union of types, or a wildcard subject, is dispatched by the event's CloudEvent type.
+        ``concurrency`` events are handled at once, at most.
 
-        ``durable=True`` consumes from the JetStream stream that stores the subject (or
-        ``stream``) through the durable consumer ``<service>-<handler>``, shared by the
-        instances: acked after the handler returns, redelivered after ``backoff[n-1]`` seconds
-        on failure n, dead-lettered after ``max_deliver`` attempts or at once for an error in
-        ``terminal`` (see `eventmicro.service.durable`). ``deliver`` says where a new consumer starts.
-        ``idempotent=True`` (or a number of seconds, default a day) remembers the (source, id)
-        of each event handled, in a KV bucket with that TTL, and skips a redelivered one.
-
-        ``ordered=True`` gives every instance an ordered consumer of the stream: each stored
-        event on the subject, in order, one at a time, from ``deliver`` (``"all"``, ``"new"``,
-        ``"last"``, a stream sequence or a datetime) — for rebuilding projections.
+        ``delivery`` says how events reach it (`eventmicro.service.delivery`): `Shared()`
+        (the default: one instance of the service gets each event), `Broadcast()` (every
+        instance), `Durable(...)` (JetStream, at least once: acked after the handler returns,
+        redelivered with backoff, dead-lettered after the last attempt) or `Ordered(...)`
+        (every stored event in order, per instance: projections).
         """
-        if not (durable or ordered) and (stream is not None or deliver != "all"):
-            # a core subscription would ignore them: at most once, while JetStream was meant
-            raise ConfigurationError("stream=... and deliver=... need durable=True (or ordered=True)")
-        if not durable and (
-            max_deliver != 5 or list(backoff) != [1, 5, 30] or terminal or not dead_letter or ack_wait != 30
-        ):
+        if not isinstance(delivery, Shared | Broadcast | Durable | Ordered):
             raise ConfigurationError(
-                "max_deliver, backoff, terminal, dead_letter and ack_wait need durable=True"
+                "delivery= takes Shared(), Broadcast(), Durable(...) or Ordered(...), "
+                f"not {type(delivery).__name__}"
             )
-        replay = None
-        if ordered:
-            if durable or broadcast:
-                raise ConfigurationError("ordered=True is its own mode: no durable=True or broadcast=True")
-            check_deliver(deliver)
-            replay = Replay(stream=stream, deliver=deliver)
-        durability = None
-        if durable:
-            durability = _durability(
-                stream, max_deliver, backoff, terminal, dead_letter, ack_wait, deliver, broadcast=broadcast
-            )
-            if idempotent:
-                ttl = DEFAULT_IDEMPOTENT_TTL if idempotent is True else float(idempotent)
-                if not ttl >= 0.1:
-                    raise ConfigurationError("idempotent: the guard's TTL must be at least 0.1 s")
-                durability = dataclasses.replace(durability, idempotent_ttl=ttl)
-        elif idempotent:
-            raise ConfigurationError("idempotent=... guards durable handlers: add durable=True")
 
         def register(fn: F) -> F:
             types_, _, takes_ctx = inspect_handler(fn, HandlerKind.EVENT)
@@ -270,10 +223,10 @@ class Service:
                     reply_type=None,
                     takes_context=takes_ctx,
                     subject=topic,
-                    queue=None if broadcast else f"{self.name}.{handler}",
+                    queue=f"{self.name}.{handler}" if isinstance(delivery, Shared | Durable) else None,
                     concurrency=_positive(concurrency, fn),
-                    durable=durability,
-                    ordered=replay,
+                    durable=delivery if isinstance(delivery, Durable) else None,
+                    ordered=delivery if isinstance(delivery, Ordered) else None,
                 )
             )
             return fn
@@ -371,39 +324,6 @@ class Service:
             on_stopping=lambda: log.info("service %s stopping", self.name),
         )
         return run_services(serve)
-
-
-def _durability(  # noqa: PLR0917 - the decorator's options, checked in one place
-    stream: str | None,
-    max_deliver: int,
-    backoff: Sequence[float],
-    terminal: Sequence[type[BaseException]],
-    dead_letter: bool,
-    ack_wait: float,
-    deliver: Literal["all", "new", "last"] | int | datetime,
-    *,
-    broadcast: bool,
-) -> Durability:
-    if broadcast:
-        raise ConfigurationError("a durable handler is shared by the service's instances: no broadcast=True")
-    if max_deliver < 1:
-        raise ConfigurationError("max_deliver must be at least 1")
-    if isinstance(backoff, str | bytes) or any(not (isinstance(b, int | float) and b >= 0) for b in backoff):
-        raise ConfigurationError("backoff is a list of delays in seconds (0 or more)")
-    check_deliver(deliver)
-    if not ack_wait > 0:
-        raise ConfigurationError("ack_wait must be a positive number of seconds")
-    if not all(isinstance(t, type) and issubclass(t, BaseException) for t in terminal):
-        raise ConfigurationError("terminal is a list of exception types")
-    return Durability(
-        stream=stream,
-        max_deliver=max_deliver,
-        backoff=tuple(float(b) for b in backoff),
-        terminal=tuple(terminal),
-        dead_letter=dead_letter,
-        ack_wait=float(ack_wait),
-        deliver=deliver,
-    )
 
 
 def _port(port: int | None, variable: str) -> int | None:

@@ -7,7 +7,7 @@ service name                ``[A-Za-z0-9_-]+`` (ADR-32)
 service version             SemVer 2.0 (``1.0.0``, ``1.0.0-rc.1+b5``; not ``1.0``)
 RPC endpoint subject        ``<service>.<endpoint>``; queue group: the service name
 event subject               ``events.<type>`` (``events.shop.orders.v1.OrderPlaced``)
-event handler queue group   ``<service>.<handler>``; none with ``broadcast=True``
+event handler queue group   ``<service>.<handler>``; none with ``Broadcast()``
 durable consumer            ``<service>-<handler>``, shared by the service's instances
 dead-letter subject         ``deadletter.<service>.<handler>``, in stream ``DEADLETTERS``
 ==========================  ========================================================

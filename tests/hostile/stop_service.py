@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from eventmicro import Service, Stream, event_type
+from eventmicro import Durable, Service, Stream, event_type
 
 STREAM = "STOPPER"
 
@@ -39,6 +39,6 @@ async def hold(req: Hold) -> Held:
     return Held(req.seconds)
 
 
-@svc.subscribe(subject="stopper.ticks.>", stream=STREAM, durable=True)
+@svc.subscribe(subject="stopper.ticks.>", delivery=Durable(stream=STREAM))
 async def count(tick: Tick) -> None:
     return None

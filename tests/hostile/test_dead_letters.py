@@ -19,7 +19,16 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, DiscardPolicy, StreamConfig
 
-from eventmicro import Connection, ConnectOptions, DeadLetter, DeadLetters, NatsServer, Service, Stream
+from eventmicro import (
+    Connection,
+    ConnectOptions,
+    DeadLetter,
+    DeadLetters,
+    Durable,
+    NatsServer,
+    Service,
+    Stream,
+)
 from eventmicro.service.deadletters import DEAD_LETTER_MAX_AGE, DEAD_LETTER_MAX_BYTES, dead_letter_stream
 from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -119,7 +128,7 @@ async def test_a_header_name_eventmicro_cannot_publish_is_dead_lettered_after_ma
     seen: list[str] = []
     broken = True
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=2, backoff=[0.05])
+    @svc.subscribe(subject=subject, delivery=Durable(max_deliver=2, backoff=[0.05]))
     async def charge(event: orders.OrderPlaced) -> None:
         seen.append(event.order_id)
         if broken:
@@ -152,7 +161,7 @@ async def test_a_message_without_a_decodable_envelope_is_dead_lettered_once_not_
     svc = Service(unique("junk"), version="1.0.0")
     calls: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=3, idempotent=60)
+    @svc.subscribe(subject=subject, delivery=Durable(max_deliver=3, idempotent=60))
     async def take(event: orders.OrderPlaced) -> None:
         calls.append(event.order_id)
 
@@ -190,7 +199,7 @@ async def test_headers_at_jetstreams_limit_are_dead_lettered_and_replayed(
     seen: list[str] = []
     refuse = True
 
-    @svc.subscribe(subject=subject, durable=True, terminal=[ValueError])
+    @svc.subscribe(subject=subject, delivery=Durable(terminal=[ValueError]))
     async def take(event: orders.OrderPlaced) -> None:
         seen.append(event.order_id)
         if refuse:
@@ -226,7 +235,7 @@ async def test_a_50_kb_failure_text_is_kept_cut_to_1000_characters(
     stream, subject = await durable_stream(conn)
     svc = Service(unique("long"), version="1.0.0")
 
-    @svc.subscribe(subject=subject, durable=True)
+    @svc.subscribe(subject=subject, delivery=Durable())
     async def take(event: orders.OrderPlaced) -> None:
         raise AssertionError("never decoded")
 
@@ -261,7 +270,7 @@ async def test_a_refusing_dead_letter_stream_costs_naks_with_a_growing_delay_the
         stream, subject = await durable_stream(conn)
         svc = Service(unique("refused"), version="1.0.0")
 
-        @svc.subscribe(subject=subject, durable=True, max_deliver=1, backoff=[0.05])
+        @svc.subscribe(subject=subject, delivery=Durable(max_deliver=1, backoff=[0.05]))
         async def take(event: orders.OrderPlaced) -> None:
             raise RuntimeError("poison")
 
@@ -304,7 +313,7 @@ async def test_the_dead_letter_stream_is_bounded_and_a_declared_override_wins(
         _stream, subject = await durable_stream(conn)
         svc = Service(unique("limits"), version="1.0.0")
 
-        @svc.subscribe(subject=subject, durable=True, max_deliver=1)
+        @svc.subscribe(subject=subject, delivery=Durable(max_deliver=1))
         async def take(event: orders.OrderPlaced) -> None:
             raise RuntimeError("poison")
 
@@ -323,7 +332,7 @@ async def test_the_dead_letter_stream_is_bounded_and_a_declared_override_wins(
             version="1.0.0",
             streams=[dead_letter_stream(max_bytes=1 << 20, max_age=3600, max_msgs=2)],
         )
-        overridden.subscribe(subject=subject, durable=True, max_deliver=1)(take)
+        overridden.subscribe(subject=subject, delivery=Durable(max_deliver=1))(take)
         async with overridden.serving(conn):
             for i in range(3):
                 await raw_hpub(server, subject, block(cloud_event(f"e-{i}")), b"")
@@ -346,7 +355,7 @@ async def test_an_existing_dead_letter_stream_is_adopted_as_it_is(fresh_nats_ser
         _stream, subject = await durable_stream(conn)
         svc = Service(unique("adopt"), version="1.0.0")
 
-        @svc.subscribe(subject=subject, durable=True)
+        @svc.subscribe(subject=subject, delivery=Durable())
         async def take(event: orders.OrderPlaced) -> None:
             pass
 
@@ -366,7 +375,7 @@ async def test_a_small_jetstream_store_still_gets_a_dead_letter_stream(tmp_path:
             await ensure_stream(conn, Stream("SMALL", ["small.>"]))
             svc = Service(unique("small"), version="1.0.0")
 
-            @svc.subscribe(subject="small.orders", durable=True)
+            @svc.subscribe(subject="small.orders", delivery=Durable())
             async def on_placed(event: orders.OrderPlaced) -> None: ...
 
             async with svc.serving(conn):

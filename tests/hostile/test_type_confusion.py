@@ -19,6 +19,7 @@ from eventmicro import (
     Client,
     Connection,
     DeadLetters,
+    Durable,
     Event,
     Service,
     Stream,
@@ -105,7 +106,7 @@ async def test_a_durable_event_of_another_type_is_dead_lettered_at_once(
     svc = Service(f"strict-{name.lower()}", version="1.0.0", streams=[Stream(name, [f"{name}.>"])])
     handled: list[str] = []
 
-    @svc.subscribe(subject=f"{name}.orders", durable=True, max_deliver=5)
+    @svc.subscribe(subject=f"{name}.orders", delivery=Durable(max_deliver=5))
     async def on_placed(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
 

@@ -9,7 +9,7 @@ import uuid
 import nats
 import pytest
 
-from eventmicro import Client, Connection, ConnectOptions, DeadLetters, NatsServer, Service, Stream
+from eventmicro import Client, Connection, ConnectOptions, DeadLetters, Durable, NatsServer, Service, Stream
 from eventmicro.cli.main import main
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -18,7 +18,7 @@ async def make_dead_letters(url: str, service: str, count: int) -> None:
     stream = f"CLI{uuid.uuid4().hex[:8]}"
     svc = Service(service, version="1.0.0", streams=[Stream(stream, [f"{stream}.>"])])
 
-    @svc.subscribe(subject=f"{stream}.placed", durable=True, max_deliver=1)
+    @svc.subscribe(subject=f"{stream}.placed", delivery=Durable(max_deliver=1))
     async def charge(event: orders.OrderPlaced) -> None:
         raise LookupError("no such card")
 
@@ -85,7 +85,7 @@ async def poison(url: str, port: int, service: str) -> tuple[str, int]:
     stream = f"CLI{uuid.uuid4().hex[:8]}"
     svc = Service(service, version="1.0.0", streams=[Stream(stream, [f"{stream}.>"])])
 
-    @svc.subscribe(subject=f"{stream}.placed", durable=True, max_deliver=1)
+    @svc.subscribe(subject=f"{stream}.placed", delivery=Durable(max_deliver=1))
     async def charge(event: orders.OrderPlaced) -> None:
         raise LookupError("no such card")
 

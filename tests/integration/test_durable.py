@@ -21,10 +21,12 @@ from eventmicro import (
     Connection,
     ConnectOptions,
     DeadLetters,
+    Durable,
     Event,
     Message,
     NatsServer,
     NotStored,
+    Ordered,
     Service,
     Stream,
     StreamConflict,
@@ -141,14 +143,14 @@ def test_bad_declarations_fail_when_declared() -> None:
     with pytest.raises(ConfigurationError, match="duplicate_window"):
         Stream("ok", ["x"], max_age=1, duplicate_window=120)
     svc = Service("decl", version="1.0.0")
-    with pytest.raises(ConfigurationError, match="broadcast"):
+    with pytest.raises(ConfigurationError, match="delivery= takes"):
 
-        @svc.subscribe(durable=True, broadcast=True)
+        @svc.subscribe(delivery=Durable)  # type: ignore[call-overload,untyped-decorator]  # not a value
         async def both(event: orders.OrderPlaced) -> None: ...
 
     with pytest.raises(ConfigurationError, match="max_deliver"):
 
-        @svc.subscribe(durable=True, max_deliver=0)
+        @svc.subscribe(delivery=Durable(max_deliver=0))
         async def never(event: orders.OrderPlaced) -> None: ...
 
 
@@ -175,8 +177,9 @@ async def test_acks_naks_and_terms_are_sent_as_the_protocol_says(
     svc = Service(unique("acks"), version="1.0.0")
     seen: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=2, backoff=[0.3], dead_letter=False,
-                   terminal=[PermissionError])  # fmt: skip
+    policy = Durable(max_deliver=2, backoff=[0.3], terminal=[PermissionError], dead_letter=False)
+
+    @svc.subscribe(subject=subject, delivery=policy)
     async def handle(event: orders.OrderPlaced) -> None:
         seen.append(event.order_id)
         if event.order_id == "retry":
@@ -204,7 +207,7 @@ async def test_a_handler_that_fails_k_times_succeeds_after_the_backoff(
     svc = Service(unique("flaky"), version="1.0.0")
     attempts: list[float] = []
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=5, backoff=[0.2, 0.4])
+    @svc.subscribe(subject=subject, delivery=Durable(max_deliver=5, backoff=[0.2, 0.4]))
     async def flaky(event: orders.OrderPlaced) -> None:
         attempts.append(time.monotonic())
         if len(attempts) <= 2:
@@ -228,7 +231,7 @@ async def test_always_failing_ends_in_dead_letters_after_max_deliver_and_replay_
     attempts: list[str] = []
     broken = True
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=3, backoff=[0.05])
+    @svc.subscribe(subject=subject, delivery=Durable(max_deliver=3, backoff=[0.05]))
     async def charge(event: orders.OrderPlaced, ctx: object) -> None:
         attempts.append(event.order_id)
         if broken:
@@ -263,7 +266,7 @@ async def test_terminal_errors_and_undecodable_events_are_dead_lettered_at_once(
     svc = Service(unique("term"), version="1.0.0")
     calls: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, max_deliver=5, terminal=[PermissionError])
+    @svc.subscribe(subject=subject, delivery=Durable(max_deliver=5, terminal=[PermissionError]))
     async def guard(event: orders.OrderPlaced) -> None:
         calls.append(event.order_id)
         raise PermissionError("refused")
@@ -292,7 +295,7 @@ async def test_instances_share_the_durable_consumer_and_nothing_is_handled_twice
     def instance(label: str) -> Service:
         svc = Service(name, version="1.0.0")
 
-        @svc.subscribe(subject=subject, durable=True, concurrency=4)
+        @svc.subscribe(subject=subject, concurrency=4, delivery=Durable())
         async def work(event: orders.OrderPlaced) -> None:
             handled[label].append(event.order_id)
             await asyncio.sleep(0.001)
@@ -319,7 +322,7 @@ async def test_a_long_handler_is_kept_in_progress_and_not_redelivered(
     svc = Service(unique("long"), version="1.0.0")
     runs: list[int] = []
 
-    @svc.subscribe(subject=subject, durable=True, ack_wait=1.5)
+    @svc.subscribe(subject=subject, delivery=Durable(ack_wait=1.5))
     async def slow(event: orders.OrderPlaced) -> None:
         runs.append(1)
         await asyncio.sleep(4.5)  # three times ack_wait: only the +WPI heartbeats keep it
@@ -339,7 +342,7 @@ async def test_stop_lets_durable_work_finish_and_ack(conn: Connection, eventuall
     def build() -> Service:
         svc = Service(name, version="1.0.0")
 
-        @svc.subscribe(subject=subject, durable=True)
+        @svc.subscribe(subject=subject, delivery=Durable())
         async def work(event: orders.OrderPlaced) -> None:
             started.set()
             await asyncio.sleep(0.3)
@@ -365,7 +368,7 @@ async def test_the_same_event_three_times_is_stored_once_and_handled_once_with_t
     svc = Service(unique("once"), version="1.0.0")
     handled: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, idempotent=60)
+    @svc.subscribe(subject=subject, delivery=Durable(idempotent=60))
     async def pay(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
 
@@ -394,7 +397,7 @@ async def test_without_the_guard_every_stored_copy_is_handled(
     svc = Service(unique("twice"), version="1.0.0")
     handled: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True)
+    @svc.subscribe(subject=subject, delivery=Durable())
     async def pay(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
 
@@ -421,7 +424,7 @@ async def test_ordered_consumers_replay_the_stream_in_order_on_every_instance(
     def instance(label: str) -> Service:
         svc = Service(name, version="1.0.0")
 
-        @svc.subscribe(subject=subject, ordered=True)
+        @svc.subscribe(subject=subject, delivery=Ordered())
         async def project(event: orders.OrderPlaced) -> None:
             seen[label].append(event.order_id)
 
@@ -449,11 +452,11 @@ async def test_subscribers_start_from_a_sequence_or_a_time(conn: Connection, eve
     from_seq: list[str] = []
     from_time: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, deliver=8)
+    @svc.subscribe(subject=subject, delivery=Durable(deliver=8))
     async def durable_from_eight(event: orders.OrderPlaced) -> None:
         from_seq.append(event.order_id)
 
-    @svc.subscribe(subject=subject, ordered=True, deliver=boundary)
+    @svc.subscribe(subject=subject, delivery=Ordered(deliver=boundary))
     async def ordered_from_time(event: orders.OrderPlaced) -> None:
         from_time.append(event.order_id)
 
@@ -463,6 +466,4 @@ async def test_subscribers_start_from_a_sequence_or_a_time(conn: Connection, eve
     assert from_time == [f"o-{i}" for i in range(10, 15)]
 
     with pytest.raises(ConfigurationError, match="deliver"):
-
-        @svc.subscribe(subject=subject, ordered=True, deliver="yesterday")  # type: ignore[call-overload,untyped-decorator]
-        async def bad(event: orders.OrderPlaced) -> None: ...
+        Ordered(deliver="yesterday")  # type: ignore[arg-type]

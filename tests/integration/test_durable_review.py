@@ -18,10 +18,12 @@ from eventmicro import (
     ConnectOptions,
     DeadLetter,
     DeadLetters,
+    Durable,
     Event,
     Message,
     NatsServer,
     NotStored,
+    Ordered,
     Service,
     Stream,
 )
@@ -74,7 +76,7 @@ async def test_a_stopped_ordered_consumer_leaves_no_heartbeat_task_to_recreate_i
     svc = Service(unique("zombie"), version="1.0.0")
     seen: list[str] = []
 
-    @svc.subscribe(subject=subject, ordered=True)
+    @svc.subscribe(subject=subject, delivery=Ordered())
     async def project(event: orders.OrderPlaced) -> None:
         seen.append(event.order_id)
 
@@ -93,7 +95,7 @@ async def test_stop_bounds_an_ordered_consumers_drain_by_the_drain_timeout(
     svc = Service(unique("slowreplay"), version="1.0.0")
     seen: list[str] = []
 
-    @svc.subscribe(subject=subject, ordered=True)
+    @svc.subscribe(subject=subject, delivery=Ordered())
     async def project(event: orders.OrderPlaced) -> None:
         seen.append(event.order_id)
         await asyncio.sleep(0.5)
@@ -119,7 +121,7 @@ async def test_a_handler_raising_cancelled_error_itself_is_a_failure_with_backof
     svc = Service(unique("cancel"), version="1.0.0")
     attempts: list[float] = []
 
-    @svc.subscribe(subject=subject, durable=True, ack_wait=30, backoff=[0.05])
+    @svc.subscribe(subject=subject, delivery=Durable(backoff=[0.05], ack_wait=30))
     async def inner(event: orders.OrderPlaced) -> None:
         attempts.append(time.monotonic())
         if len(attempts) == 1:
@@ -143,7 +145,7 @@ async def test_the_guard_handles_two_copies_fetched_in_one_batch_once(
     svc = Service(unique("guardrace"), version="1.0.0")
     handled: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True, idempotent=60)
+    @svc.subscribe(subject=subject, delivery=Durable(idempotent=60))
     async def pay(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
         await asyncio.sleep(0.2)  # the other copy arrives meanwhile
@@ -153,19 +155,24 @@ async def test_the_guard_handles_two_copies_fetched_in_one_batch_once(
     assert handled == ["o-1"]
 
 
-def test_durable_options_without_durable_are_refused() -> None:
-    """``stream=`` or ``deliver=`` without durable=True or ordered=True gave a core (at most
-    once) subscription, silently."""
+def test_a_deliverys_options_are_checked_when_it_is_written() -> None:
+    """Options belong to their delivery value (``stream=`` or ``deliver=`` cannot reach a core
+    subscription, where they were once ignored silently); wrong values fail at once."""
+    with pytest.raises(ConfigurationError, match="start sequence"):
+        Ordered(deliver=0)
+    with pytest.raises(ConfigurationError, match="backoff"):
+        Durable(backoff="1s")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="idempotent"):
+        Durable(idempotent=0.01)
+    with pytest.raises(ConfigurationError, match="terminal"):
+        Durable(terminal=ValueError)  # type: ignore[arg-type]
+    assert Durable(backoff=[1, 2]).backoff == (1.0, 2.0)  # normalised: the value is hashable
+    assert Durable(idempotent=True).idempotent_ttl == 24 * 3600.0
     svc = Service("opts", version="1.0.0")
-    with pytest.raises(ConfigurationError, match="durable"):
+    with pytest.raises(ConfigurationError, match="delivery= takes"):
 
-        @svc.subscribe(stream="ORDERS")
+        @svc.subscribe(delivery="durable")  # type: ignore[call-overload,untyped-decorator]
         async def one(event: orders.OrderPlaced) -> None: ...
-
-    with pytest.raises(ConfigurationError, match="durable"):
-
-        @svc.subscribe(deliver="new")
-        async def two(event: orders.OrderPlaced) -> None: ...
 
 
 # --- publishing and streams ---------------------------------------------------------------------
@@ -211,7 +218,7 @@ def test_replay_all_of_a_service_as_the_help_shows(
             _stream, subject = await durable_setup(c)
             svc = Service(service, version="1.0.0")
 
-            @svc.subscribe(subject=subject, durable=True, terminal=[LookupError])
+            @svc.subscribe(subject=subject, delivery=Durable(terminal=[LookupError]))
             async def charge(event: orders.OrderPlaced) -> None:
                 raise LookupError
 
@@ -226,20 +233,6 @@ def test_replay_all_of_a_service_as_the_help_shows(
     assert "replayed 1 dead letter" in capsys.readouterr().out
 
 
-def test_delivery_policy_without_durable_is_refused() -> None:
-    """max_deliver=..., terminal=... without durable=True were ignored just as silently."""
-    svc = Service("policy", version="1.0.0")
-    with pytest.raises(ConfigurationError, match="durable"):
-
-        @svc.subscribe(max_deliver=3)
-        async def one(event: orders.OrderPlaced) -> None: ...
-
-    with pytest.raises(ConfigurationError, match="durable"):
-
-        @svc.subscribe(ordered=True, terminal=[ValueError])
-        async def two(event: orders.OrderPlaced) -> None: ...
-
-
 async def test_a_consumer_deleted_on_the_server_is_created_again(
     conn: Connection, eventually: Eventually, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -247,7 +240,7 @@ async def test_a_consumer_deleted_on_the_server_is_created_again(
     svc = Service(unique("lost"), version="1.0.0")
     handled: list[str] = []
 
-    @svc.subscribe(subject=subject, durable=True)
+    @svc.subscribe(subject=subject, delivery=Durable())
     async def keep(event: orders.OrderPlaced) -> None:
         handled.append(event.order_id)
 
@@ -270,7 +263,7 @@ async def test_a_dead_letter_too_large_with_its_failure_is_kept_without_its_body
     sizes: list[int] = []
     refuse = True
 
-    @svc.subscribe(subject=subject, durable=True, terminal=[ValueError])
+    @svc.subscribe(subject=subject, delivery=Durable(terminal=[ValueError]))
     async def take(event: bytes) -> None:
         sizes.append(len(event))
         if refuse:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service, Stream, discover
+from eventmicro import Client, Connection, ConnectOptions, Durable, NatsServer, Service, Stream, discover
 from eventmicro import health as em_health
 from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -175,7 +175,7 @@ async def test_a_lost_durable_consumer_makes_the_instance_not_ready(conn: Connec
     await ensure_stream(conn, Stream(stream, [f"{stream}.>"]))
     svc = Service(unique("durhealth"), version="1.0.0")
 
-    @svc.subscribe(subject=f"{stream}.placed", durable=True, dead_letter=False)
+    @svc.subscribe(subject=f"{stream}.placed", delivery=Durable(dead_letter=False))
     async def settle(event: orders.OrderPlaced) -> None:
         pass
 

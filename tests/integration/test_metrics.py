@@ -19,6 +19,7 @@ from eventmicro import (
     Connection,
     ConnectOptions,
     DeadLetters,
+    Durable,
     InternalError,
     NatsServer,
     NotFound,
@@ -175,7 +176,7 @@ async def test_durable_redeliveries_and_dead_letters_are_counted(
     svc = Service(unique("durmetrics"), version="1.0.0")
     attempts: dict[str, int] = {}
 
-    @svc.subscribe(subject=f"{stream}.placed", durable=True, max_deliver=3, backoff=[0.05])
+    @svc.subscribe(subject=f"{stream}.placed", delivery=Durable(max_deliver=3, backoff=[0.05]))
     async def settle(event: orders.OrderPlaced) -> None:
         attempts[event.order_id] = attempts.get(event.order_id, 0) + 1
         if event.order_id == "flaky" and attempts["flaky"] < 3:

@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from eventmicro import Client, Connection, ConnectOptions, EventMicroError, NatsServer, Service, event_type
+from eventmicro import (
+    Client,
+    Connection,
+    ConnectOptions,
+    Durable,
+    EventMicroError,
+    NatsServer,
+    Service,
+    event_type,
+)
 from eventmicro import logs as em_logs
 
 Eventually = Callable[..., Awaitable[None]]
@@ -244,7 +253,7 @@ async def test_a_failing_span_processor_loses_no_reply_and_no_ack(
     async def echo(req: Ask) -> Answer:
         return Answer(req.key)
 
-    @svc.subscribe(subject=f"{stream}.notes", durable=True, max_deliver=2, backoff=[0.05])
+    @svc.subscribe(subject=f"{stream}.notes", delivery=Durable(max_deliver=2, backoff=[0.05]))
     async def noted(event: Note) -> None:
         seen.append(event.text)
 

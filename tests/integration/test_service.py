@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from eventmicro import (
     BadRequest,
+    Broadcast,
     Client,
     ConfigurationError,
     Connection,
@@ -389,7 +390,7 @@ async def test_events_are_shared_by_instances_unless_broadcast(
         async def pooled(note: NoteAdded) -> None:
             log.append(f"pooled:{label}:{note.text}")
 
-        @svc.subscribe(broadcast=True)
+        @svc.subscribe(delivery=Broadcast())
         async def everyone(note: NoteAdded) -> None:
             log.append(f"broadcast:{label}:{note.text}")
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import pytest
 import pytest_asyncio
 
+from eventmicro import Durable
+
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -34,8 +36,8 @@ from eventmicro import (
     event_type,
 )
 from eventmicro.observability import tracing
-from eventmicro.service.client import Trace
 from eventmicro.transport.jetstream import ensure_stream
+from eventmicro.wire.trace import Trace
 
 
 @event_type("tests.tracing.v1.Place")
@@ -140,7 +142,7 @@ def order_chain(prefix: str) -> tuple[Service, Service, Service, asyncio.Queue[S
             raise ValueError(f"secret address of {made.order_id}")
         await ctx.publish(Shipped(made.order_id), subject=f"{prefix}.shipped", durable=True)
 
-    @audit.subscribe(subject=f"{prefix}.shipped", durable=True, stream=prefix)
+    @audit.subscribe(subject=f"{prefix}.shipped", delivery=Durable(stream=prefix))
     async def on_shipped(event: Shipped) -> None:
         await shipped.put(event)
 

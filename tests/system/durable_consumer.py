@@ -16,7 +16,7 @@ import dataclasses
 import os
 import sys
 
-from eventmicro import Context, Service, event_type
+from eventmicro import Context, Durable, Service, event_type
 
 SERVICE = "durable-consumer"
 HANDLER = "record"
@@ -33,7 +33,7 @@ def build(subject: str, stream: str, log_path: str) -> Service:
     svc = Service(SERVICE, version="1.0.0")
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    @svc.subscribe(subject=subject, stream=stream, durable=True, ack_wait=ACK_WAIT, name=HANDLER)
+    @svc.subscribe(subject=subject, name=HANDLER, delivery=Durable(stream=stream, ack_wait=ACK_WAIT))
     async def record(event: Numbered, ctx: Context) -> None:
         os.write(fd, f"{ctx.event.get_id()}\n".encode())
 

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import sys
 
-from eventmicro import Service, event_type
+from eventmicro import Broadcast, Service, event_type
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ async def work(req: Work) -> Done:
     return Done(pid=os.getpid())
 
 
-@svc.subscribe(broadcast=True)
+@svc.subscribe(delivery=Broadcast())
 async def everyone(ping: Ping) -> None:
     return None
 

@@ -31,6 +31,7 @@ from eventmicro import (
     Connection,
     ConnectionClosed,
     ConnectOptions,
+    Durable,
     Event,
     EventMicroError,
     JetStreamError,
@@ -585,7 +586,7 @@ async def test_a_restarted_node_rejoins_and_the_services_keep_working(
 async def test_the_dead_letter_stream_is_replicated_on_a_cluster(nats_cluster: NatsCluster) -> None:
     svc = Service("replicated", version="1.0.0", streams=[Stream("REPL", ["repl.>"], replicas=3)])
 
-    @svc.subscribe(subject="repl.events", durable=True)
+    @svc.subscribe(subject="repl.events", delivery=Durable())
     async def handle(event: bytes) -> None: ...
 
     options = ConnectOptions.from_env(nats_cluster.urls, environ={})

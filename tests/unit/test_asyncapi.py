@@ -18,7 +18,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from eventmicro import Context, NotFound, Service, event_type
+from eventmicro import Broadcast, Context, NotFound, Ordered, Service, event_type
 from eventmicro import cloudevents_nats as binding
 from eventmicro.cli.main import main
 from eventmicro.cli.run import load_services
@@ -270,11 +270,11 @@ def calculator() -> Service:
     async def forget(req: dict[str, int], ctx: Context) -> None:
         return None
 
-    @svc.subscribe(broadcast=True)
+    @svc.subscribe(delivery=Broadcast())
     async def noted(event: NoteAdded) -> None:
         return None
 
-    @svc.subscribe(subject="events.shop.*.v1.OrderPlaced", ordered=True)
+    @svc.subscribe(subject="events.shop.*.v1.OrderPlaced", delivery=Ordered())
     async def replay(event: orders.OrderPlaced) -> None:
         return None
 

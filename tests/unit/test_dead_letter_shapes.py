@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventmicro.service.deadletters import _letter, _shapes
-from eventmicro.service.durable import RETRY_MAX, Durability
+from eventmicro.service.delivery import RETRY_MAX, Durable
 from eventmicro.transport.connection import headers_size
 from eventmicro.transport.jetstream import MSG_ID_HEADER, StoredMessage
 
@@ -78,7 +78,7 @@ def test_a_malformed_dead_letter_in_the_stream_is_read_without_raising() -> None
 
 
 def test_the_delay_after_a_dead_letter_not_stored_doubles_and_is_bounded() -> None:
-    policy = Durability(max_deliver=3, backoff=(0.05,))
+    policy = Durable(max_deliver=3, backoff=(0.05,))
     assert [policy.dead_letter_retry(n) for n in (3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0]
     assert policy.dead_letter_retry(10_000) == RETRY_MAX
-    assert Durability(backoff=(1.0, 120.0)).dead_letter_retry(50) == 120.0  # a longer backoff wins
+    assert Durable(backoff=(1.0, 120.0)).dead_letter_retry(50) == 120.0  # a longer backoff wins
