@@ -37,6 +37,7 @@ from eventmicro.observability.instance import Instance
 from eventmicro.observability.logs import HANDLING
 from eventmicro.service.deadletters import store_dead_letter
 from eventmicro.service.delivery import Durable
+from eventmicro.service.tasks import being_cancelled
 from eventmicro.transport.jetstream import Delivery, PullConsumer, message_id
 from eventmicro.transport.kv import BucketConfig, Store
 from eventmicro.wire import binding
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.service.handlers import HandlerSpec
     from eventmicro.service.middleware import Invoke
     from eventmicro.transport.connection import Message
+    from eventmicro.wire.event import Event
 
 __all__ = ["DurableIntake", "Host", "handled_bucket"]
 
@@ -64,7 +66,7 @@ class Host(Instance, Protocol):
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> object: ...
     def handle_event(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, event: Event | None = None
     ) -> Coroutine[Any, Any, None]: ...
 
 
@@ -221,9 +223,9 @@ class DurableIntake:
             _count(stats, code, reason)
             await self._give_up(delivery, code, reason)
             return code
-        seen_key = _identity(delivery) if self._seen is not None else None
+        seen_key, event = _identity(delivery) if self._seen is not None else (None, None)
         if seen_key is None:
-            return await self._attempt(delivery, stats, None)
+            return await self._attempt(delivery, stats, None, event)
         # copies of one event delivered together run one after the other, so the second sees
         # that the first was handled (instances still race: the guard is check-then-record)
         claim = self._handling.setdefault(seen_key, _Claim())
@@ -236,18 +238,20 @@ class DurableIntake:
                              self.name, delivery.stream_seq)  # fmt: skip
                     await delivery.ack()
                     return None
-                return await self._attempt(delivery, stats, seen_key)
+                return await self._attempt(delivery, stats, seen_key, event)
         finally:
             claim.users -= 1
             if not claim.users:
                 del self._handling[seen_key]
 
-    async def _attempt(self, delivery: Delivery, stats: EndpointStats, seen_key: str | None) -> int:
+    async def _attempt(
+        self, delivery: Delivery, stats: EndpointStats, seen_key: str | None, event: Event | None
+    ) -> int:
         policy = self.durability
         try:
-            await self.running.handle_event(self.spec, self.invoke, delivery.message, time.monotonic())
+            await self.running.handle_event(self.spec, self.invoke, delivery.message, time.monotonic(), event)
         except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+            if isinstance(exc, asyncio.CancelledError) and being_cancelled():
                 raise  # stop() ran out of time: not acked, so the server redelivers it
             # a CancelledError the handler raised itself is a failure like any other
             code, reason = _failure(exc)
@@ -349,23 +353,19 @@ class _Claim:
     users: int = 0
 
 
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 def handled_bucket(service: str, handler: str) -> str:
     """The KV bucket of a handler's idempotency guard (keys: hashes of (source, id))."""
     return f"handled-{service}-{handler}"
 
 
-def _identity(delivery: Delivery) -> str | None:
-    """The guard's key of a delivered CloudEvent: a hash of its source and id (either mode)."""
+def _identity(delivery: Delivery) -> tuple[str | None, Event | None]:
+    """The guard's key of a delivered CloudEvent (a hash of its source and id, either mode),
+    and the event, decoded once for the guard and the handler."""
     try:
         event = binding.from_nats(delivery.message, None)
     except EventMicroError:
-        return None  # not a CloudEvent: the handler path reports it
-    return message_id(event.get_source(), event.get_id())
+        return None, None  # not a CloudEvent: the handler path reports it
+    return message_id(event.get_source(), event.get_id()), event
 
 
 def _failure(exc: BaseException) -> tuple[int, str]:

@@ -47,6 +47,7 @@ from eventmicro.service.discovery import DiscoveryResponder
 from eventmicro.service.durable import DurableIntake
 from eventmicro.service.handlers import HandlerKind, HandlerSpec, describe
 from eventmicro.service.middleware import Invoke, compose
+from eventmicro.service.tasks import being_cancelled
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.transport.jetstream import OrderedSubscription, ensure_stream
 from eventmicro.transport.kv import Stores
@@ -382,7 +383,7 @@ class Running:
         except ServiceError as error:
             reply = self._error(stats, error)
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 if stats.metrics is not None:
                     stats.metrics.handled(time.perf_counter_ns() - started, None)
                 raise  # stop() ran out of time: no reply, the caller times out
@@ -530,7 +531,7 @@ class Running:
             await self.handle_event(spec, invoke, msg, received)
             code = 0
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             code = 500
             stats.num_errors += 1
@@ -565,20 +566,26 @@ class Running:
             HANDLING.reset(context)
 
     def handle_event(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, event: Event | None = None
     ) -> Coroutine[Any, Any, None]:
         """Decode and handle one event (core, ordered or durable); in a CONSUMER span while
-        tracing is on. Raises what the decoding or the handler raised."""
+        tracing is on. ``event``: ``msg`` already decoded (a durable intake's idempotency guard
+        reads its identity first), so it is not decoded twice. Raises what the decoding or
+        the handler raised."""
         tracing = _tracing.active
         if tracing is None:  # the only cost of tracing while it is off
-            return self._consume(spec, invoke, msg, received)
+            return self._consume(spec, invoke, msg, received, event)
         span = tracing.consumer(self.service.name, spec.name, msg)
-        return tracing.around(span, self._consume(spec, invoke, msg, received))
+        return tracing.around(span, self._consume(spec, invoke, msg, received, event))
 
-    async def _consume(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+    async def _consume(
+        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, decoded: Event | None
+    ) -> None:
         headers = msg.headers
         bare = None  # a payload from a plain NATS client (eventmicro.wire.plain)
-        if headers is not None and "ce-specversion" in headers:  # eventmicro's own: the hot path
+        if decoded is not None:
+            event = decoded  # by the caller (a durable intake's idempotency guard)
+        elif headers is not None and "ce-specversion" in headers:  # eventmicro's own: the hot path
             event = binding.from_binary(msg, None)
         elif len(spec.message_types) > 1 or spec.durable is not None or (bare := bare_payload(msg)) is None:
             # a union dispatches by type and a durable handler dedupes and dead-letters by
@@ -707,11 +714,6 @@ class _Expiry:
 
     def disarm(self) -> None:
         self._handle.cancel()
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _text(value: object) -> str | None:
