@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from eventmicro.observability.health import check, probe
+from eventmicro.observability.metrics import active, enable
 
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.observability.instance import Instance
@@ -108,8 +109,6 @@ class HttpEndpoint:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"only GET and HEAD\n"
         if path == "/metrics" and self.metrics:
-            from eventmicro.observability.metrics import active
-
             metrics = active()
             if metrics is None:
                 return 503, "text/plain; charset=utf-8", b"metrics are disabled\n"
@@ -141,11 +140,8 @@ async def serve(
     extra); ``instances`` (running service instances, e.g. what ``Service.serving`` yields; a
     list may be filled later) serves ``/healthz`` and ``/readyz``.
     """
-    if metrics:
-        from eventmicro.observability.metrics import active, enable
-
-        if active() is None:
-            enable()
+    if metrics and active() is None:
+        enable()
     endpoint: HttpEndpoint | None = None
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

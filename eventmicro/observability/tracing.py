@@ -29,6 +29,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from eventmicro._errors import ConfigurationError, EventMicroError
+from eventmicro.wire import binding
+from eventmicro.wire.headervalues import decode_header_value
+from eventmicro.wire.service_errors import ServiceError
+from eventmicro.wire.trace import Trace
 
 try:
     from opentelemetry import context as otel_context
@@ -45,7 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from eventmicro.transport.connection import Message
     from eventmicro.wire.event import Event
-    from eventmicro.wire.trace import Trace
 
 __all__ = ["AVAILABLE", "Tracing", "active", "disable", "enable", "enabled"]
 
@@ -286,8 +289,6 @@ def _decoded(msg: Message) -> Event | None:
             return None
     elif not msg.data.lstrip().startswith(b"{"):
         return None
-    from eventmicro.wire import binding
-
     try:
         return binding.from_nats(msg, None)
     except EventMicroError:
@@ -298,8 +299,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None or "%" not in value:
         return value
-    from eventmicro.wire.headervalues import decode_header_value
-
     try:
         return decode_header_value(name, value)
     except EventMicroError:
@@ -315,8 +314,6 @@ def _text(value: object) -> str | None:
 
 def _failed(span: Span, error: BaseException) -> None:
     """Status ERROR with the code; the message only of eventmicro's own errors."""
-    from eventmicro.wire.service_errors import ServiceError
-
     if isinstance(error, ServiceError):
         code, text = error.instance_code, error.detail
     elif isinstance(error, EventMicroError):

@@ -241,7 +241,7 @@ class Client:
         trace: Trace | None = None,
         extensions: Mapping[str, ExtensionValue] | None = None,
         durable: bool = False,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> Event:
         """Publish ``message`` as a CloudEvent (binary mode) on ``subject`` (default ``events.<type>``).
 
@@ -285,7 +285,7 @@ class Client:
         subject: str | None = None,
         trace: Trace | None = None,
         window: int = 256,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> list[Event]:
         """Publish ``messages`` durably with up to ``window`` acknowledgements outstanding.
 

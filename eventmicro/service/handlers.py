@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.service.context import Context
 from eventmicro.service.delivery import Durable, Ordered
 from eventmicro.wire.codecs import type_name_of
 from eventmicro.wire.names import consumer_name
@@ -152,8 +153,6 @@ def inspect_handler(function: Handler, kind: HandlerKind) -> tuple[tuple[type, .
 
 
 def _is_context(annotation: Any) -> bool:
-    from eventmicro.service.context import Context  # the context imports the service machinery
-
     return isinstance(annotation, type) and issubclass(annotation, Context)
 
 

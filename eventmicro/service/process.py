@@ -29,6 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.observability.http import serve as serve_http
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
 
@@ -204,8 +205,6 @@ async def _cancel(task: asyncio.Task[int], within: float) -> bool:
 
 
 async def _work(serve: Serve, started: asyncio.Event, stop: asyncio.Event) -> int:
-    from eventmicro.observability.http import serve as serve_http
-
     instances: list[Any] = []  # filled once serving: readiness is 503 until then
     host = os.environ.get("EVENTMICRO_HTTP_HOST") or None
     # the connection's own drain stays inside the stop's bound

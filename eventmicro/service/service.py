@@ -29,10 +29,14 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, overload
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.observability.logs import SCOPE, Scope, configure
+from eventmicro.observability.metrics import enable as enable_metrics
 from eventmicro.service.declared import Hook
 from eventmicro.service.delivery import Broadcast, DeliveryOption, Durable, Ordered, Shared
 from eventmicro.service.handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
 from eventmicro.service.middleware import Middleware
+from eventmicro.service.process import DEFAULT_DRAIN_TIMEOUT, Serve, drain_timeout_from_env, run_services
+from eventmicro.service.running import Running
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
 from eventmicro.transport.jetstream import Stream
@@ -258,10 +262,10 @@ class Service:
     # --- running ----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def serving(self, connection: Connection, *, drain_timeout: float = 30.0) -> AsyncIterator[Any]:
+    async def serving(
+        self, connection: Connection, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    ) -> AsyncIterator[Any]:
         """Serve on ``connection`` inside the block; leaving it drains and stops gracefully."""
-        from eventmicro.service.running import Running
-
         running = Running(self, connection, drain_timeout=drain_timeout)
         await running.start()
         try:
@@ -293,20 +297,13 @@ class Service:
         (`eventmicro.logs.configure`); so does a program that set up no logging, so that what
         the service serves is shown (text at INFO, or ``EVENTMICRO_LOG_LEVEL``).
         """
-        from eventmicro.observability.logs import SCOPE, Scope
-        from eventmicro.service.process import Serve, drain_timeout_from_env, run_services
-
         if os.environ.get("EVENTMICRO_LOG_FORMAT") or not logging.getLogger().handlers:
-            from eventmicro.observability.logs import configure
-
             configure()
         metrics_port = _port(metrics_port, "EVENTMICRO_METRICS_PORT")
         health_port = _port(health_port, "EVENTMICRO_HEALTH_PORT")
         drain_timeout = drain_timeout_from_env(drain_timeout)
         if metrics_port is not None:
-            from eventmicro.observability.metrics import enable
-
-            enable()  # before the service starts: its handlers get their metrics
+            enable_metrics()  # before the service starts: its handlers get their metrics
         scope = Scope(service=self.name)
         SCOPE.set(scope)  # log records outside handlers (reconnects, start, stop) name the service
 
