@@ -1,1 +1,1 @@
-"""The ``eventmicro`` command line: one module per verb, registered in `eventmicro.cli.main`."""
+"""The ``eventmicro`` command line, the top edge: one module per verb, listed in `eventmicro.cli.main`."""

@@ -13,10 +13,10 @@ import dataclasses
 import statistics
 import time
 import uuid
-from typing import Any
 
-from eventmicro.cli.common import connect_options
+from eventmicro.cli.common import Subparsers, connect_options
 from eventmicro.service.client import Client
+from eventmicro.service.delivery import Durable
 from eventmicro.service.service import Service
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -42,8 +42,9 @@ class Payload:
     blob: str
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``bench`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "bench",
         help="measure eventmicro's pub/sub and RPC throughput and latency",
         epilog=EXAMPLES,
@@ -119,7 +120,7 @@ async def _pubsub(options: ConnectOptions, args: argparse.Namespace) -> dict[str
             done.set()
 
     if args.durable:
-        svc.subscribe(subject=subject, durable=True, dead_letter=False)(consume)
+        svc.subscribe(subject=subject, delivery=Durable(dead_letter=False))(consume)
     else:
         svc.subscribe(subject=subject)(consume)
     blob = "x" * args.size

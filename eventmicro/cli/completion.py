@@ -12,9 +12,11 @@ completes without starting Python: a Tab costs nothing. zsh runs the bash script
 from __future__ import annotations
 
 import argparse
-from typing import Any, Final
+from typing import Final
 
-__all__ = ["add_parser", "script"]
+from eventmicro.cli.common import Subparsers
+
+__all__ = ["register", "script"]
 
 # zsh: bash's `complete` and COMP_WORDS through bashcompinit, which needs compinit loaded
 ZSH_PRELUDE: Final = """(( $+functions[compdef] )) || { autoload -U +X compinit && compinit }
@@ -30,8 +32,9 @@ Completes commands, sub-commands (services ls, deadletters replay...) and option
 """
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``completion`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "completion",
         help="print a bash or zsh completion script",
         description="Print a shell completion script for eventmicro (bash, or zsh through bashcompinit).",
@@ -43,9 +46,8 @@ def add_parser(commands: Any) -> None:
 
 
 def _print(args: argparse.Namespace) -> int:
-    from eventmicro.cli.main import build_parser
-
-    print(script(build_parser(), args.shell), end="")
+    """Print the script of the parser that parsed ``args`` (its ``command_line``, set by `cli.main`)."""
+    print(script(args.command_line, args.shell), end="")
     return 0
 
 

@@ -11,9 +11,9 @@ import asyncio
 import base64
 from typing import Any
 
-from eventmicro.cli.common import connect_options
+from eventmicro.cli.common import Subparsers, connect_options
 from eventmicro.cli.text import json_text, printable
-from eventmicro.service.durable import DeadLetter, DeadLetters
+from eventmicro.service.deadletters import DeadLetter, DeadLetters
 from eventmicro.transport.connection import Connection
 from eventmicro.wire import strictjson as strict_json
 
@@ -29,8 +29,9 @@ NATS: --url, or EVENTMICRO_NATS_URL / NATS_URL and the other EVENTMICRO_NATS_* v
 """
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``deadletters`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "deadletters",
         help="list, show, replay and purge dead letters",
         epilog=EXAMPLES,

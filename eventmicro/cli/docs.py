@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from eventmicro._errors import ConfigurationError
-from eventmicro.cli.common import connect_options
+from eventmicro.cli.common import NATS_HELP, Subparsers, add_nats_options, connect_options, connection
+from eventmicro.cli.failures import UNKNOWN, ToolError, runner
 from eventmicro.cli.run import load_services
 from eventmicro.cli.text import json_text, printable
-from eventmicro.cli.tools import NATS_HELP, add_common, connection
 from eventmicro.docs.asyncapi import asyncapi_for_services, asyncapi_from_discovery
 from eventmicro.service.discovery import discover
 from eventmicro.service.service import Service
-from eventmicro.wire.types import UNKNOWN, ToolError, load_schemas, one_line, runner
+from eventmicro.wire.documents import one_line
+from eventmicro.wire.types import load_schemas
 
-__all__ = ["add_parser"]
+__all__ = ["register"]
 
 _NAME: Final = re.compile(r"[A-Za-z0-9\-_]+")
 EXAMPLES: Final = f"""examples:
@@ -45,9 +46,9 @@ exit: 0 ok, 2 bad input or no NATS, 3 no such service.
 """
 
 
-def add_parser(commands: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add ``docs`` to the ``eventmicro`` parser."""
-    parser = commands.add_parser(
+    parser = subparsers.add_parser(
         "docs",
         help="print the AsyncAPI 3.0 document of services (from a module, or --discover)",
         epilog=EXAMPLES,
@@ -71,7 +72,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--window", type=float, default=0.5, metavar="S", help="--discover: seconds to collect answers (0.5)"
     )
-    add_common(parser, schemas=True)
+    add_nats_options(parser, schemas=True)
     parser.set_defaults(run=runner(_docs))
 
 

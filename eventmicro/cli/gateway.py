@@ -1,4 +1,4 @@
-"""``eventmicro gateway`` and ``eventmicro dashboard``: the HTTP gateway, with or without its dashboard.
+"""``eventmicro gateway``: the HTTP gateway, with or without its dashboard (``eventmicro dashboard`` too).
 
 The token is never a command-line flag (it would show in ``ps``): it comes from
 ``EVENTMICRO_GATEWAY_TOKEN`` or ``--token-file``.
@@ -11,13 +11,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from eventmicro._errors import ConfigurationError
-from eventmicro.cli.tools import add_common, connection
-from eventmicro.wire.types import ToolError, runner
+from eventmicro.cli.common import Subparsers, add_nats_options, connection
+from eventmicro.cli.failures import ToolError, runner
 
-__all__ = ["add_parser"]
+__all__ = ["add_gateway_parser", "register"]
 
 TOKEN_VARIABLE: Final = "EVENTMICRO_GATEWAY_TOKEN"  # noqa: S105 - the variable's name, not a token
 EXAMPLES: Final = f"""examples:
@@ -30,40 +30,44 @@ EXAMPLES: Final = f"""examples:
 """
 
 
-def add_parser(commands: Any) -> None:
-    """Add ``gateway`` and ``dashboard`` to the ``eventmicro`` parser."""
-    for name, help_text in (
-        ("gateway", "serve services and events over HTTP (/api, /events, /openapi.json, /dashboard)"),
-        ("dashboard", "the gateway with its web dashboard, printing the dashboard's address"),
-    ):
-        parser = commands.add_parser(
-            name, help=help_text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: a free one)")
-        parser.add_argument(
-            "--cors",
-            action="append",
-            metavar="ORIGIN",
-            default=[],
-            help="allow browser calls from ORIGIN (repeatable; * for any)",
-        )
-        parser.add_argument(
-            "--token-file", type=Path, help=f"bearer token in a file (or set {TOKEN_VARIABLE})"
-        )
-        parser.add_argument(
-            "--max-body", type=int, default=1024 * 1024, help="largest request body in bytes (default 1 MiB)"
-        )
-        parser.add_argument(
-            "--timeout", type=float, default=5.0, help="seconds of a call without X-Timeout (default 5)"
-        )
-        parser.add_argument(
-            "--max-timeout", type=float, default=30.0, help="cap on X-Timeout, seconds (default 30)"
-        )
-        if name == "gateway":
-            parser.add_argument("--no-dashboard", action="store_true", help="do not serve /dashboard")
-        add_common(parser, schemas=True)
-        parser.set_defaults(run=runner(_serve), dashboard_command=name == "dashboard")
+def register(subparsers: Subparsers) -> None:
+    """Add ``gateway`` to the ``eventmicro`` parser."""
+    add_gateway_parser(
+        subparsers,
+        "gateway",
+        "serve services and events over HTTP (/api, /events, /openapi.json, /dashboard)",
+    )
+
+
+def add_gateway_parser(subparsers: Subparsers, name: str, help_text: str) -> None:
+    """A verb that serves the gateway: ``gateway``, or ``dashboard`` (the gateway, printing the
+    dashboard's address, which it always serves)."""
+    parser = subparsers.add_parser(
+        name, help=help_text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: a free one)")
+    parser.add_argument(
+        "--cors",
+        action="append",
+        metavar="ORIGIN",
+        default=[],
+        help="allow browser calls from ORIGIN (repeatable; * for any)",
+    )
+    parser.add_argument("--token-file", type=Path, help=f"bearer token in a file (or set {TOKEN_VARIABLE})")
+    parser.add_argument(
+        "--max-body", type=int, default=1024 * 1024, help="largest request body in bytes (default 1 MiB)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds of a call without X-Timeout (default 5)"
+    )
+    parser.add_argument(
+        "--max-timeout", type=float, default=30.0, help="cap on X-Timeout, seconds (default 30)"
+    )
+    if name == "gateway":
+        parser.add_argument("--no-dashboard", action="store_true", help="do not serve /dashboard")
+    add_nats_options(parser, schemas=True)
+    parser.set_defaults(run=runner(_serve), dashboard_command=name == "dashboard")
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -35,14 +35,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.cli.common import Subparsers
 from eventmicro.codegen import snake_case
 from eventmicro.wire.names import check_service_name
 
-__all__ = ["add_parser", "create"]
+__all__ = ["create", "register"]
 
 INSTALL: Final = "pip install 'grpcio-tools>=1.60' 'mypy-protobuf>=3.6'"
 EXAMPLES: Final = f"""examples:
@@ -94,8 +95,9 @@ class Names:
         return cls(project=name, module=module, camel=camel, service=snake_case(camel))
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``new`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "new",
         help="scaffold a service project: a .proto, generated code, a service and a passing test",
         epilog=EXAMPLES,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from eventmicro._errors import AuthorizationError, ConfigurationError, StreamConflict
-from eventmicro.cli.common import connect_options, connection_env
+from eventmicro.cli.common import Subparsers, connect_options, connection_env
 from eventmicro.service.process import DRAIN_TIMEOUT_VARIABLE, Serve, drain_timeout_from_env, run_services
 from eventmicro.service.service import Service
 from eventmicro.transport.config import ConnectOptions
@@ -59,8 +59,9 @@ POLL: Final = 0.5  # seconds between looks at the source files (--reload)
 UNWATCHED: Final = frozenset({"__pycache__", "node_modules", "site-packages", "dist-packages"})
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``run`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "run",
         help="serve services from a module, in one or more worker processes",
         epilog=EXAMPLES,

@@ -14,12 +14,12 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from eventmicro.cli.common import NATS_HELP, Subparsers, add_nats_options, connection
+from eventmicro.cli.failures import UNKNOWN, ToolError, runner
 from eventmicro.cli.text import json_text, printable
-from eventmicro.cli.tools import NATS_HELP, add_common, connection
 from eventmicro.service.discovery import discover
-from eventmicro.wire.types import UNKNOWN, ToolError, runner
 
-__all__ = ["add_parser"]
+__all__ = ["register"]
 
 _NAME: Final = re.compile(r"[A-Za-z0-9\-_]+")
 EXAMPLES: Final = f"""examples:
@@ -32,8 +32,9 @@ EXAMPLES: Final = f"""examples:
 """
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``services`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "services",
         help="list the running services, their endpoints and statistics ($SRV)",
         epilog=EXAMPLES,
@@ -47,7 +48,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--window", type=float, default=0.5, metavar="S", help="seconds to collect answers (default 0.5)"
     )
-    add_common(parser, schemas=False)
+    add_nats_options(parser, schemas=False)
     parser.set_defaults(run=runner(_services))
 
 

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from eventmicro._errors import EventMicroError
+from eventmicro.cli.common import NATS_HELP, Subparsers, add_nats_options, connection
+from eventmicro.cli.failures import ToolError, runner
 from eventmicro.cli.text import json_text, printable
-from eventmicro.cli.tools import NATS_HELP, add_common, connection
 from eventmicro.transport.connection import Message
-from eventmicro.wire import binding
-from eventmicro.wire.types import ToolError, data_to_json, load_schemas, one_line, runner
+from eventmicro.wire.documents import event_document, foreign_document, one_line, time_text
+from eventmicro.wire.types import load_schemas
 
-__all__ = ["add_parser", "event_document", "foreign_document", "render"]
+__all__ = ["register", "render"]
 
 _SUBJECT: Final = re.compile(r"[^\s.]+(\.[^\s.]+)*")
 EXAMPLES: Final = f"""examples:
@@ -38,8 +39,9 @@ Data is shown as JSON when it is JSON, or protobuf of an installed type (--schem
 """
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+def register(subparsers: Subparsers) -> None:
+    """Add ``tail`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
         "tail",
         help="print the CloudEvents on a subject as they arrive (either mode)",
         epilog=EXAMPLES,
@@ -54,7 +56,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", type=int, default=0, metavar="N", help="exit after N messages")
-    add_common(parser, schemas=True)
+    add_nats_options(parser, schemas=True)
     parser.set_defaults(run=runner(_tail))
 
 
@@ -95,29 +97,6 @@ def render(msg: Message, *, as_json: bool) -> str:
     return _pretty(document)
 
 
-def event_document(msg: Message) -> dict[str, Any]:
-    mode = binding.detect_mode(msg.headers)
-    event = binding.from_nats(msg, None)
-    attributes: dict[str, Any] = {}
-    for name, value in event.get_attributes().items():
-        attributes[name] = _time_text(value) if isinstance(value, datetime) else value
-    schema = event.get_dataschema()
-    key, data = data_to_json(event.get_data(), event.get_datacontenttype(), schema or event.get_type())
-    document = {"nats_subject": msg.subject, "mode": mode.value, **attributes, key: data}
-    document.update(nats_subject=msg.subject, mode=mode.value)  # not an extension of that name
-    return document
-
-
-def foreign_document(msg: Message, reason: str) -> dict[str, Any]:
-    content_type = next((v for k, v in (msg.headers or {}).items() if k.lower() == "content-type"), None)
-    key, data = data_to_json(msg.data, content_type or "application/octet-stream", None)
-    document: dict[str, Any] = {"nats_subject": msg.subject, "cloudevent": False, "reason": reason}
-    if msg.headers:
-        document["headers"] = dict(msg.headers)
-    document[key] = data
-    return document
-
-
 def _pretty(document: dict[str, Any]) -> str:
     data_key = "data" if "data" in document else "data_base64"
     data = document.get(data_key)
@@ -143,9 +122,5 @@ def _pretty(document: dict[str, Any]) -> str:
     return head + "\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _time_text(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _now() -> str:
-    return _time_text(datetime.now(UTC))
+    return time_text(datetime.now(UTC))

@@ -6,6 +6,9 @@
 or mount ``create_app(connection, config)`` in any ASGI server or app; ``async with
 serving(app) as url:`` serves it in the current event loop for a block (tests). See ``_app`` for the
 routes and ``_calls`` for the status mapping.
+
+An edge: it may import every layer below it, never the CLI; its modules (the dashboard's too)
+import one another, never this package, which only re-exports.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventmicro._errors import ConfigurationError, ConnectionClosed
+from eventmicro._version import __version__
 from eventmicro.gateway._calls import Calls
 from eventmicro.gateway._catalog import INFO_TIMEOUT, Catalog
 from eventmicro.gateway._config import GatewayConfig
@@ -48,7 +49,7 @@ from eventmicro.gateway._openapi import openapi_document
 from eventmicro.gateway._problems import Problem, problem_response, require_nats, unavailable
 from eventmicro.service.client import Client
 from eventmicro.transport.connection import Connection
-from eventmicro.wire.types import ToolError, load_schemas
+from eventmicro.wire.types import load_schemas
 
 __all__ = ["create_app", "serve", "serving"]
 
@@ -62,15 +63,11 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
     """The gateway's ASGI app, calling and publishing over ``connection`` (opened by the caller).
 
     Loads the protobuf modules of ``config.schemas`` (default: the ``schemas`` package, when
-    installed) so JSON can be turned into the endpoints' request types.
+    installed) so JSON can be turned into the endpoints' request types; one that cannot be
+    imported is a `ConfigurationError` (`SchemaPackageError`).
     """
     config = config or GatewayConfig()
-    try:
-        load_schemas(list(config.schemas) or None)
-    except ToolError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    from eventmicro import __version__
-
+    load_schemas(list(config.schemas) or None)
     catalog = Catalog(connection, config.discovery_ttl)
     calls = Calls(Client(connection, source=config.source), catalog, config)
     events = Events(connection, config)

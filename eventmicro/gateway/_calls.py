@@ -34,7 +34,6 @@ from eventmicro.gateway._catalog import Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
     PRINTABLE,
-    PROTOBUF_MEDIA,
     Problem,
     call_timeout,
     load_json,
@@ -58,6 +57,7 @@ from eventmicro.service.endpoints import (
     reply_to_json,
     reply_type,
 )
+from eventmicro.wire.media import PROTOBUF_MEDIA
 from eventmicro.wire.names import check_subject
 from eventmicro.wire.service_errors import ServiceError
 

@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse
 from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
-    PROTOBUF_MEDIA,
     Problem,
     load_json,
     media_type,
@@ -42,8 +41,8 @@ from eventmicro.service.endpoints import RequestInvalid, parse_message
 from eventmicro.transport import jetstream
 from eventmicro.transport.connection import Connection
 from eventmicro.wire import binding
-from eventmicro.wire.codecs import JSON
 from eventmicro.wire.event import Event
+from eventmicro.wire.media import JSON, PROTOBUF_MEDIA
 from eventmicro.wire.names import EVENT_PREFIX, MAX_SUBJECT_LENGTH, check_subject, event_subject
 from eventmicro.wire.types import message_class
 

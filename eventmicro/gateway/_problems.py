@@ -22,12 +22,11 @@ from starlette.responses import JSONResponse
 
 from eventmicro.transport.connection import Connection
 from eventmicro.wire import strictjson as strict_json
-from eventmicro.wire.codecs import PROTOBUF
+from eventmicro.wire.media import PROTOBUF_MEDIA
 
 __all__ = [
     "MAX_DEPTH",
     "PRINTABLE",
-    "PROTOBUF_MEDIA",
     "Problem",
     "call_timeout",
     "load_json",
@@ -43,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger("eventmicro.gateway")
 
-PROTOBUF_MEDIA: Final = frozenset({PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"})
 MAX_DEPTH: Final = 100  # nesting of a JSON body (protobuf's JSON parser stops at the same depth)
 PRINTABLE: Final = re.compile(r"[\x20-\x7e]{1,512}")  # a header value the gateway passes on
 _TRACEPARENT: Final = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")

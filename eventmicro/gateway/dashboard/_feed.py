@@ -1,8 +1,9 @@
 """One browser's share of the live events: decoded, filtered, bounded (the oldest give way).
 
 Each open event stream has its own `Feed`. The NATS subscription's handler decodes every
-message into the JSON the page shows (with ``eventmicro tail``'s decoder), keeps it when its
-CloudEvent type passes the `TypeFilter`, and queues it; the HTTP side takes what is queued::
+message into the JSON the page shows (with `eventmicro.wire.documents`, as ``eventmicro tail``
+does), keeps it when its CloudEvent type passes the `TypeFilter`, and queues it; the HTTP side
+takes what is queued::
 
     NATS ──on_message──▶ [decode, filter] ──▶ deque(N events, B bytes) ──take()──▶ SSE ``data:`` lines
                                                    │ full: the oldest are dropped and counted
@@ -24,9 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eventmicro._errors import EventMicroError
-from eventmicro.cli.tail import event_document, foreign_document
 from eventmicro.transport.connection import Message
-from eventmicro.wire.types import one_line
+from eventmicro.wire.documents import event_document, foreign_document, one_line
 
 __all__ = ["MAX_QUEUE", "MAX_QUEUE_BYTES", "Feed", "TypeFilter", "event_json", "size_of"]
 

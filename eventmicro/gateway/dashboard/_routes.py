@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -24,15 +24,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from eventmicro._errors import EventMicroError
+from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import problem_response, unavailable
 from eventmicro.gateway.dashboard._feed import MAX_QUEUE
 from eventmicro.gateway.dashboard._services import ServiceOverview
 from eventmicro.gateway.dashboard._stream import HEARTBEAT, EventsEndpoint, error_response
 from eventmicro.transport.connection import Connection
-from eventmicro.wire.types import ToolError, load_schemas
-
-if TYPE_CHECKING:  # pragma: no cover - no import at run time: eventmicro.gateway imports this package
-    from eventmicro.gateway import GatewayConfig
+from eventmicro.wire.types import SchemaPackageError, load_schemas
 
 __all__ = ["STATIC", "routes"]
 
@@ -71,7 +69,7 @@ def routes(
     """
     try:
         load_schemas(config.schemas or None)  # protobuf event data shown as JSON
-    except ToolError as exc:
+    except SchemaPackageError as exc:
         log.warning("dashboard: %s; protobuf data of its types is shown as base64", exc)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     services = ServiceOverview(connection, ttl=min(config.discovery_ttl, 1.0))
