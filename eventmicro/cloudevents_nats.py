@@ -31,50 +31,5 @@ Every invalid input raises an `EnvelopeError` subclass naming what is wrong.
 'com.example.hi'
 """
 
-from eventmicro.wire.binding import (
-    CE_PREFIX,
-    CONTENT_TYPE_HEADER,
-    STRUCTURED_CONTENT_TYPE,
-    CloudEventsWarning,
-    Mode,
-    NATSMessage,
-    SupportsNATSMessage,
-    decode_header_value,
-    detect_mode,
-    encode_header_value,
-    from_binary,
-    from_binary_event,
-    from_nats,
-    from_nats_event,
-    from_structured,
-    from_structured_event,
-    is_json_content_type,
-    to_binary,
-    to_binary_event,
-    to_structured,
-    to_structured_event,
-)
-
-__all__ = [
-    "CE_PREFIX",
-    "CONTENT_TYPE_HEADER",
-    "STRUCTURED_CONTENT_TYPE",
-    "CloudEventsWarning",
-    "Mode",
-    "NATSMessage",
-    "SupportsNATSMessage",
-    "decode_header_value",
-    "detect_mode",
-    "encode_header_value",
-    "from_binary",
-    "from_binary_event",
-    "from_nats",
-    "from_nats_event",
-    "from_structured",
-    "from_structured_event",
-    "is_json_content_type",
-    "to_binary",
-    "to_binary_event",
-    "to_structured",
-    "to_structured_event",
-]
+from eventmicro.wire.binding import *  # noqa: F403 - the public face of the binding
+from eventmicro.wire.binding import __all__  # noqa: F401 - star-imported names are its __all__
