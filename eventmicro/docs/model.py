@@ -11,20 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from google.protobuf.message import Message
-
 from eventmicro.service.handlers import HandlerKind, HandlerSpec
 from eventmicro.service.service import Service
 from eventmicro.wire.codecs import (
-    JSON,
-    OCTET_STREAM,
-    PROTOBUF,
-    TEXT,
     TYPE_URL_PREFIX,
+    dataschema_of,
+    media_type_of,
+    media_type_of_label,
     python_type_name,
     type_name_of,
 )
 from eventmicro.wire.jsonschema import SchemaSet
+from eventmicro.wire.media import JSON, PROTOBUF
 from eventmicro.wire.names import consumer_name, event_subject
 
 __all__ = [
@@ -168,13 +166,14 @@ def _body(cls: Any, schemas: SchemaSet) -> Body:
     plain = typing.get_origin(cls) or cls
     if not isinstance(plain, type):
         return Body(repr(cls), schemas.of_type(cls), JSON)
-    name = type_name_of(plain)
-    if issubclass(plain, Message):
-        return Body(name or "", schemas.of_type(cls), PROTOBUF, TYPE_URL_PREFIX + (name or ""), named=True)
-    content = (
-        OCTET_STREAM if issubclass(plain, bytes | bytearray) else TEXT if issubclass(plain, str) else JSON
+    name = type_name_of(plain)  # its codec says the rest: content type, dataschema (protobuf's type URL)
+    return Body(
+        name or python_type_name(plain),
+        schemas.of_type(cls),
+        media_type_of(plain),
+        dataschema_of(plain),
+        named=name is not None,
     )
-    return Body(name or python_type_name(plain), schemas.of_type(cls), content, named=name is not None)
 
 
 def _from_info(info: Mapping[str, Any], schemas: SchemaSet) -> ServiceModel:
@@ -256,7 +255,7 @@ def _label_body(
     schema = schemas.of_label(label, url, published)
     if url or ("$ref" in schema and not published):  # a $ref without `published`: installed protobuf
         return Body(label, schema, PROTOBUF, url or TYPE_URL_PREFIX + label, named=True)
-    content = {"builtins.str": TEXT, "builtins.bytes": OCTET_STREAM}.get(label, JSON)
+    content = media_type_of_label(label)  # builtins.str: text, builtins.bytes: bytes, else JSON
     return Body(label, schema, content, named=event and not label.startswith("builtins."))
 
 

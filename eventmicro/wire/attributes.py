@@ -33,6 +33,9 @@ _STRING_ATTRIBUTES: Final = ("datacontenttype", "dataschema", "subject")
 # The longest text (a header name or value) the binding's caches keep: with at most a few
 # thousand entries each, they stay within a few MiB whatever senders put in their headers.
 _MAX_CACHED_TEXT: Final = 256
+# Values such as type, source and content types repeat in every event: the binding remembers
+# their codings, in caches of at most this many entries.
+_CACHE_LIMIT: Final = 4096
 
 EventData = Any
 """Event data: raw ``bytes`` off the wire, ``str``, a parsed JSON value, or ``None``."""

@@ -11,6 +11,7 @@ from cloudevents.core.formats.base import Format
 
 from eventmicro._errors import EnvelopeError, InvalidAttribute, MissingAttribute
 from eventmicro.wire.attributes import (
+    _CACHE_LIMIT,
     _MAX_CACHED_TEXT,
     CORE_ATTRIBUTES,
     REQUIRED_ATTRIBUTES,
@@ -19,7 +20,7 @@ from eventmicro.wire.attributes import (
     check_string,
 )
 from eventmicro.wire.clock import is_known_time, parse_time
-from eventmicro.wire.event import Event
+from eventmicro.wire.event import Event, _build
 from eventmicro.wire.headervalues import (
     _UNCACHED,
     _decode_value,
@@ -28,14 +29,12 @@ from eventmicro.wire.headervalues import (
     encode_header_value,
 )
 from eventmicro.wire.message import (
-    _CACHE_LIMIT,
     _MAX_NAME,
     CE_PREFIX,
     TRACEPARENT,
     TRACESTATE,
     NATSMessage,
     SupportsNATSMessage,
-    _build,
     _check_required,
     _warn_long_name,
     _write_data,

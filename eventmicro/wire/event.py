@@ -14,14 +14,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from cloudevents.core.base import BaseCloudEvent, EventFactory
+from cloudevents.core.exceptions import BaseCloudEventException
 from google.protobuf.message import DecodeError
 
 from eventmicro._errors import (
     ConfigurationError,
+    EnvelopeError,
     InvalidAttribute,
 )
 from eventmicro.wire.attributes import (
     _MAX_CACHED_TEXT,
+    _STRING_ATTRIBUTES,
     CORE_ATTRIBUTES,
     SPECVERSION,
     EventData,
@@ -31,16 +35,19 @@ from eventmicro.wire.attributes import (
     validate_attributes,
 )
 from eventmicro.wire.clock import _clock, _ids, parse_time, tick
-from eventmicro.wire.codecs import (
-    PROTOBUF,
-    _proto_meta,
-    _proto_targets,
-    _serialize,
-    decode_payload,
-    encode_payload,
-)
+from eventmicro.wire.codecs import decode_payload, encode_payload
+from eventmicro.wire.codecs.protobuf import _proto_meta, _proto_targets
+from eventmicro.wire.codecs.protobuf import serialize as _serialize
+from eventmicro.wire.headervalues import encode_header_value
+from eventmicro.wire.media import PROTOBUF
+from eventmicro.wire.message import _warn_long_name
 
 T = TypeVar("T")
+
+# The protobuf codec's caches, read per event (a bound method: a name bound by an import would
+# cost an attribute lookup per call)
+_proto_meta_of = _proto_meta.get
+_proto_target_of = _proto_targets.get
 
 __all__ = ["Event"]
 
@@ -158,7 +165,7 @@ class Event:
         >>> Event.of({"n": 1}, source="/counter", type="com.example.counted").get_data()
         b'{"n":1}'
         """
-        meta = _proto_meta.get(value.__class__)
+        meta = _proto_meta_of(value.__class__)
         payload_type: str | None
         dataschema: str | None
         if meta is not None:  # a protobuf class seen before: the common case, without a Payload
@@ -215,7 +222,7 @@ class Event:
         data = self._data
         attributes = self._attributes
         if data.__class__ is bytes and attributes.get("datacontenttype") == PROTOBUF:
-            schema = _proto_targets.get(target)  # the fast path for protobuf targets seen before
+            schema = _proto_target_of(target)  # the fast path for protobuf targets seen before
             if schema is not None and attributes.get("dataschema", schema) == schema:
                 try:
                     return target.FromString(data)  # type: ignore[attr-defined,no-any-return]
@@ -300,8 +307,6 @@ _extension_names: set[str] = set()  # names already checked
 
 def _extension_headers(extensions: Mapping[str, ExtensionValue]) -> dict[str, str]:
     """Binary-mode headers of extension attributes (plus plain trace headers), validated."""
-    from eventmicro.wire.headervalues import encode_header_value  # it imports this module
-
     headers: dict[str, str] = {}
     for name, value in extensions.items():
         if name not in _extension_names:
@@ -309,8 +314,6 @@ def _extension_headers(extensions: Mapping[str, ExtensionValue]) -> dict[str, st
                 raise InvalidAttribute(name, "is a core attribute, not an extension")
             check_attribute_name(name)
             if len(name) > 20:
-                from eventmicro.wire.message import _warn_long_name  # it imports this module
-
                 _warn_long_name(name, stacklevel=4)
             elif len(_extension_names) < 4096:
                 _extension_names.add(name)
@@ -326,8 +329,6 @@ def _extension_headers(extensions: Mapping[str, ExtensionValue]) -> dict[str, st
 
 def _template(event_type: str, source: str, content_type: str, dataschema: str | None) -> Template:
     """Encode (and so validate) the shared attributes once."""
-    from eventmicro.wire.headervalues import encode_header_value  # it imports this module
-
     headers = {"ce-specversion": SPECVERSION, "ce-id": "", "ce-source": "", "ce-type": "", "ce-time": ""}
     attributes: dict[str, Any] = {"specversion": SPECVERSION, "id": ""}
     for name, value in (
@@ -342,3 +343,20 @@ def _template(event_type: str, source: str, content_type: str, dataschema: str |
             headers["ce-" + name] = encode_header_value(name, value)
             attributes[name] = value
     return headers, attributes
+
+
+def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
+    """The event a decoder read: an `Event` of attributes it validated (``factory`` ``None``),
+    else what ``factory`` makes of them (its refusal raised as an `EnvelopeError`)."""
+    if factory is None:
+        for name in _STRING_ATTRIBUTES:
+            value = attributes.get(name)
+            if value is not None and (value.__class__ is not str or not value):
+                raise InvalidAttribute(name, "must be a non-empty string")
+        return Event._validated(attributes, data)
+    try:
+        return factory(attributes, data)
+    except EnvelopeError:
+        raise
+    except (BaseCloudEventException, ValueError, TypeError) as exc:
+        raise EnvelopeError(f"the event factory rejected the event: {exc}") from exc

@@ -13,13 +13,15 @@ from eventmicro._errors import (
     InvalidAttribute,
 )
 from eventmicro.wire.attributes import (
+    _CACHE_LIMIT,
     _MAX_CACHED_TEXT,
     check_string,
 )
 from eventmicro.wire.clock import format_time
-from eventmicro.wire.message import _CACHE_LIMIT, CE_PREFIX
 
-__all__ = ["decode_header_value", "encode_header_value"]
+__all__ = ["CE_PREFIX", "decode_header_value", "encode_header_value"]
+
+CE_PREFIX: Final = "ce-"  # binary mode: attribute <name> travels in header ce-<name>
 
 # §3.1.3.2: printable ASCII except space, '"' and '%' is sent as is; everything else is %XY.
 _SAFE_CHARS: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%')

@@ -40,13 +40,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from google.protobuf.message import Message
 
 from eventmicro.wire import strictjson as strict_json
-from eventmicro.wire.codecs import python_type_name
+from eventmicro.wire.codecs import codec_for_target, dataschema_of, python_type_name
 from eventmicro.wire.types import message_descriptor
 
-try:  # pydantic is optional
+try:  # pydantic is optional: it describes dataclasses best when present
     import pydantic
 except ImportError:  # pragma: no cover - exercised only without pydantic installed
     pydantic = None  # type: ignore[assignment]
@@ -180,22 +179,9 @@ class SchemaSet:
             return {"type": "array", "items": self.of_type(args[0]) if args else {}}
         if not isinstance(cls, type):
             return {} if cls is Any else {"description": f"any JSON value ({cls!r} is not described)"}
-        if issubclass(cls, Message):
-            return self.of_descriptor(typing.cast(Descriptor, cls.DESCRIPTOR))
-        template = self.ref_prefix + "{model}"
-        if pydantic is not None and issubclass(cls, pydantic.BaseModel):
-            try:
-                return self._lift(cls, cls.model_json_schema(ref_template=template))
-            except pydantic.PydanticUserError:  # a field type with no JSON Schema
-                return {"description": f"any JSON value ({python_type_name(cls)} has no JSON Schema)"}
-        if dataclasses.is_dataclass(cls):
-            adapter = getattr(pydantic, "TypeAdapter", None)  # None without pydantic
-            try:
-                if adapter is not None:
-                    return self._lift(cls, adapter(cls).json_schema(ref_template=template))
-            except pydantic.PydanticUserError:
-                pass  # a field type pydantic cannot describe: the plain mapping says what it can
-            return self._dataclass(cls)
+        codec = codec_for_target(cls)  # protobuf, pydantic, dataclasses, ...: their codec says
+        if codec is not None and (schema := codec.json_schema(cls, self)) is not None:
+            return schema
         if issubclass(cls, enum.Enum):
             return {"enum": [member.value for member in cls]}
         for base in cls.__mro__[:-1] if cls is not object else (object,):
@@ -323,8 +309,9 @@ class SchemaSet:
 
     # --- pydantic and dataclasses -------------------------------------------------------------
 
-    def _lift(self, cls: type, schema: Schema) -> Schema:
-        """Register a generated schema as a component, its ``$defs`` as components too."""
+    def lift(self, cls: type, schema: Schema) -> Schema:
+        """Register a schema generated for ``cls`` (pydantic's, say) as a component, its ``$defs``
+        as components too; returns its ``$ref``."""
         name = _key(python_type_name(cls))
         defs: dict[str, Schema] = schema.pop("$defs", {})
         renames: dict[str, str] = {}
@@ -355,7 +342,18 @@ class SchemaSet:
             out["$ref"] = self.ref_prefix + renames.get(target, target)
         return out
 
-    def _dataclass(self, cls: type) -> Schema:  # without pydantic
+    def of_dataclass(self, cls: type) -> Schema:
+        """A dataclass's schema: pydantic's (``TypeAdapter``) when installed and able, else one
+        made from its fields; a component, so the answer is its ``$ref``."""
+        adapter = getattr(pydantic, "TypeAdapter", None)  # None without pydantic
+        try:
+            if adapter is not None:
+                return self.lift(cls, adapter(cls).json_schema(ref_template=self.ref_prefix + "{model}"))
+        except pydantic.PydanticUserError:
+            pass  # a field type pydantic cannot describe: the plain mapping says what it can
+        return self._fields(cls)
+
+    def _fields(self, cls: type) -> Schema:  # without pydantic
         name = _key(python_type_name(cls))
         if name not in self.components:
             self.components[name] = {}
@@ -378,11 +376,8 @@ def published_schema(cls: object) -> str | None:
     type: one self-contained document (its models under ``$defs``), compact JSON of at most
     `MAX_PUBLISHED` characters; ``None`` for other types, types without a schema, or longer ones
     (ADR-33 bounds all metadata together at 128 KB)."""
-    model = isinstance(cls, type) and (
-        dataclasses.is_dataclass(cls) or (pydantic is not None and issubclass(cls, pydantic.BaseModel))
-    )
-    if not model:
-        return None
+    if not isinstance(cls, type) or dataschema_of(cls) is not None:
+        return None  # not a class, or one its dataschema names (protobuf: the type URL)
     schemas = SchemaSet(_DEFS)
     top = schemas.of_type(cls)
     if "$ref" not in top:

@@ -8,8 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
-from cloudevents.core.base import BaseCloudEvent, EventFactory
-from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.formats.base import Format
 
 from eventmicro._errors import (
@@ -18,9 +17,9 @@ from eventmicro._errors import (
     MissingAttribute,
     UnsupportedSpecVersion,
 )
-from eventmicro.wire.attributes import _STRING_ATTRIBUTES, REQUIRED_ATTRIBUTES, SPECVERSION
-from eventmicro.wire.codecs import is_json_media
-from eventmicro.wire.event import Event
+from eventmicro.wire.attributes import REQUIRED_ATTRIBUTES, SPECVERSION
+from eventmicro.wire.headervalues import CE_PREFIX
+from eventmicro.wire.media import is_json
 
 __all__ = [
     "CE_PREFIX",
@@ -35,14 +34,10 @@ __all__ = [
     "is_json_content_type",
 ]
 
-CE_PREFIX: Final = "ce-"
 CONTENT_TYPE_HEADER: Final = "Content-Type"
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
-# Values such as type, source and content types repeat in every event: remember their codings.
-# Only short ones: a cache is bounded in bytes (entries x size), whatever senders choose.
-_CACHE_LIMIT: Final = 4096
 _MAX_NAME: Final = 20
 
 
@@ -76,7 +71,7 @@ class NATSMessage(NamedTuple):
 
 def is_json_content_type(content_type: str | None) -> bool:
     """True for ``*/json`` and ``*/*+json`` media types (and for a missing one, per the JSON format)."""
-    return content_type is None or is_json_media(content_type)
+    return content_type is None or is_json(content_type)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -104,21 +99,6 @@ def _check_required(attributes: dict[str, Any]) -> None:
             raise MissingAttribute(name)
         if not value:
             raise InvalidAttribute(name, "must not be empty")
-
-
-def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
-    if factory is None:
-        for name in _STRING_ATTRIBUTES:
-            value = attributes.get(name)
-            if value is not None and (value.__class__ is not str or not value):
-                raise InvalidAttribute(name, "must be a non-empty string")
-        return Event._validated(attributes, data)
-    try:
-        return factory(attributes, data)
-    except EnvelopeError:
-        raise
-    except (BaseCloudEventException, ValueError, TypeError) as exc:
-        raise EnvelopeError(f"the event factory rejected the event: {exc}") from exc
 
 
 def _write_data(event: BaseCloudEvent, content_type: Any, event_format: Format | None) -> bytes:

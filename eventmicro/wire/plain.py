@@ -30,7 +30,8 @@ from google.protobuf.message import Message
 
 from eventmicro._errors import PayloadDecodeError, PayloadEncodeError
 from eventmicro.wire import strictjson as strict_json
-from eventmicro.wire.codecs import JSON, PROTOBUF, decode_payload, encode_payload, is_json_media
+from eventmicro.wire.codecs import decode_payload, encode_payload
+from eventmicro.wire.media import JSON, PROTOBUF, is_json
 from eventmicro.wire.message import CONTENT_TYPE_HEADER, NATSMessage, SupportsNATSMessage
 
 __all__ = ["Bare", "bare_payload", "bare_reply", "decode_bare"]
@@ -82,7 +83,7 @@ def decode_bare(bare: Bare, target: type) -> tuple[Any, str | None]:
     content_type = bare.content_type
     if content_type is not None and content_type.strip():
         value: Any = decode_payload(bare.data, content_type.strip(), target)
-        return value, (JSON if is_json_media(content_type) else None)
+        return value, (JSON if is_json(content_type) else None)
     if isinstance(target, type) and issubclass(target, Message):
         try:
             return decode_payload(bare.data, PROTOBUF, target), PROTOBUF

@@ -27,14 +27,13 @@ from eventmicro.wire.attributes import (
     check_string,
 )
 from eventmicro.wire.clock import format_time, parse_time
-from eventmicro.wire.event import Event
+from eventmicro.wire.event import Event, _build
 from eventmicro.wire.message import (
     _MAX_NAME,
     CONTENT_TYPE_HEADER,
     STRUCTURED_CONTENT_TYPE,
     NATSMessage,
     SupportsNATSMessage,
-    _build,
     _check_required,
     _warn_long_name,
     is_json_content_type,
