@@ -52,12 +52,15 @@ from eventmicro.transport.jetstream import Stored, Stream
 from eventmicro.transport.kv import BucketConfig, Entry, Store, Watch
 from eventmicro.transport.server import NatsServer, find_server_binary
 from eventmicro.wire.codecs import (
+    Codec,
     Payload,
     TypeRegistry,
     decode_payload,
     encode_payload,
     event_type,
+    register_codec,
     type_name_of,
+    unregister_codec,
 )
 from eventmicro.wire.event import Event
 from eventmicro.wire.service_errors import (
@@ -92,6 +95,7 @@ __all__ = [
     "BucketConfig",
     "BucketNotFound",
     "Client",
+    "Codec",
     "ConfigurationError",
     "Conflict",
     "ConnectError",
@@ -160,8 +164,10 @@ __all__ = [
     "event_type",
     "find_server_binary",
     "logging_middleware",
+    "register_codec",
     "register_error",
     "timing_middleware",
     "tracing_enabled",
     "type_name_of",
+    "unregister_codec",
 ]

@@ -44,7 +44,7 @@ from eventmicro.observability.instance import Instance
 from eventmicro.service.handlers import HandlerKind, HandlerSpec
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.wire import strictjson as strict_json
-from eventmicro.wire.codecs import TYPE_URL_PREFIX, python_type_name, type_name_of
+from eventmicro.wire.codecs import dataschema_of, python_type_name
 from eventmicro.wire.names import consumer_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,9 +207,9 @@ def _names(spec: HandlerSpec) -> list[str]:
 
 
 def _type_url(cls: Any) -> str | None:
-    """``type.googleapis.com/<full name>`` of a protobuf class, ``None`` for other types."""
-    name = type_name_of(cls) if isinstance(cls, type) else None
-    return TYPE_URL_PREFIX + name if name and hasattr(cls, "DESCRIPTOR") else None
+    """The ``dataschema`` its codec gives a class (protobuf: ``type.googleapis.com/<full
+    name>``), ``None`` for other types."""
+    return dataschema_of(cls) if isinstance(cls, type) else None
 
 
 @functools.cache

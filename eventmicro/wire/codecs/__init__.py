@@ -23,13 +23,10 @@ general first. Media types are `eventmicro.wire.media`'s.
 
 from __future__ import annotations
 
-from eventmicro.wire import media
 from eventmicro.wire.codecs.base import Codec, Payload, SchemaBuilder, event_type
 from eventmicro.wire.codecs.jsonvalues import JSONCodec
 from eventmicro.wire.codecs.octets import BytesCodec
-from eventmicro.wire.codecs.protobuf import TYPE_URL_PREFIX, ProtobufCodec, serialize, unknown_field
-from eventmicro.wire.codecs.protobuf import _proto_meta as _proto_meta
-from eventmicro.wire.codecs.protobuf import _proto_targets as _proto_targets
+from eventmicro.wire.codecs.protobuf import TYPE_URL_PREFIX, ProtobufCodec, unknown_field
 from eventmicro.wire.codecs.pydantic_models import PydanticCodec
 from eventmicro.wire.codecs.registry import (
     TypeRegistry,
@@ -49,19 +46,12 @@ from eventmicro.wire.codecs.registry import (
 )
 from eventmicro.wire.codecs.text import TextCodec
 from eventmicro.wire.media import JSON, OCTET_STREAM, PROTOBUF, TEXT
-from eventmicro.wire.media import is_json as is_json_media
 
 register_codec(JSONCodec())  # dataclasses, dicts, lists, tuples; every target no other codec reads
 register_codec(PydanticCodec())  # pydantic v2 models
 register_codec(TextCodec())  # str
 register_codec(BytesCodec())  # bytes, bytearray, memoryview
 register_codec(ProtobufCodec())  # protobuf messages
-
-# Names of the module this package replaced, kept importable (media types: wire.media's table).
-_PROTOBUF_TYPES = media.PROTOBUF_MEDIA
-_media = media.essence
-_is_json = media.is_json
-_serialize = serialize
 
 __all__ = [
     "JSON",
@@ -79,7 +69,6 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "event_type",
-    "is_json_media",
     "media_type_of",
     "media_type_of_label",
     "python_type_name",

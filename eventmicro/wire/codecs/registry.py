@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar, cast
 
 from google.protobuf.message import DecodeError
 
-from eventmicro._errors import PayloadDecodeError, PayloadEncodeError, UnexpectedType
+from eventmicro._errors import ConfigurationError, PayloadDecodeError, PayloadEncodeError, UnexpectedType
 from eventmicro.wire import media
 from eventmicro.wire.codecs.base import Codec, Payload, declared_type_name, python_names, type_names
 from eventmicro.wire.codecs.protobuf import _proto_meta, _proto_targets, serialize
@@ -59,7 +59,7 @@ def register_codec(codec: Codec) -> None:
     """Add ``codec``; it is asked before every codec registered earlier. Its name must be new."""
     for known in _codecs:
         if known is codec or known.name == codec.name:
-            raise ValueError(f"a codec named {codec.name!r} is already registered")
+            raise ConfigurationError(f"a codec named {codec.name!r} is already registered")
     _codecs.append(codec)
     _forget()
 
@@ -67,7 +67,7 @@ def register_codec(codec: Codec) -> None:
 def unregister_codec(codec: Codec) -> None:
     """Remove ``codec`` (registered before); the types it claimed go back to the others."""
     if not any(known is codec for known in _codecs):
-        raise ValueError(f"the codec {codec.name!r} is not registered")
+        raise ConfigurationError(f"the codec {codec.name!r} is not registered")
     _codecs[:] = [known for known in _codecs if known is not codec]
     _forget()
 
