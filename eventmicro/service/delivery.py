@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from eventmicro._errors import ConfigurationError, EnvelopeError, PayloadError
-from eventmicro.transport.jetstream import check_deliver
+from eventmicro.transport.jetstream import STREAM_NAME, check_deliver
 from eventmicro.wire.service_errors import BadRequest
 
 __all__ = [
@@ -95,9 +95,13 @@ class Durable:
             isinstance(t, type) and issubclass(t, BaseException) for t in self.terminal
         ):
             raise ConfigurationError("Durable(terminal=...) is a list of exception types")
-        if not self.ack_wait > 0:
+        wait = self.ack_wait
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
             raise ConfigurationError("Durable(ack_wait=...) must be a positive number of seconds")
         check_deliver(self.deliver)
+        _check_stream(self.stream, "Durable")
+        if not isinstance(self.dead_letter, bool):
+            raise ConfigurationError("Durable(dead_letter=...) is True or False")
         ttl = self.idempotent
         if not isinstance(ttl, bool) and not (isinstance(ttl, int | float) and ttl >= 0.1):
             raise ConfigurationError("Durable(idempotent=...): the guard's TTL must be at least 0.1 s")
@@ -144,6 +148,12 @@ class Ordered:
 
     def __post_init__(self) -> None:
         check_deliver(self.deliver)
+        _check_stream(self.stream, "Ordered")
+
+
+def _check_stream(stream: object, mode: str) -> None:
+    if stream is not None and not (isinstance(stream, str) and STREAM_NAME.fullmatch(stream)):
+        raise ConfigurationError(f"{mode}(stream=...): a stream name (letters, digits, '-' and '_') or None")
 
 
 DeliveryOption = Shared | Broadcast | Durable | Ordered

@@ -36,6 +36,7 @@ from eventmicro.transport.connection import Connection, Message, describe_api, t
 from eventmicro.wire.names import check_subject
 
 __all__ = [
+    "STREAM_NAME",
     "Delivery",
     "OrderedSubscription",
     "PullConsumer",
@@ -55,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger("eventmicro.jetstream")
 
-_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
+STREAM_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")  # a stream or consumer name
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 NO_MATCHING_STREAM: Final = 10039  # JSStreamNotFoundErr for a subject lookup ("no stream matches subject")
 STREAM_NOT_FOUND: Final = 10059
@@ -81,7 +82,7 @@ class Stream:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
+        if not STREAM_NAME.fullmatch(self.name):
             raise ConfigurationError(f"stream name {self.name!r}: use letters, digits, '-' and '_'")
         if isinstance(self.subjects, str) or not self.subjects:
             raise ConfigurationError(f"stream {self.name}: subjects must be a non-empty list of subjects")
