@@ -1,6 +1,6 @@
 """Every use of nats-py's private parts, in one module: what eventmicro changes in nats-py.
 
-Checked against nats-py 2.16.0 (`CHECKED_WITH`); ``tests/unit/test_natspy_privates.py`` fails
+Checked against nats-py 2.16.0 (`CHECKED_WITH`); ``tests/transport/test_natspy_privates.py`` fails
 when an installed nats-py no longer has what is used here, and ``pyproject.toml`` allows only
 the versions that test has passed. Nothing outside `eventmicro.transport.connection` imports this module.
 

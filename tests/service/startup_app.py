@@ -1,4 +1,4 @@
-"""A small service for tests/integration/test_startup_output.py: an endpoint that fails, an event
+"""A small service for tests/service/test_startup_output.py: an endpoint that fails, an event
 handler; ``python startup_app.py`` serves it through `Service.run` (NATS_URL from the environment)."""
 
 from __future__ import annotations

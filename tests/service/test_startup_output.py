@@ -33,7 +33,7 @@ from eventmicro.transport.server import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-APP = "startup_app"  # tests/integration/startup_app.py
+APP = "startup_app"  # tests/service/startup_app.py
 
 
 def environment(**extra: str) -> dict[str, str]:

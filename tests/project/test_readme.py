@@ -48,7 +48,7 @@ import pytest
 from eventmicro import Connection, ConnectOptions, NatsServer
 from eventmicro._errors import EventMicroError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 RUN = {"python": "python", "sh": "sh", "bash": "sh", "console": "sh"}
 BLOCK_TIMEOUT = 45.0
