@@ -29,6 +29,14 @@ def eventually() -> Eventually:
 
 
 @pytest_asyncio.fixture
+async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
+    """An open connection to the session server; closed after."""
+    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    yield connection
+    await connection.close()
+
+
+@pytest_asyncio.fixture
 async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
     """A second connection to the session server, for a service under test, so the test's own
     traffic (on ``nats_connection`` or a raw socket) never shares its reader; closed after."""

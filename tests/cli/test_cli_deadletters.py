@@ -11,6 +11,7 @@ import pytest
 
 from eventmicro import Client, Connection, ConnectOptions, DeadLetters, Durable, NatsServer, Service, Stream
 from eventmicro.cli.main import main
+from eventmicro.transport.jetstream import ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 
@@ -160,3 +161,43 @@ def test_replaying_a_dead_letter_whose_body_is_gone_says_so(
     assert f"dead letter {bodiless} has no body and the original is gone from stream {stream}" in out
     assert main([*base, "ls", service, "--json"]) == 0
     assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [bodiless]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def placed(order_id: str) -> orders.OrderPlaced:
+    return orders.OrderPlaced(order_id=order_id, customer_id="c-1", total_cents=100)
+
+
+async def durable_setup(conn: Connection) -> tuple[str, str]:
+    name = unique("R")
+    await ensure_stream(conn, Stream(name, [f"{name}.>"]))
+    return name, f"{name}.placed"
+
+
+def test_replay_all_of_a_service_as_the_help_shows(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eventmicro deadletters replay --all billing`` (the help's example) was a usage error."""
+    service = unique("cliall")
+
+    async def make() -> None:
+        async with Connection(ConnectOptions.from_env(nats_server.url, environ={})) as c:
+            _stream, subject = await durable_setup(c)
+            svc = Service(service, version="1.0.0")
+
+            @svc.subscribe(subject=subject, delivery=Durable(terminal=[LookupError]))
+            async def charge(event: orders.OrderPlaced) -> None:
+                raise LookupError
+
+            async with svc.serving(c):
+                await Client(c).publish(placed("o-1"), subject=subject, durable=True)
+                async with asyncio.timeout(10):
+                    while not await DeadLetters(c).list(service):  # noqa: ASYNC110 - no event to wait on
+                        await asyncio.sleep(0.02)
+
+    asyncio.run(make())
+    assert main(["deadletters", "--url", nats_server.url, "replay", "--all", service]) == 0
+    assert "replayed 1 dead letter" in capsys.readouterr().out

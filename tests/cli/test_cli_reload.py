@@ -1,12 +1,13 @@
 """``eventmicro run --reload`` in a project as people have them: a virtualenv, .git, node_modules
 and caches beside the code. Only the project's own ``.py`` files are watched (polling a
 2,248-file venv twice a second cost 7-12% of a core while idle), and a restart says which file
-changed.
+changed. An edit that leaves a module that does not import is waited out until the next edit fixes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,3 +83,60 @@ def test_reload_watches_the_project_not_its_venv_and_says_what_changed(
     assert process.returncode == 0, out
     restarts = [line for line in out.splitlines() if "source changed" in line]
     assert restarts == ["eventmicro run: source changed; restarting the workers (app.py)"]
+
+
+SERVICE_V1 = """from eventmicro import Service
+
+svc = Service("reloaded", version="1.0.0")
+
+
+@svc.rpc
+async def version(req: str) -> str:
+    return "one"
+"""
+
+
+def test_run_reload_waits_for_a_fix_after_an_edit_that_does_not_import(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    package = tmp_path / "reloadpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    module = package / "svc.py"
+    module.write_text(SERVICE_V1)
+    command = [
+        sys.executable,
+        "-m",
+        "eventmicro",
+        "run",
+        "reloadpkg.svc",
+        "--reload",
+        "--url",
+        nats_server.url,
+    ]
+    supervisor = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert supervisor.stdout is not None
+        lines = []
+        for line in supervisor.stdout:  # the first workers come up, then an edit breaks the module
+            lines.append(line)
+            if "worker(s) serving" in line:
+                module.write_text(SERVICE_V1 + "\nthis is not python\n")
+            if "giving up" in line or "waiting for a change" in line:
+                break
+        assert supervisor.poll() is None, "".join(lines)  # still there for the fix
+        assert not any("giving up" in x for x in lines), "".join(lines)
+        module.write_text(SERVICE_V1.replace('"one"', '"two"'))
+        for line in supervisor.stdout:
+            lines.append(line)
+            if "source changed" in line:
+                break
+        assert supervisor.poll() is None, "".join(lines)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            supervisor.terminate()
+        supervisor.wait(timeout=60)
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()

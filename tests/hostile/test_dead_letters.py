@@ -10,12 +10,11 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
 import pytest
-import pytest_asyncio
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, DiscardPolicy, StreamConfig
 
@@ -35,13 +34,6 @@ from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
 JS_HEADER_LIMIT = 65_535  # nats-server stores no message with a larger header block
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 def unique(prefix: str) -> str:

@@ -1,17 +1,23 @@
 """The gateway while its nats-server is down: 503 on every data route, never 404 or 504; back
-to normal once the server is back."""
+to normal once the server is back. A request that would make nats-server cut the gateway's
+connection (a subject longer than its protocol line) is a 400 instead, and the connection stays."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 import httpx
 
 from eventmicro import Connection, ConnectOptions, NatsServer, Service
 from eventmicro.gateway import GatewayConfig, create_app, serving
+from eventmicro.transport.connection import Message
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 
 Eventually = Callable[..., Awaitable[None]]
+
+TOKEN = "s3cret"
 
 
 def stock() -> Service:
@@ -65,3 +71,41 @@ async def test_during_a_nats_outage_the_data_routes_answer_503(
         await eventually(lambda: gateway_connection.is_connected and service_connection.is_connected)
         after = await http.post("/api/outagestock/level", json=call)
         assert (after.status_code, after.json()) == (200, {"sku": "apple", "available": 7})
+
+
+async def test_a_subject_too_long_for_nats_is_400_and_the_gateway_keeps_its_connection(
+    nats_connection: Connection,
+) -> None:
+    """An event type of 5,000 characters made the gateway publish on a subject longer than
+    nats-server's protocol line: the server cut the connection, nats-py closed it for good, the
+    request had been answered 202 (the event lost) and every later one 503 until a restart."""
+    long_type = "com.example." + "a" * 5000
+    structured = json.dumps({"specversion": "1.0", "id": "1", "source": "/x", "type": long_type})
+    config = GatewayConfig(token=TOKEN)
+    async with (
+        serving(create_app(nats_connection, config), config=config) as url,
+        httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        json_type = {"content-type": "application/json"}
+        refused = [
+            await http.post(f"/events/{long_type}", content=b"{}", headers=json_type),
+            await http.post(
+                "/events", content=structured, headers={"content-type": "application/cloudevents+json"}
+            ),
+            await http.post(
+                "/events/com.example.t", params={"subject": f"events.{long_type}"}, content=b"{}"
+            ),
+            await http.get("/dashboard/events", params={"subject": f"events.{long_type}"}),
+        ]
+        assert [answer.status_code for answer in refused] == [400] * 4, [a.text[:200] for a in refused]
+        assert "at most 1024 characters" in refused[2].json()["error"]["detail"]
+        received: asyncio.Queue[Message] = asyncio.Queue()
+        subscription = await nats_connection.subscribe("events.com.example.after", received.put)
+        await nats_connection.flush()
+        try:
+            answer = await http.post("/events/com.example.after", content=b"{}", headers=json_type)
+            assert answer.status_code == 202
+            assert (await asyncio.wait_for(received.get(), 10)).subject == "events.com.example.after"
+            assert (await http.get("/healthz")).json() == {"nats": "connected"}
+        finally:
+            await subscription.unsubscribe()

@@ -4,19 +4,29 @@ A request whose reply subject is a JetStream API subject, an event subject or a 
 would make the service publish its reply there, with its own identity and permissions
 (``ce-source`` of the service, its NATS credentials). Such requests are refused: not
 handled, no reply, counted. A stricter allow-list is one argument away.
+
+The caller's own reply subjects cannot be guessed: one seen by a service it called does not
+let anyone answer (or forge "no responders" for) the caller's next call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from eventmicro import Client, Connection, Event, Service, Stream
+from eventmicro import Client, Connection, Event, NatsServer, Service, Stream
 from eventmicro import cloudevents_nats as binding
 from eventmicro.transport.connection import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
+
+sys.path.insert(0, str(Path(__file__).parent))
+from raw_nats import Raw
 
 Eventually = Callable[..., Awaitable[None]]
 
@@ -123,3 +133,41 @@ async def test_a_request_without_a_reply_subject_still_runs(
 def test_reply_prefixes_must_be_subject_prefixes() -> None:
     with pytest.raises(ValueError, match="reply_prefixes"):
         Service("deputy", version="1.0.0", reply_prefixes=[""])
+
+
+@pytest_asyncio.fixture
+async def raw(nats_server: NatsServer) -> AsyncIterator[Raw]:
+    client = await Raw.connect(nats_server)
+    yield client
+    await client.close()
+
+
+async def test_a_reply_subject_seen_once_does_not_let_anyone_answer_the_next_call(
+    service_conn: Connection, nats_connection: Connection, raw: Raw, eventually: Eventually
+) -> None:
+    """Any service a caller calls sees the caller's reply subject. Reply tokens came from a
+    counter, so after one call the next token was known: a forged reply (or a forged
+    ``503`` status, read as no responders) published there won the race against the real
+    one. Tokens carry 64 random bits now."""
+    seen: list[str] = []
+    genuine = asyncio.Event()
+
+    async def responder(msg: Message) -> None:
+        seen.append(msg.reply)
+        if len(seen) > 1:
+            await genuine.wait()  # the second call is answered once the attacker has tried
+        await nats_connection.publish(msg.reply, b"genuine")
+
+    await nats_connection.subscribe("review.forge", responder)
+    assert (await service_conn.request("review.forge", b"1", timeout=5)).data == b"genuine"
+    prefix, _, token = seen[0].rpartition(".")
+    second = asyncio.create_task(service_conn.request("review.forge", b"2", timeout=5))
+    await eventually(lambda: len(seen) == 2)
+    for step in range(1, 50):  # the next tokens as a counter would make them, plain and suffixed
+        for guess in (f"{int(token, 16) + step:x}", f"{int(token[:-16] or '0', 16) + step:x}{token[-16:]}"):
+            raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0\r\n\r\n", b"forged")
+            raw.hpub(f"{prefix}.{guess}".encode(), b"NATS/1.0 503\r\n\r\n")
+    await raw.round_trip()
+    await service_conn.flush()
+    genuine.set()
+    assert (await second).data == b"genuine"

@@ -6,23 +6,28 @@ store a dead letter. Here a foreign client does, over a real nats-server, with e
 sequences (clear screen, window title, C1 CSI), a bell, DEL, a fake newline and a right-to-left
 override in every field; each CLI verb runs in its own process as a user runs it, and its
 output must hold none of those characters raw — only their escaped, visible form.
+
+``eventmicro docs --discover`` printed what services answered to ``$SRV.INFO`` with C1 controls,
+DEL and bidi overrides raw (JSON and YAML alike); ``tail`` dropped data labelled JSON that is not
+strict JSON without a word.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
 import unicodedata
 import uuid
 from asyncio.subprocess import Process
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest_asyncio
+import yaml
 
-from eventmicro import Connection, ConnectOptions, NatsServer
+from eventmicro import Connection, NatsServer
 from eventmicro.service.deadletters import dead_letter_stream
 from eventmicro.transport import jetstream
 from eventmicro.transport.connection import Message
@@ -63,12 +68,6 @@ async def finished(process: Process) -> tuple[int, str, str]:
 
 async def cli(url: str, *argv: str) -> tuple[int, str, str]:
     return await finished(await spawn(url, *argv))
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    async with Connection(ConnectOptions.from_env(nats_server.url, environ={})) as connection:
-        yield connection
 
 
 def answering(
@@ -272,3 +271,82 @@ async def test_deadletters_ls_and_show_escape_a_stored_dead_letter(
     code, out, _ = await cli(nats_server.url, "deadletters", "show", str(stored.seq), "--json")
     assert code == 0
     assert json.loads(out)["headers"]["x-evil"] == CLEAR
+
+
+async def test_docs_discover_prints_what_services_answer_escaped(
+    nats_server: NatsServer, nats_connection: Connection
+) -> None:
+    """A foreign responder answers $SRV.INFO with escape sequences in its description, metadata
+    and endpoints; the AsyncAPI document on stdout holds none of them raw, and reads back
+    (JSON and YAML) with the same text."""
+    name = f"evil{uuid.uuid4().hex[:8]}"
+    info = {
+        "type": "io.nats.micro.v1.info_response",
+        "name": name,
+        "id": "one",
+        "version": "1.0.0",
+        "description": HOSTILE,
+        "metadata": {f"k{HOSTILE}": HOSTILE, "eventmicro.subscribes": HOSTILE},
+        "endpoints": [{"name": "e", "subject": f"{name}.e", "metadata": {"eventmicro.reply": HOSTILE}}],
+    }
+
+    async def answer(msg: Message) -> None:
+        if msg.reply:
+            await nats_connection.publish(msg.reply, json.dumps(info).encode())
+
+    for subject in ("$SRV.INFO", f"$SRV.INFO.{name}"):
+        await nats_connection.subscribe(subject, answer)
+    await nats_connection.flush()
+    for form, read in (("json", json.loads), ("yaml", yaml.safe_load)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventmicro", "docs", "--discover", "--url", nats_server.url,
+            "--format", form, name,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode(errors="replace")
+        text = out.decode("utf-8")
+        raw = sorted({c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")})
+        assert raw == [], f"{form}: raw control characters reached the terminal: {raw!r}"
+        document = read(text)
+        assert document["info"]["description"].startswith(HOSTILE), form
+
+
+async def test_tail_shows_event_data_that_is_not_strict_json_as_bytes_never_drops_it(
+    nats_server: NatsServer, nats_connection: Connection
+) -> None:
+    """Data labelled JSON that nests 100,000 deep was dropped without a word (the reader raised
+    in the handler); NaN and a duplicate member name passed for JSON (the last one shown). Each
+    is now shown, as the bytes it is, and the next event follows."""
+    prefix = f"rawtail{uuid.uuid4().hex[:8]}"
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-source": "/x",
+        "ce-type": "com.x",
+        "content-type": "application/json",
+    }
+    bodies = {
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "nan": b"NaN",
+        "twice": b'{"a": 1, "a": 2}',
+        "ok": b"{}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventmicro", "tail", "--url", nats_server.url, f"{prefix}.>",
+        "--count", str(len(bodies)), "--json",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    listening = await asyncio.wait_for(process.stderr.readline(), 60)  # once it is subscribed
+    assert listening.startswith(b"listening on"), listening
+    for name, body in bodies.items():
+        await nats_connection.publish(f"{prefix}.{name}", body, headers={**headers, "ce-id": name})
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode(errors="replace")
+    shown = {line["id"]: line for line in map(json.loads, out.splitlines())}
+    assert list(shown) == list(bodies)
+    for name in ("deep", "nan", "twice"):
+        assert "data" not in shown[name]
+        assert base64.b64decode(shown[name]["data_base64"]) == bodies[name]
+    assert shown["ok"]["data"] == {}

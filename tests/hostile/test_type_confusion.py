@@ -3,16 +3,21 @@
 Before the fix a single-type handler never looked at ``ce-type``: a ``PaymentFailed`` event
 was handled as an ``OrderPlaced`` with default fields (protobuf bytes of one type often parse
 as another). Now a wrong type is a 400 for RPC, a counted error for a plain event handler,
-and a dead letter for a durable one (`UnexpectedType` is terminal).
+and a dead letter for a durable one (`UnexpectedType` is terminal). A flood of such events
+(or of messages that are not CloudEvents) costs one log line per 10 s, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from eventmicro import (
     BadRequest,
@@ -21,12 +26,16 @@ from eventmicro import (
     DeadLetters,
     Durable,
     Event,
+    NatsServer,
     Service,
     Stream,
 )
 from eventmicro import cloudevents_nats as binding
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.orders.v1 import orders_pb2 as orders
+
+sys.path.insert(0, str(Path(__file__).parent))
+from raw_nats import Raw, event_block
 
 Eventually = Callable[..., Awaitable[None]]
 
@@ -125,3 +134,39 @@ async def test_a_durable_event_of_another_type_is_dead_lettered_at_once(
         assert letter.code == 400
         assert "shop.orders.v1.OrderPlaced" in letter.reason
     await nats_connection.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=2)
+
+
+@pytest_asyncio.fixture
+async def raw(nats_server: NatsServer) -> AsyncIterator[Raw]:
+    client = await Raw.connect(nats_server)
+    yield client
+    await client.close()
+
+
+async def test_a_flood_of_bad_events_costs_one_log_line_not_one_each(
+    service_conn: Connection, raw: Raw, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any client can send events a handler refuses (not a CloudEvent, another type): each
+    wrote a warning, so 3,000 of them wrote 3,000 lines. They are counted; the log gets one
+    line per 10 s per handler, saying how many it held back."""
+    caplog.set_level(logging.WARNING, logger="eventmicro.service")
+    svc = Service("review-log", version="1.0.0")
+    handled: list[str] = []
+
+    @svc.subscribe(subject="review.log.orders")
+    async def on_placed(event: orders.OrderPlaced) -> None:
+        handled.append(event.order_id)
+
+    async with svc.serving(service_conn) as running:
+        for index in range(300):
+            if index % 2:
+                raw.hpub(b"review.log.orders", b"NATS/1.0\r\nce-type: x\r\n\r\n", b"junk")  # no CloudEvent
+            else:
+                raw.hpub(b"review.log.orders", event_block(0, "shop.billing.v1.PaymentFailed"))
+        good = orders.OrderPlaced(order_id="o1").SerializeToString()
+        raw.hpub(b"review.log.orders", event_block(0), good)
+        await raw.round_trip()
+        stats = running.event_stats["on_placed"]
+        await eventually(lambda: handled == ["o1"] and stats.num_errors == 300)
+    lines = [r for r in caplog.records if "not handled by on_placed" in r.getMessage()]
+    assert len(lines) == 1

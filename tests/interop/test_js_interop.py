@@ -10,13 +10,11 @@ import dataclasses
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from eventmicro import Client, Connection, ConnectOptions, NatsServer, NotFound, Service, discover
+from eventmicro import Client, Connection, NatsServer, NotFound, Service, discover
 
 JS = Path(__file__).resolve().parent.parent / "interop" / "js"
 NODE = shutil.which("node")
@@ -35,13 +33,6 @@ class Numbers:
 @dataclasses.dataclass
 class Sum:
     total: int
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 async def test_nats_js_discovers_and_calls_an_eventmicro_service(

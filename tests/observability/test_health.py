@@ -14,11 +14,9 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import pytest_asyncio
 
 from eventmicro import Client, Connection, ConnectOptions, Durable, NatsServer, Service, Stream, discover
 from eventmicro import health as em_health
@@ -41,13 +39,6 @@ class Done:
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 async def fetch(url: str) -> tuple[int, bytes]:

@@ -1,9 +1,12 @@
 """Structured logging: JSON lines that parse and carry the service and event fields, set by the
 runtime around each handler call — and no credential in any log record, raw or formatted,
-through connect failures, reconnects and handler errors against a real nats-server with auth."""
+through connect failures, reconnects and handler errors against a real nats-server with auth.
+A record about an event no one can parse loses no reply; a password with an "@" is hidden whole."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -27,6 +30,7 @@ from eventmicro import (
     NoResponders,
     Service,
     ServiceError,
+    event_type,
 )
 from eventmicro import logs as em_logs
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -45,6 +49,24 @@ SECRETS = (OPTIONS_PASSWORD, URL_PASSWORD, TOKEN, *WRONG)
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@event_type("tests.logging.v1.Note")
+@dataclasses.dataclass
+class Note:
+    text: str
+
+
+@event_type("tests.logging.v1.Ask")
+@dataclasses.dataclass
+class Ask:
+    key: str
+
+
+@event_type("tests.logging.v1.Answer")
+@dataclasses.dataclass
+class Answer:
+    key: str
 
 
 class Collect(logging.Handler):
@@ -76,6 +98,21 @@ def restore_root() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The root logger through `logs.configure(json=True)` (its ContextFilter included)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    em_logs.configure(json=True, level="INFO", stream=stream)
+    yield stream
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
@@ -214,6 +251,43 @@ def test_trace_ids_and_url_redaction() -> None:
     assert em_logs.redact("mail me at a@b.c") == "mail me at a@b.c"
 
 
+async def test_a_log_record_about_a_deeply_nested_event_loses_no_reply(
+    conn: Connection, json_logs: io.StringIO, eventually: Eventually
+) -> None:
+    """The context filter parses a structured event's body for its id; a deeply nested body
+    made it raise RecursionError out of the logging call in the error boundary, which failed
+    the handler task, aborted the instance's task group and cancelled an RPC in flight (its
+    reply lost)."""
+    svc = Service(unique("obsrev"), version="1.0.0")
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    subject = f"{svc.name}.notes"
+
+    @svc.rpc
+    async def slow(req: Ask) -> Answer:
+        entered.set()
+        await release.wait()
+        return Answer(req.key)
+
+    @svc.subscribe(subject=subject)
+    async def note(event: Note) -> None:
+        pass
+
+    async with svc.serving(conn) as running:
+        call = asyncio.create_task(
+            Client(conn, source="/t").call(f"{svc.name}.slow", Ask("o-1"), returns=Answer, timeout=5)
+        )
+        await asyncio.wait_for(entered.wait(), 5)
+        nested = b'{"data":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        await conn.publish(subject, nested, headers={"content-type": "application/cloudevents+json"})
+        stats = running.event_stats["note"]
+        await eventually(lambda: stats.num_errors == 1)
+        release.set()
+        accepted = await call  # with the defect: cancelled by the aborted task group, a Timeout
+        assert accepted.key == "o-1"
+        await eventually(lambda: "not handled by note" in json_logs.getvalue())
+
+
 # --- no secrets ---------------------------------------------------------------------------------
 
 
@@ -306,3 +380,17 @@ async def test_no_credential_appears_in_any_log_record(collected: Collect, event
     assert "alice:***@" in joined  # the URL is named, without its password
     leaks = [(secret, text) for text in said for secret in SECRETS if secret in text]
     assert not leaks, leaks[0]
+
+
+async def test_a_password_with_an_at_sign_is_hidden_whole(nats_server: NatsServer) -> None:
+    """`redact` stopped the user-info at the first "@": ``nats://bob:p@ss@host`` showed the
+    rest of the password (nats-py, like `redact_url`, splits at the last "@")."""
+    secret_tail = "tail-SECRET-9f3"
+    url = nats_server.url.replace("nats://", f"nats://bob:pa@{secret_tail}@", 1)
+    record = logging.LogRecord(
+        "nats.aio.client", logging.ERROR, __file__, 1, "could not connect to %s", (url,), None
+    )
+    for formatter in (em_logs.JsonFormatter(), em_logs.TextFormatter()):
+        text = formatter.format(record)
+        assert secret_tail not in text
+        assert "bob:***@" in text

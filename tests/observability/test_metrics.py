@@ -1,27 +1,29 @@
 """Metrics: real calls, events, durable redeliveries and dead letters, then a scrape of the HTTP
-endpoint with urllib and prometheus-client's own parser — per service and handler."""
+endpoint with urllib and prometheus-client's own parser — per service and handler. A scraper
+that never reads its answer is dropped."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventmicro import (
     Client,
     ConfigurationError,
     Connection,
-    ConnectOptions,
     DeadLetters,
     Durable,
     InternalError,
-    NatsServer,
     NotFound,
     Service,
     Stream,
@@ -45,13 +47,6 @@ def registry() -> Iterator[CollectorRegistry]:
     em_metrics.enable(registry, buckets=(0.025, 0.1, 1.0, 10.0))
     yield registry
     em_metrics.disable()
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 @pytest_asyncio.fixture
@@ -261,3 +256,32 @@ def test_bad_buckets_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="buckets"):
         em_metrics.enable(CollectorRegistry(), buckets=(1.0, 0.5))
     assert em_metrics.active() is None
+
+
+async def test_a_scraper_that_never_reads_the_answer_is_dropped(eventually: Eventually) -> None:
+    """Only reading the request was bounded: a client that sent ``GET /metrics`` and never
+    read a large answer held its connection (and the handler's task) for ever."""
+
+    class Large:  # a registry with a lot in it: megabytes of exposition
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            family = GaugeMetricFamily("review_large", "Many series.", labels=["n"])
+            for n in range(150_000):
+                family.add_metric([str(n)], n)
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(Large())
+    em_metrics.enable(registry)
+    endpoint = await em_metrics.serve(0)
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await asyncio.to_thread(stalled.connect, ("127.0.0.1", endpoint.port))
+        stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        server: Any = endpoint._server
+        await eventually(lambda: server._active_count == 1)
+        await eventually(lambda: server._active_count == 0, timeout=20)
+    finally:
+        stalled.close()
+        await endpoint.close()
+        em_metrics.disable()

@@ -1,6 +1,8 @@
 """OpenTelemetry tracing: spans for call, handle, publish and consume, linked through the
 CloudEvents distributed-tracing extension — with the SDK's in-memory exporter and a real
-nats-server (the cross-process links: tests/system/test_traced_processes.py)."""
+nats-server (the cross-process links: tests/system/test_traced_processes.py). Every span ends,
+whatever happens to its message (not encodable, a batch cancelled), and a span processor that
+raises loses no reply and no ack: tracing is only observation."""
 
 from __future__ import annotations
 
@@ -8,10 +10,9 @@ import asyncio
 import dataclasses
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import Durable
 
@@ -25,11 +26,10 @@ from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from eventmicro import (
     Client,
     Connection,
-    ConnectOptions,
     Context,
+    EventMicroError,
     InternalError,
     Message,
-    NatsServer,
     Service,
     ServiceError,
     Stream,
@@ -38,6 +38,8 @@ from eventmicro import (
 from eventmicro.observability import tracing
 from eventmicro.transport.jetstream import ensure_stream
 from eventmicro.wire.trace import Trace
+
+Eventually = Callable[..., Awaitable[None]]
 
 
 @event_type("tests.tracing.v1.Place")
@@ -66,11 +68,22 @@ class Shipped:
     order_id: str
 
 
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
+@event_type("tests.tracing.v1.Note")
+@dataclasses.dataclass
+class Note:
+    text: str
+
+
+@event_type("tests.tracing.v1.Ask")
+@dataclasses.dataclass
+class Ask:
+    key: str
+
+
+@event_type("tests.tracing.v1.Answer")
+@dataclasses.dataclass
+class Answer:
+    key: str
 
 
 @pytest.fixture
@@ -317,5 +330,117 @@ def test_the_environment_turns_tracing_on() -> None:
     tracing._from_environment({"EVENTMICRO_TRACING": "1"})  # the global provider (no-op here)
     try:
         assert tracing.enabled()
+    finally:
+        tracing.disable()
+
+
+# --- spans that end, whatever happens ----------------------------------------------------------
+
+
+class Unsendable:
+    """A message no codec can encode: making its event fails."""
+
+
+@pytest.fixture
+def open_spans() -> Iterator[dict[int, str]]:
+    """Tracing on, into an SDK provider of this test's own; yields the spans started and
+    not (yet) ended, by span id."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    started: dict[int, str] = {}
+
+    class Track(sdk.SpanProcessor):  # type: ignore[misc, name-defined]
+        def on_start(self, span: object, parent_context: object = None) -> None:
+            started[span.context.span_id] = span.name  # type: ignore[attr-defined]
+
+        def on_end(self, span: object) -> None:
+            started.pop(span.context.span_id, None)  # type: ignore[attr-defined]
+
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(Track())
+    tracing.enable(tracer_provider=provider)
+    try:
+        yield started
+    finally:
+        tracing.disable()
+        provider.shutdown()
+
+
+async def test_a_publish_that_cannot_make_its_event_ends_its_span(
+    conn: Connection, open_spans: dict[int, str]
+) -> None:
+    """The PRODUCER span was started before the event was made and ended only around the
+    send: an encoding failure left it open for ever."""
+    with pytest.raises(EventMicroError):
+        await Client(conn).publish(Unsendable(), subject=unique("obsrev."))
+    assert open_spans == {}
+
+
+async def test_a_batch_with_a_message_that_cannot_be_made_ends_every_span(
+    conn: Connection, open_spans: dict[int, str]
+) -> None:
+    """publish_batch started a span per message, then made the events: one bad message left
+    every span of the batch open."""
+    with pytest.raises(EventMicroError):
+        await Client(conn).publish_batch([Note("a"), Unsendable(), Note("c")], subject=unique("obsrev."))
+    assert open_spans == {}
+
+
+async def test_a_cancelled_batch_ends_every_span(
+    conn: Connection, open_spans: dict[int, str], eventually: Eventually
+) -> None:
+    """Cancelled while waiting for acknowledgements (no stream stores the subject here, so
+    each publish waits): the spans of the events in flight and of those not yet sent stayed
+    open."""
+    batch = asyncio.create_task(
+        Client(conn).publish_batch([Note(str(i)) for i in range(5)], subject=unique("obsrev."), window=2)
+    )
+    await eventually(lambda: len(open_spans) == 5)
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert open_spans == {}
+
+
+async def test_a_failing_span_processor_loses_no_reply_and_no_ack(
+    conn: Connection, eventually: Eventually
+) -> None:
+    """A span processor that raises (on start or on end) made every request answer 500 and
+    every durable event fail (nak, redelivery, in the end a dead letter): tracing is only
+    observation, the messages are handled as without it."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+
+    class Broken(sdk.SpanProcessor):  # type: ignore[misc, name-defined]
+        def on_start(self, span: object, parent_context: object = None) -> None:
+            raise RuntimeError("exporter down")
+
+        def on_end(self, span: object) -> None:
+            raise RuntimeError("exporter down")
+
+    stream = unique("R")
+    await ensure_stream(conn, Stream(stream, [f"{stream}.>"]))
+    svc = Service(unique("obsrev"), version="1.0.0")
+    seen: list[str] = []
+
+    @svc.rpc
+    async def echo(req: Ask) -> Answer:
+        return Answer(req.key)
+
+    @svc.subscribe(subject=f"{stream}.notes", delivery=Durable(max_deliver=2, backoff=[0.05]))
+    async def noted(event: Note) -> None:
+        seen.append(event.text)
+
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(Broken())
+    tracing.enable(tracer_provider=provider)
+    try:
+        async with svc.serving(conn) as running:
+            client = Client(conn, source="/t")
+            answer = await client.call(f"{svc.name}.echo", Ask("k"), returns=Answer, timeout=5)
+            assert answer == Answer("k")
+            await client.publish(Note("n-1"), subject=f"{stream}.notes", durable=True)
+            stats = running.event_stats["noted"]
+            await eventually(lambda: stats.num_requests >= 1 and not running._durables[0].inflight)
+            assert seen == ["n-1"]
+            assert stats.num_errors == 0
     finally:
         tracing.disable()

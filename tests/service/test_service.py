@@ -7,10 +7,9 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import (
     BadRequest,
@@ -68,13 +67,6 @@ Eventually = Callable[..., Awaitable[None]]  # the conftest fixture: wait for a 
 
 async def open_connection(url: str) -> Connection:
     return await Connection(ConnectOptions.from_env(url, environ={}, connect_attempts=3)).open()
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await open_connection(nats_server.url)
-    yield connection
-    await connection.close()
 
 
 # --- definition -------------------------------------------------------------------------------

@@ -6,22 +6,19 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import (
     Client,
     ConfigurationError,
     Conflict,
     Connection,
-    ConnectOptions,
     Context,
     Event,
     InternalError,
-    NatsServer,
     NoResponders,
     Service,
     ServiceError,
@@ -71,13 +68,6 @@ class OutOfStock(Conflict):
 
 
 Eventually = Callable[..., Awaitable[None]]  # the conftest fixture: wait for a condition
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 async def raw_call(conn: Connection, subject: str, value: object, **extensions: Any) -> dict[str, str]:

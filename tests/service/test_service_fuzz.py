@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import random
 import string
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-import pytest_asyncio
-
-from eventmicro import Client, Connection, ConnectOptions, Event, NatsServer, Service
+from eventmicro import Client, Connection, Event, Service
 from eventmicro import cloudevents_nats as binding
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -45,13 +43,6 @@ def malformed(rng: random.Random, valid: binding.NATSMessage) -> tuple[bytes, di
         headers["ce-type"] = rng.choice(["shop.orders.v1.OrderAccepted", "nope", "shop.orders.v1.PlaceOrder"])
         headers["ce-datacontenttype"] = rng.choice(["application/json", "text/plain", "application/protobuf"])
     return bytes(body), headers
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 async def test_ten_thousand_malformed_requests_and_events(

@@ -1,5 +1,8 @@
 """The reference shop's saga in one process on a fresh server: confirmation, rejection for lack
-of stock, and the compensation of a declined payment (the stock comes back)."""
+of stock, and the compensation of a declined payment (the stock comes back).
+
+A handler delivered again after it changed state but before its event was stored (a crash, or a
+failed durable publish) still announces the event, otherwise the order waits for ever."""
 
 from __future__ import annotations
 
@@ -10,15 +13,19 @@ from collections.abc import AsyncIterator
 import pytest
 
 from eventmicro import BadRequest, Client, Connection, ConnectOptions, NatsServer, Store
+from eventmicro.transport.jetstream import subject_counts
+from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.inventory.v1.inventory_micro import InventoryClient
 from schemas.shop.orders.v1 import orders_pb2 as orders
 from schemas.shop.orders.v1.orders_micro import OrdersClient
 from subscribers import (
     audit,
-    billing,
     notifications,
     shop,
+)
+from subscribers import (
+    billing as billing_service,
 )
 from subscribers import (
     inventory as inventory_service,
@@ -36,7 +43,7 @@ async def running_shop(url: str) -> AsyncIterator[Client]:
         Connection(ConnectOptions.from_env(url, environ={})) as conn,
         contextlib.AsyncExitStack() as stack,
     ):
-        for module in (orders_service, inventory_service, billing, notifications, audit):
+        for module in (orders_service, inventory_service, billing_service, notifications, audit):
             await stack.enter_async_context(module.svc.serving(conn))
         yield Client(conn, source="/test-shop")
 
@@ -50,6 +57,16 @@ async def settled(client: Client, order_id: str) -> orders.Order:
             if entry is not None and entry.value is not None and entry.value.status in FINAL:
                 return entry.value
             await asyncio.sleep(0.02)
+
+
+async def stored(client: Client, event_type: str, at_least: int = 1) -> int:
+    """How many events of ``event_type`` the SHOP stream holds, once there are ``at_least``."""
+    async with asyncio.timeout(10):
+        while True:
+            counts = await subject_counts(client.connection, "SHOP")
+            if counts.get(f"events.{event_type}", 0) >= at_least:
+                return counts[f"events.{event_type}"]
+            await asyncio.sleep(0.05)
 
 
 def item(sku: str, quantity: int) -> orders.LineItem:
@@ -95,3 +112,78 @@ async def test_orders_are_confirmed_rejected_or_compensated(
         assert (
             await place.get(orders.GetOrder(order_id=declined.order_id))
         ).reason == "payment failed: card declined"
+
+
+# --- a handler delivered again after it changed state but before its event was stored ----------
+
+
+def pending_order(order_id: str) -> orders.Order:
+    return orders.Order(
+        order_id=order_id,
+        customer_id="c-1",
+        items=[orders.LineItem(sku="sku-001", quantity=2, unit_price_cents=shop.PRICE_CENTS)],
+        total_cents=2 * shop.PRICE_CENTS,
+        currency="EUR",
+        status=orders.ORDER_STATUS_PENDING,
+    )
+
+
+async def test_billing_announces_a_payment_recorded_by_an_attempt_that_died(
+    fresh_nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shop, "FAIL_PERCENT", 0)
+    async with running_shop(fresh_nats_server.url) as client:
+        order = pending_order("ord-crashed0001")
+        await (await Store.open(client.connection, "orders", orders.Order)).put(order.order_id, order)
+        payments = await Store.open(client.connection, "payments", billing.Payment)
+        # the first attempt stored the payment, then died before PaymentCaptured was stored
+        await payments.put(
+            order.order_id,
+            billing.Payment(order_id=order.order_id, payment_id="pay-1", amount_cents=2500, captured=True),
+        )
+        await client.publish(
+            inventory.StockReserved(order_id=order.order_id, items=order.items, total_cents=2500),
+            durable=True,
+        )
+        assert await stored(client, "shop.billing.v1.PaymentCaptured") == 1
+        assert (await settled(client, order.order_id)).status == orders.ORDER_STATUS_CONFIRMED
+
+
+async def test_orders_announce_a_settlement_stored_by_an_attempt_that_died(
+    fresh_nats_server: NatsServer,
+) -> None:
+    async with running_shop(fresh_nats_server.url) as client:
+        order = pending_order("ord-crashed0002")
+        order.status = orders.ORDER_STATUS_CONFIRMED  # settled, but OrderConfirmed never stored
+        await (await Store.open(client.connection, "orders", orders.Order)).put(order.order_id, order)
+        await client.publish(
+            billing.PaymentCaptured(order_id=order.order_id, payment_id="pay-2", amount_cents=2500),
+            durable=True,
+        )
+        assert await stored(client, "shop.orders.v1.OrderConfirmed") == 1
+
+
+async def test_inventory_announces_a_reservation_stored_by_an_attempt_that_died(
+    fresh_nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shop, "FAIL_PERCENT", 0)
+    async with running_shop(fresh_nats_server.url) as client:
+        order = pending_order("ord-crashed0003")
+        await (await Store.open(client.connection, "orders", orders.Order)).put(order.order_id, order)
+        stock = await Store.open(client.connection, "stock", inventory.StockLevel)
+        await stock.put(
+            "sku-001", inventory.StockLevel(sku="sku-001", available=shop.INITIAL_STOCK - 2, reserved=2)
+        )
+        reservations = await Store.open(client.connection, "reservations", inventory_service.Reservation)
+        await reservations.put(order.order_id, inventory_service.Reservation("reserved", {"sku-001": 2}))
+        await client.publish(
+            orders.OrderPlaced(
+                order_id=order.order_id, customer_id="c-1", items=order.items, total_cents=2500
+            ),
+            durable=True,
+        )
+        assert await stored(client, "shop.inventory.v1.StockReserved") == 1
+        level = await stock.get("sku-001")
+        assert level is not None
+        assert level.value is not None
+        assert level.value.available == shop.INITIAL_STOCK - 2  # not taken twice

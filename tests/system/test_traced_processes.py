@@ -10,11 +10,10 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -22,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from eventmicro import Client, Connection, ConnectOptions, NatsServer, Service, discover
+from eventmicro import Client, Connection, NatsServer, Service, discover
 from eventmicro.observability import tracing
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,13 +41,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.disable()
         provider.shutdown()
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
-    yield connection
-    await connection.close()
 
 
 async def test_parent_child_links_cross_processes(

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pytest_asyncio
 
 from eventmicro import (
     Client,
@@ -57,13 +56,6 @@ def unique(prefix: str = "t") -> str:
 
 async def open_connection(url: str) -> Connection:
     return await Connection(ConnectOptions.from_env(url, environ={}, connect_attempts=3)).open()
-
-
-@pytest_asyncio.fixture
-async def conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await open_connection(nats_server.url)
-    yield connection
-    await connection.close()
 
 
 async def next_entries(updates: AsyncIterator[Entry[Cart]], count: int) -> list[Entry[Cart]]:

@@ -1,4 +1,4 @@
-"""Attacks found reviewing issue 12's edges, each over a real socket on a real nats-server.
+"""Attacks on the gateway's request bodies and pipelines, over real sockets on a real nats-server.
 
 A request body that trickles in after a complete head held its connection (and up to
 ``max_body`` of memory) for as long as the client kept sending a byte now and then: 200 such
@@ -9,34 +9,27 @@ A JSON body that does not fit an endpoint's protobuf request type was answered w
 own text: Python's words (``Bool value True``, ``Available Fields(except extensions):
 "['sku', 'quantity', 'unitPriceCents']"``) and the sender's 4,300-digit number quoted back whole.
 
-``eventmicro docs --discover`` printed what services answered to ``$SRV.INFO`` with C1 controls,
-DEL and bidi overrides raw (JSON and YAML alike).
+Pipelined requests whose answers are never read are cut after ``MAX_PIPELINED``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
-import sys
-import unicodedata
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from eventmicro import Connection, NatsServer, Service
+from eventmicro import Connection, Service
 from eventmicro.gateway import GatewayConfig, create_app, serving
-from eventmicro.transport.connection import Message
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 TOKEN = "s3cret"
+
+
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
 
 
@@ -158,89 +151,6 @@ async def test_a_body_that_does_not_fit_is_told_in_the_schemas_words(
         assert python not in detail
 
 
-ROOT = Path(__file__).resolve().parents[2]
-HOSTILE = "a\x1b[2Jb\x1b]0;owned\x07c\x9b31md\u202ee\x7ff\nfake line\rg\x07"
-
-
-async def test_docs_discover_prints_what_services_answer_escaped(
-    nats_server: NatsServer, nats_connection: Connection
-) -> None:
-    """A foreign responder answers $SRV.INFO with escape sequences in its description, metadata
-    and endpoints; the AsyncAPI document on stdout holds none of them raw, and reads back
-    (JSON and YAML) with the same text."""
-    name = f"evil{uuid.uuid4().hex[:8]}"
-    info = {
-        "type": "io.nats.micro.v1.info_response",
-        "name": name,
-        "id": "one",
-        "version": "1.0.0",
-        "description": HOSTILE,
-        "metadata": {f"k{HOSTILE}": HOSTILE, "eventmicro.subscribes": HOSTILE},
-        "endpoints": [{"name": "e", "subject": f"{name}.e", "metadata": {"eventmicro.reply": HOSTILE}}],
-    }
-
-    async def answer(msg: Message) -> None:
-        if msg.reply:
-            await nats_connection.publish(msg.reply, json.dumps(info).encode())
-
-    for subject in ("$SRV.INFO", f"$SRV.INFO.{name}"):
-        await nats_connection.subscribe(subject, answer)
-    await nats_connection.flush()
-    for form, read in (("json", json.loads), ("yaml", yaml.safe_load)):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "eventmicro", "docs", "--discover", "--url", nats_server.url,
-            "--format", form, name,
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode(errors="replace")
-        text = out.decode("utf-8")
-        raw = sorted({c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")})
-        assert raw == [], f"{form}: raw control characters reached the terminal: {raw!r}"
-        document = read(text)
-        assert document["info"]["description"].startswith(HOSTILE), form
-
-
-async def test_tail_shows_event_data_that_is_not_strict_json_as_bytes_never_drops_it(
-    nats_server: NatsServer, nats_connection: Connection
-) -> None:
-    """Data labelled JSON that nests 100,000 deep was dropped without a word (the reader raised
-    in the handler); NaN and a duplicate member name passed for JSON (the last one shown). Each
-    is now shown, as the bytes it is, and the next event follows."""
-    prefix = f"rawtail{uuid.uuid4().hex[:8]}"
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-source": "/x",
-        "ce-type": "com.x",
-        "content-type": "application/json",
-    }
-    bodies = {
-        "deep": b"[" * 100_000 + b"]" * 100_000,
-        "nan": b"NaN",
-        "twice": b'{"a": 1, "a": 2}',
-        "ok": b"{}",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "eventmicro", "tail", "--url", nats_server.url, f"{prefix}.>",
-        "--count", str(len(bodies)), "--json",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    listening = await asyncio.wait_for(process.stderr.readline(), 60)  # once it is subscribed
-    assert listening.startswith(b"listening on"), listening
-    for name, body in bodies.items():
-        await nats_connection.publish(f"{prefix}.{name}", body, headers={**headers, "ce-id": name})
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode(errors="replace")
-    shown = {line["id"]: line for line in map(json.loads, out.splitlines())}
-    assert list(shown) == list(bodies)
-    for name in ("deep", "nan", "twice"):
-        assert "data" not in shown[name]
-        assert base64.b64decode(shown[name]["data_base64"]) == bodies[name]
-    assert shown["ok"]["data"] == {}
-
-
 async def pipelined(address: tuple[str, int], count: int) -> bytes:
     """``count`` GET /healthz pipelined on one connection, all written before a byte is read;
     everything answered until the gateway closes the connection (the last request asks it to)."""
@@ -272,41 +182,3 @@ async def test_a_pipeline_whose_answers_are_not_read_is_cut(nats_connection: Con
         answered = (await pipelined(address, 20_000)).count(b"HTTP/1.1 200 OK")
         assert answered <= MAX_PIPELINED + 1  # then closed: the rest never parsed, never answered
         assert (await healthz(address)).startswith(b"HTTP/1.1 200 OK")
-
-
-async def test_a_subject_too_long_for_nats_is_400_and_the_gateway_keeps_its_connection(
-    nats_connection: Connection,
-) -> None:
-    """An event type of 5,000 characters made the gateway publish on a subject longer than
-    nats-server's protocol line: the server cut the connection, nats-py closed it for good, the
-    request had been answered 202 (the event lost) and every later one 503 until a restart."""
-    long_type = "com.example." + "a" * 5000
-    structured = json.dumps({"specversion": "1.0", "id": "1", "source": "/x", "type": long_type})
-    config = GatewayConfig(token=TOKEN)
-    async with (
-        serving(create_app(nats_connection, config), config=config) as url,
-        httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {TOKEN}"}) as http,
-    ):
-        json_type = {"content-type": "application/json"}
-        refused = [
-            await http.post(f"/events/{long_type}", content=b"{}", headers=json_type),
-            await http.post(
-                "/events", content=structured, headers={"content-type": "application/cloudevents+json"}
-            ),
-            await http.post(
-                "/events/com.example.t", params={"subject": f"events.{long_type}"}, content=b"{}"
-            ),
-            await http.get("/dashboard/events", params={"subject": f"events.{long_type}"}),
-        ]
-        assert [answer.status_code for answer in refused] == [400] * 4, [a.text[:200] for a in refused]
-        assert "at most 1024 characters" in refused[2].json()["error"]["detail"]
-        received: asyncio.Queue[Message] = asyncio.Queue()
-        subscription = await nats_connection.subscribe("events.com.example.after", received.put)
-        await nats_connection.flush()
-        try:
-            answer = await http.post("/events/com.example.after", content=b"{}", headers=json_type)
-            assert answer.status_code == 202
-            assert (await asyncio.wait_for(received.get(), 10)).subject == "events.com.example.after"
-            assert (await http.get("/healthz")).json() == {"nats": "connected"}
-        finally:
-            await subscription.unsubscribe()
