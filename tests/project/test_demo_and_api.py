@@ -71,6 +71,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "Watch",
         # observability
         "disable_tracing", "enable_tracing", "tracing_enabled",
+        # delivery values and codecs
+        "Broadcast", "Durable", "Ordered", "Shared", "Codec", "register_codec", "unregister_codec",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from eventmicro import ContentTypeMismatch, Event, PayloadDecodeError, PayloadEncodeError
+from eventmicro import ConfigurationError, ContentTypeMismatch, Event, PayloadDecodeError, PayloadEncodeError
 from eventmicro import cloudevents_nats as binding
 from eventmicro.wire.codecs import (
     Payload,
@@ -233,11 +233,11 @@ def test_a_codec_is_registered_once_and_unregistered_once() -> None:
     codec = DecimalCodec()
     register_codec(codec)
     try:
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(ConfigurationError, match="already registered"):
             register_codec(codec)
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(ConfigurationError, match="already registered"):
             register_codec(DecimalCodec())  # another codec of the same name
     finally:
         unregister_codec(codec)
-    with pytest.raises(ValueError, match="not registered"):
+    with pytest.raises(ConfigurationError, match="not registered"):
         unregister_codec(codec)
