@@ -42,6 +42,7 @@ from eventmicro.observability.stats import EndpointStats, error_code
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import dead_letter_stream
+from eventmicro.service.deadlines import Deadlines
 from eventmicro.service.delivery import Ordered
 from eventmicro.service.discovery import DiscoveryResponder
 from eventmicro.service.durable import DurableIntake
@@ -130,6 +131,7 @@ class Running:
         self._durables: list[DurableIntake] = []
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
+        self._deadlines = Deadlines()  # callers' deadlines, one timer per 5 ms slot
         # the CloudEvent type a single-type handler takes (None: any, e.g. a dict)
         # by handler name, one table per kind: no enum hashing per message
         self._expected_request, self._expected_event = (
@@ -162,8 +164,11 @@ class Running:
                     self._durables.append(intake)
                     await intake.start()
                     continue
-                subscription = await self.connection.subscribe(
-                    spec.subject, self._dispatcher(spec), queue=spec.queue
+                subscription = await self.connection.subscribe(  # requests: admitted in the reader
+                    spec.subject,
+                    self._dispatcher(spec),
+                    queue=spec.queue,
+                    direct=spec.kind is HandlerKind.RPC,
                 )
                 self._intake.append(subscription)
                 stats = self.stats if spec.kind is HandlerKind.RPC else self.event_stats
@@ -477,7 +482,7 @@ class Running:
         ctx: Any = None  # nothing would read a context when the handler takes none and no middleware runs
         if spec.takes_context or self.service.middleware:
             ctx = Context(self.service, spec.name, event, self.client, trace, stores=self.stores)
-        expiry = None if trace.deadline is None else _Expiry(trace.deadline)
+        expiry = None if trace.deadline is None else self._deadlines.arm(trace.deadline)
         try:
             result = await invoke(request, ctx)
         except TimeoutError as exc:  # a call of the handler's that timed out
@@ -685,35 +690,6 @@ def _trace(event: Event, received: float) -> Trace:
         tracestate=_text(event.get_extension("tracestate")),
         deadline=deadline,
     )
-
-
-class _Expiry:
-    """Cancels the current task at ``deadline`` (a `time.monotonic` value) unless disarmed.
-
-    A cheaper `asyncio.timeout` for the one shape needed per request: one timer handle, and
-    `expired` tells our cancellation from anyone else's (and withdraws ours).
-    """
-
-    __slots__ = ("_fired", "_handle", "_task")
-
-    def __init__(self, deadline: float) -> None:
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always called from a task
-            raise RuntimeError("no current task")
-        self._task = task
-        self._fired = False
-        self._handle = task.get_loop().call_later(deadline - time.monotonic(), self._fire)
-
-    def _fire(self) -> None:
-        self._fired = True
-        self._task.cancel()
-
-    def expired(self) -> bool:
-        """True when this deadline cancelled the task and nothing else did (undoes our cancel)."""
-        return self._fired and self._task.uncancel() == 0
-
-    def disarm(self) -> None:
-        self._handle.cancel()
 
 
 def _text(value: object) -> str | None:

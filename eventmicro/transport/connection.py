@@ -22,8 +22,7 @@ import enum
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -54,6 +53,7 @@ from eventmicro._errors import (
     Timeout,
 )
 from eventmicro.transport.config import ConnectOptions, redact_url
+from eventmicro.transport.message import Message, MessageHandler
 from eventmicro.transport.natspy import (
     TOKEN,
     Client,
@@ -101,24 +101,6 @@ class ConnectionState(enum.Enum):
     RECONNECTING = "reconnecting"
     DRAINING = "draining"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A received NATS message. ``headers`` is ``None`` when the message had none.
-
-    ``received`` is the `time.monotonic` moment the connection's reader took it off the
-    socket (0.0 when unknown), so a deadline can count from arrival, not from dequeue.
-    """
-
-    subject: str
-    data: bytes
-    headers: Mapping[str, str] | None
-    reply: str
-    received: float = 0.0
-
-
-MessageHandler = Callable[[Message], Awaitable[None]]
 
 
 class Subscription:
@@ -452,6 +434,7 @@ class Connection:
         queue: str | None = None,
         pending_msgs_limit: int = PENDING_MSGS_LIMIT,
         pending_bytes_limit: int = PENDING_BYTES_LIMIT,
+        direct: bool = False,
     ) -> Subscription:
         """Subscribe ``handler`` to ``subject`` (in a queue group when ``queue`` is given).
 
@@ -460,6 +443,10 @@ class Connection:
         time, in order. Messages beyond the pending limits (nats-py's defaults: 524,288
         messages, 128 MiB) are dropped, counted in `Subscription.dropped` and logged (at most
         one warning per 10 s).
+
+        With ``direct``, the connection's reader awaits ``handler`` itself, message by message,
+        with no buffer between them: the handler must not wait (admit, refuse or hand the work
+        to a task) and bounds its own backlog; the pending limits do not apply.
         """
 
         async def deliver(msg: _NatsMsg) -> None:
@@ -480,7 +467,10 @@ class Connection:
                 pending_bytes_limit=pending_bytes_limit,
             )
             if counting is not None:
-                counting.count_headers(sub._id)
+                if direct:
+                    counting.dispatch_directly(sub._id, handler)
+                else:
+                    counting.count_headers(sub._id)
             await round_trip(self._client, 5.0)
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, 5.0) from exc

@@ -8,7 +8,8 @@ What is used, and why:
 
 - `Client` overrides ``_request_new_style`` and ``_init_request_sub`` (replies resolve their
   future in the reader, one timer, unguessable tokens), ``_process_msg`` (no message can raise
-  out of the reader; header blocks count against a subscription's pending bytes),
+  out of the reader; header blocks count against a subscription's pending bytes; messages of
+  a `Client.dispatch_directly` subscription go from the reader to their handler),
   ``_process_headers`` / ``_parse_header_lines`` (`parse_header_block`: never raises but
   `MalformedHeaders`), ``_build_message`` (arrival stamp), ``_read_loop`` (reconnect when the
   reader dies), ``_send_publish`` (faster header encoding, same bytes); and reads ``_subs``,
@@ -38,6 +39,7 @@ from nats.aio.msg import Msg as _NatsMsg
 from nats.aio.subscription import Subscription as _NatsSubscription
 from nats.protocol import command as prot_command
 
+from eventmicro.transport.message import Message, MessageHandler
 from eventmicro.transport.quiet import Quiet
 
 __all__ = [
@@ -232,9 +234,19 @@ class Client(_NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self._counting: set[int] = set()
+        self._direct: dict[int, MessageHandler] = {}
 
     def count_headers(self, sid: int) -> None:
         self._counting.add(sid)
+
+    def dispatch_directly(self, sid: int, handler: MessageHandler) -> None:
+        """Hand subscription ``sid``'s messages to ``handler`` from the reader itself.
+
+        No `Msg`, no pending queue, no hop through the subscription's task: ``handler`` is
+        awaited by the reader, so it must not wait (it admits or refuses, and hands the work
+        to a task). nats-py's pending limits do not apply; the handler bounds its own backlog.
+        """
+        self._direct[sid] = handler
 
     def release(self, msg: _NatsMsg) -> None:
         """A message of a counting subscription was taken from its buffer."""
@@ -253,6 +265,26 @@ class Client(_NatsClient):
         read (headers, subject) is dropped and counted; nothing it holds can raise out of
         the reader, which would stop the connection for good. Replies resolve their
         request's future here, not through a subscription task."""
+        direct = self._direct.get(sid)
+        if direct is not None:
+            try:
+                if sid not in self._subs:  # unsubscribed: nats-py drops these too
+                    del self._direct[sid]
+                    return
+                stats = self.stats
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += len(data)
+                message = Message(
+                    subject.decode(), data, parse_header_block(headers), reply.decode(), time.monotonic()
+                )
+            except Exception as exc:  # the message is dropped, counted and logged
+                self.counters.dropped_malformed(subject, exc)
+                return
+            try:
+                await direct(message)
+            except Exception:  # a handler's own failure must not stop the reader
+                log.exception("the handler of '%s' failed", message.subject[:128])
+            return
         try:
             if sid != self._resp_sid or not sid:
                 sub = self._subs.get(sid) if headers and sid in self._counting else None
@@ -276,8 +308,7 @@ class Client(_NatsClient):
             future = self._resp_map.get(subject[len(prefix) :].decode()) if prefix is not None else None
             if future is None or future.done():
                 return  # a late reply: its caller gave up
-            message = self._build_message(sid, subject, reply, data, parse_header_block(headers))
-            future.set_result(message)
+            future.set_result(self._build_message(sid, subject, reply, data, parse_header_block(headers)))
         except Exception as exc:  # the message is dropped, counted and logged
             self.counters.dropped_malformed(subject, exc)
 
