@@ -164,12 +164,7 @@ class Running:
                     self._durables.append(intake)
                     await intake.start()
                     continue
-                subscription = await self.connection.subscribe(  # requests: admitted in the reader
-                    spec.subject,
-                    self._dispatcher(spec),
-                    queue=spec.queue,
-                    direct=spec.kind is HandlerKind.RPC,
-                )
+                subscription = await self._subscribe(spec)
                 self._intake.append(subscription)
                 stats = self.stats if spec.kind is HandlerKind.RPC else self.event_stats
                 stats[spec.name].intake = subscription
@@ -272,24 +267,31 @@ class Running:
 
     # --- dispatch ---------------------------------------------------------------------------
 
-    def _dispatcher(self, spec: HandlerSpec) -> Callable[[Message], Awaitable[None]]:
-        invoke = compose(_plain(spec), self.service.middleware)  # the chain, composed once
+    async def _subscribe(self, spec: HandlerSpec) -> Subscription:
+        """The subscription of a plain endpoint or event handler, with its chain composed once.
+
+        Requests are admitted in the connection's reader (`_rpc_dispatcher`); events run on up
+        to ``concurrency`` workers of this instance's task group, the rest waiting in the
+        subscription's bounded buffer (a worker takes the next event itself when it is done).
+        """
+        invoke = compose(_plain(spec), self.service.middleware)
         if spec.kind is HandlerKind.RPC:
-            return self._rpc_dispatcher(spec, invoke)
-        limit = asyncio.Semaphore(spec.concurrency)
+            on_request = self._rpc_dispatcher(spec, invoke)
+            return await self.connection.subscribe(spec.subject, on_request, queue=spec.queue, direct=True)
 
         async def on_event(msg: Message) -> None:
-            received = msg.received or time.monotonic()
             if self.accepting():
-                await limit.acquire()  # back-pressure: the subscription waits at the limit
-                if self.accepting():  # stop() may have begun while this waited
-                    work = self._serve_event(spec, invoke, msg, received)
-                    self._group.create_task(_release_after(limit, work))
-                    return
-                limit.release()
-            await self._refuse(spec, msg)  # stopping: only logged
+                await self._serve_event(spec, invoke, msg, msg.received or time.monotonic())
+            else:
+                await self._refuse(spec, msg)  # stopping: only logged
 
-        return on_event
+        return await self.connection.subscribe(
+            spec.subject,
+            on_event,
+            queue=spec.queue,
+            concurrency=spec.concurrency,
+            spawn=self._group.create_task,
+        )
 
     def _rpc_dispatcher(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
         """Admission of one endpoint's requests; never waits, so nats-py's buffer stays empty
@@ -661,13 +663,6 @@ def _plain(spec: HandlerSpec) -> Invoke:
         return await function(message)
 
     return without_context
-
-
-async def _release_after(limit: asyncio.Semaphore, work: Awaitable[None]) -> None:
-    try:
-        await work
-    finally:
-        limit.release()
 
 
 _MAX_BUDGET: Final = 2**31 - 1  # ms: the largest budget a caller can send (a 32-bit integer)

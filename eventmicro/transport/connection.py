@@ -22,7 +22,7 @@ import enum
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -53,11 +53,13 @@ from eventmicro._errors import (
     Timeout,
 )
 from eventmicro.transport.config import ConnectOptions, redact_url
+from eventmicro.transport.intake import Intake, Spawn
 from eventmicro.transport.message import Message, MessageHandler
 from eventmicro.transport.natspy import (
     TOKEN,
     Client,
     ConnectionStats,
+    DirectHandler,
     MalformedHeaders,
     fits,
     headers_size,
@@ -110,10 +112,13 @@ class Subscription:
     full (a slow consumer); ``last_drop`` is when the latest was (`time.monotonic`, 0.0 never).
     """
 
-    __slots__ = ("_quiet", "_sub", "dropped", "last_drop", "queue", "subject")
+    __slots__ = ("_intake", "_quiet", "_sub", "dropped", "last_drop", "queue", "subject")
 
-    def __init__(self, sub: _NatsSubscription, subject: str, queue: str | None) -> None:
+    def __init__(
+        self, sub: _NatsSubscription, subject: str, queue: str | None, intake: Intake | None = None
+    ) -> None:
         self._sub = sub
+        self._intake = intake
         self.subject = subject
         self.queue = queue
         self.dropped = 0
@@ -138,6 +143,8 @@ class Subscription:
     @property
     def pending(self) -> int:
         """Messages received from the server and not yet handled."""
+        if self._intake is not None:
+            return self._intake.pending
         return int(self._sub.pending_msgs)
 
     @property
@@ -151,9 +158,13 @@ class Subscription:
             await self._sub.drain()  # type: ignore[no-untyped-call]
         except nats.errors.Error as exc:
             raise translate(exc, self.subject) from exc
+        if self._intake is not None:
+            await self._intake.idle()
 
     async def unsubscribe(self) -> None:
         """Stop at once; messages not yet handled are dropped."""
+        if self._intake is not None:
+            self._intake.clear()
         try:
             await self._sub.unsubscribe()
         except nats.errors.Error as exc:
@@ -435,29 +446,53 @@ class Connection:
         pending_msgs_limit: int = PENDING_MSGS_LIMIT,
         pending_bytes_limit: int = PENDING_BYTES_LIMIT,
         direct: bool = False,
+        concurrency: int | None = None,
+        spawn: Spawn | None = None,
     ) -> Subscription:
         """Subscribe ``handler`` to ``subject`` (in a queue group when ``queue`` is given).
 
         Returns once the server holds the subscription: anything published afterwards, by
-        any connection, reaches it. nats-py runs one subscription's handler calls one at a
-        time, in order. Messages beyond the pending limits (nats-py's defaults: 524,288
-        messages, 128 MiB) are dropped, counted in `Subscription.dropped` and logged (at most
-        one warning per 10 s).
+        any connection, reaches it. By default nats-py runs one subscription's handler calls
+        one at a time, in order. Messages beyond the pending limits (nats-py's defaults:
+        524,288 messages, 128 MiB, header blocks included) are dropped, counted in
+        `Subscription.dropped` and logged (at most one warning per 10 s).
+
+        With ``concurrency``, up to that many handler calls run at a time, started in arrival
+        order on tasks made by ``spawn`` (default `asyncio.ensure_future`); the reader hands
+        each message over without a hop through a task, and the pending limits bound what
+        waits (`eventmicro.transport.intake`).
 
         With ``direct``, the connection's reader awaits ``handler`` itself, message by message,
         with no buffer between them: the handler must not wait (admit, refuse or hand the work
         to a task) and bounds its own backlog; the pending limits do not apply.
         """
+        intake: Intake | None = None
+        target: DirectHandler | None = None
+        if concurrency is not None:
+            intake = Intake(
+                handler,
+                concurrency=concurrency,
+                max_msgs=pending_msgs_limit,
+                max_bytes=pending_bytes_limit,
+                spawn=spawn or asyncio.ensure_future,
+                on_drop=lambda: self._dropped(ours),
+            )
+            target = intake.offer
+        elif direct:
+            target = _without_size(handler)
 
         async def deliver(msg: _NatsMsg) -> None:
             if counting is not None:
                 counting.release(msg)
-            await handler(
-                Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
-            )
+            message = Message(msg.subject, msg.data, msg.headers, msg.reply, getattr(msg, "received", 0.0))
+            if target is not None:  # arrived before the subscription was handed to the reader
+                await target(message, len(msg.data))
+            else:
+                await handler(message)
 
         nc = self._client
         counting = nc if isinstance(nc, Client) else None
+        ours: Subscription | None = None
         try:
             sub = await nc.subscribe(
                 subject,
@@ -467,8 +502,8 @@ class Connection:
                 pending_bytes_limit=pending_bytes_limit,
             )
             if counting is not None:
-                if direct:
-                    counting.dispatch_directly(sub._id, handler)
+                if target is not None:
+                    counting.dispatch_directly(sub._id, target)
                 else:
                     counting.count_headers(sub._id)
             await round_trip(self._client, 5.0)
@@ -476,9 +511,15 @@ class Connection:
             raise Timeout(subject, 5.0) from exc
         except nats.errors.Error as exc:
             raise translate(exc, subject) from exc
-        ours = Subscription(sub, subject, queue)
+        ours = Subscription(sub, subject, queue, intake)
         self._subscriptions[sub._id] = ours
         return ours
+
+    def _dropped(self, subscription: Subscription | None) -> None:
+        """A message dropped by an intake whose buffer was full: a slow consumer."""
+        self.stats.slow_consumer += 1
+        if subscription is not None:
+            subscription._dropped_one()
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
@@ -644,3 +685,10 @@ def describe_api(exc: nats.js.errors.APIError) -> str:
     """A JetStream API error's description and code, for a message."""
     text = (exc.description or "refused").strip()
     return f"{text} (err_code {exc.err_code})" if exc.err_code else text
+
+
+def _without_size(handler: MessageHandler) -> DirectHandler:
+    def direct(message: Message, size: int) -> Awaitable[None]:
+        return handler(message)
+
+    return direct

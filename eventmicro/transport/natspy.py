@@ -29,7 +29,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -39,7 +39,7 @@ from nats.aio.msg import Msg as _NatsMsg
 from nats.aio.subscription import Subscription as _NatsSubscription
 from nats.protocol import command as prot_command
 
-from eventmicro.transport.message import Message, MessageHandler
+from eventmicro.transport.message import Message
 from eventmicro.transport.quiet import Quiet
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "TOKEN",
     "Client",
     "ConnectionStats",
+    "DirectHandler",
     "MalformedHeaders",
     "StampedMsg",
     "fits",
@@ -56,6 +57,8 @@ __all__ = [
     "server_info",
     "subscription_active",
 ]
+
+DirectHandler = Callable[[Message, int], Awaitable[None]]  # a message and its size in bytes
 
 CHECKED_WITH: Final = "2.16.0"  # the nats-py these overrides were checked against
 log = logging.getLogger("eventmicro.connection")
@@ -234,12 +237,12 @@ class Client(_NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self._counting: set[int] = set()
-        self._direct: dict[int, MessageHandler] = {}
+        self._direct: dict[int, DirectHandler] = {}
 
     def count_headers(self, sid: int) -> None:
         self._counting.add(sid)
 
-    def dispatch_directly(self, sid: int, handler: MessageHandler) -> None:
+    def dispatch_directly(self, sid: int, handler: DirectHandler) -> None:
         """Hand subscription ``sid``'s messages to ``handler`` from the reader itself.
 
         No `Msg`, no pending queue, no hop through the subscription's task: ``handler`` is
@@ -281,7 +284,7 @@ class Client(_NatsClient):
                 self.counters.dropped_malformed(subject, exc)
                 return
             try:
-                await direct(message)
+                await direct(message, len(data) + len(headers) if headers else len(data))
             except Exception:  # a handler's own failure must not stop the reader
                 log.exception("the handler of '%s' failed", message.subject[:128])
             return
