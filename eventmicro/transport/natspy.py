@@ -111,7 +111,33 @@ def parse_header_block(block: bytes) -> dict[str, str] | None:
     return headers
 
 
+_keys: dict[str, str | None] = {}  # a header line's name part -> its key, None when skipped
+_ASCII_SPACE: Final = " \t\n\r\x0b\x0c"  # what bytes.strip() strips (str.strip() strips more)
+
+
 def _parse_header_lines(raw: bytes) -> dict[str, str]:
+    if raw.isascii():  # the common case: decoded once, names looked up in a bounded cache
+        out: dict[str, str] = {}
+        keys = _keys
+        for line in raw.decode("ascii").split("\r\n"):
+            name, sep, value = line.partition(":")
+            if not sep:
+                continue
+            if name in keys:
+                key = keys[name]
+            else:
+                key = name.strip(_ASCII_SPACE)
+                if key and key.split() != [key]:
+                    key = None  # whitespace inside a name: skipped, as nats-py does
+                if len(name) <= _MAX_CACHED_NAME and len(keys) < _CACHED_NAMES:
+                    keys[name] = key
+            if key is not None:
+                out[key] = value.strip(_ASCII_SPACE)
+        return out
+    return _parse_any_header_lines(raw)
+
+
+def _parse_any_header_lines(raw: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in raw.split(b"\r\n"):
         name, sep, value = line.partition(b":")

@@ -161,11 +161,6 @@ def from_binary(
     return _build(event_factory, attributes, data)
 
 
-_GET7: Final = operator.itemgetter(
-    "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype", "ce-dataschema"
-)
-
-
 _GET6: Final = operator.itemgetter(
     "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype"
 )
@@ -185,26 +180,22 @@ def _core_only(headers: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
     ``None`` sends the message down the general path, which also names any error.
     """
     extensions: list[tuple[str, str, str]] = []
+    count = len(headers)
+    if count < 6:
+        return None
     try:
-        if len(headers) == 7:
-            specversion, event_id, source, type_, time, content_type, schema = _GET7(headers)
-        elif len(headers) == 6:
-            specversion, event_id, source, type_, time, content_type = _GET6(headers)
-            schema = None
-        elif len(headers) > 7:  # core headers plus extensions (RPC budgets, trace context)
-            specversion, event_id, source, type_, time, content_type = _GET6(headers)
-            schema = headers.get("ce-dataschema")
-            for header, raw in headers.items():
-                if header in _CORE_HEADER_NAMES or header in _PLAIN_TRACE:
-                    continue
-                name = _ATTRIBUTE_OF.get(header)  # canonical extension names seen before
-                if name is None:
-                    return None
-                extensions.append((header, name, raw))
-        else:
-            return None
+        specversion, event_id, source, type_, time, content_type = _GET6(headers)
     except KeyError:
         return None
+    schema = headers.get("ce-dataschema")
+    if count > (6 if schema is None else 7):  # extensions too (RPC budgets, trace context)
+        for header, raw in headers.items():
+            if header in _CORE_HEADER_NAMES or header in _PLAIN_TRACE:
+                continue
+            name = _ATTRIBUTE_OF.get(header)  # canonical extension names seen before
+            if name is None:
+                return None
+            extensions.append((header, name, raw))
     if not event_id or not event_id.isprintable() or "%" in event_id or event_id[0] == '"':
         return None
     key = (specversion, source, type_, content_type, schema)

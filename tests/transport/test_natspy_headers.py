@@ -31,6 +31,19 @@ def test_parsing_matches_nats_py(block: list[bytes]) -> None:
     assert _Client._parse_header_lines(raw) == NatsClient._parse_header_lines(raw)
 
 
+ascii_text = st.text(alphabet="ab-Z: \t\x0b\x0c\x1c\x1f%\r\n", max_size=12)
+ascii_line = st.tuples(ascii_text, ascii_text).map(lambda kv: f"{kv[0]}:{kv[1]}".encode())
+ascii_lines = st.lists(ascii_line, max_size=8)
+
+
+@given(ascii_lines)
+@settings(max_examples=400)
+def test_the_ascii_fast_path_matches_nats_py(block: list[bytes]) -> None:
+    """ASCII blocks (every eventmicro message) take a faster path; whitespace rules stay nats-py's."""
+    raw = b"\r\n".join(block) + b"\r\n"
+    assert _Client._parse_header_lines(raw) == NatsClient._parse_header_lines(raw)
+
+
 class Recorder:
     """Captures what a client would write, without a server."""
 
