@@ -220,7 +220,7 @@ class Client(_NatsClient):
     binary mode (seven or more headers a message) that was most of its per-message cost.
     """
 
-    _names: ClassVar[dict[str, bytes]] = {}  # short header name -> b"Name: ", validated once
+    _names: ClassVar[dict[str, str]] = {}  # short header name -> "Name: ", validated once
     _tokens: itertools.count[int] = itertools.count(1)
     counters: ConnectionStats = ConnectionStats()  # replaced per connection by `Connection`
 
@@ -382,7 +382,7 @@ class Client(_NatsClient):
             await super()._send_publish(subject, reply, payload, payload_size, headers)
             return
         names = self._names
-        block = bytearray(b"NATS/1.0\r\n")
+        parts = ["NATS/1.0\r\n"]  # joined and encoded once
         for name, value in headers.items():
             prefix = names.get(name)
             if prefix is None:
@@ -391,16 +391,17 @@ class Client(_NatsClient):
                     continue
                 if not TOKEN.fullmatch(key):
                     raise nats.errors.BadHeaderError(key)
-                prefix = key.encode() + b": "
+                prefix = key + ": "
                 if len(name) <= _MAX_CACHED_NAME and len(names) < _CACHED_NAMES:
                     names[name] = prefix
             text = value.strip()
             if "\r" in text or "\n" in text:
                 text = text.translate(_NEWLINES)
-            block += prefix
-            block += text.encode()
-            block += b"\r\n"
-        block += b"\r\n"
+            parts.append(prefix)
+            parts.append(text)
+            parts.append("\r\n")
+        parts.append("\r\n")
+        block = "".join(parts).encode()
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))
