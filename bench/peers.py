@@ -12,7 +12,8 @@ its own (``bench/peers_service.py``) and this process drives it with that peer's
 - RPC: ``calls`` sequential calls (p50, p99) and ``2 * calls`` with ``CONCURRENCY`` in flight
   (calls/s), a ``PlaceOrder`` (~100 B protobuf) answered by an ``OrderAccepted``;
 - the serving process's CPU µs per event and per call (``/proc/PID/task/*/schedstat``, as
-  ``bench/hotpath.py``).
+  ``bench/hotpath.py``), and this process's (the caller's) CPU µs per call at ``CONCURRENCY``
+  in flight (``time.process_time``): which side bounds the throughput on two cores.
 
 Peers (what each carries on the wire besides the same protobuf bodies):
 
@@ -240,10 +241,14 @@ async def concurrent(serving: Serving, call: Callable[[], Awaitable[None]], tota
             remaining -= 1
             await call()
 
-    before, started = serving.cpu(), time.perf_counter()
+    before, ours, started = serving.cpu(), time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
-    return {"rpc64_per_s": total / elapsed, "rpc64_cpu_us": (serving.cpu() - before) / total * 1e6}
+    return {
+        "rpc64_per_s": total / elapsed,
+        "rpc64_cpu_us": (serving.cpu() - before) / total * 1e6,
+        "rpc64_caller_cpu_us": (time.process_time() - ours) / total * 1e6,  # this process: the client side
+    }
 
 
 async def burst(serving: Serving, peer: Peer, count: int) -> dict[str, float]:
@@ -374,11 +379,12 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
         ]  # fmt: skip
         table(head, rows)
     print(f"\n  RPC, responder in its own process: sequential, and {CONCURRENCY} calls in flight")
-    head = ("peer", "p50 µs", "p99 µs", "responder CPU µs/call", f"{CONCURRENCY}-way calls/s", "CPU µs/call")
+    head = ("peer", "p50 µs", "p99 µs", "responder CPU µs/call", f"{CONCURRENCY}-way calls/s", "CPU µs/call",
+            "caller CPU µs/call")  # fmt: skip
     table(head, [
         (LABELS[name], f"{medians[f'rpc_p50_us_{name}']:,.0f}", f"{medians[f'rpc_p99_us_{name}']:,.0f}",
          f"{medians[f'rpc_cpu_us_{name}']:,.1f}", f"{medians[f'rpc64_per_s_{name}']:,.0f}",
-         f"{medians[f'rpc64_cpu_us_{name}']:,.1f}")
+         f"{medians[f'rpc64_cpu_us_{name}']:,.1f}", f"{medians[f'rpc64_caller_cpu_us_{name}']:,.1f}")
         for name in peers
     ])  # fmt: skip
     ratios = ratio_table(medians, peers, results["bursts"])
