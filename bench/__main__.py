@@ -15,7 +15,10 @@
 (g) hotpath: CPU µs and Python calls per RPC and per event in a service process of its own
     (bench/hotpath.py);
 (h) overload, only with ``--suite overload``: an endpoint offered ten times its capacity, what
-    the callers get and how soon it answers normally again (bench/overload.py).
+    the callers get and how soon it answers normally again (bench/overload.py);
+(i) peers: events and RPC through raw nats-py, nats.micro, FastStream and eventmicro, each serving
+    side in a process of its own, with its CPU per message (bench/peers.py; FastStream is the
+    ``bench`` extra, skipped with a message when it is not installed).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -43,28 +46,11 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import durable, gateway, hotpath, overload, services
+from bench import durable, gateway, hotpath, overload, peers, services
+from bench.sample import SCHEMA, SOURCE, TYPE, sample_event
 from eventmicro import cloudevents_nats as binding
 from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
-
-SOURCE = "/bench/orders/instance-1"
-TYPE = "shop.orders.v1.OrderPlaced"
-SCHEMA = "type.googleapis.com/shop.orders.v1.OrderPlaced"
-
-
-def sample_event() -> orders.OrderPlaced:
-    """An OrderPlaced of about 200 bytes once serialized."""
-    placed = orders.OrderPlaced(
-        order_id="ord-0001234567",
-        customer_id="cust-000042",
-        currency="EUR",
-        total_cents=123456,
-        items=[orders.LineItem(sku=f"sku-{i:06d}", quantity=i + 1, unit_price_cents=1999) for i in range(8)],
-    )
-    placed.placed_at.GetCurrentTime()
-    return placed
-
 
 # --- (a) encode + decode per event -------------------------------------------------------
 
@@ -219,9 +205,19 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
         "--suite",
-        choices=("all", "binding", "services", "durable", "gateway", "hotpath", "observability", "overload"),
+        choices=(
+            "all",
+            "binding",
+            "services",
+            "durable",
+            "gateway",
+            "hotpath",
+            "peers",
+            "observability",
+            "overload",
+        ),
         default="all",
-        help="all = binding, services, durable, gateway, hotpath; observability (tracing on/off) and"
+        help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off) and"
         " overload run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
@@ -233,6 +229,7 @@ def main() -> int:
         help="events per durable scenario (default: --count, at most 20,000)",
     )
     overload.add_arguments(parser)
+    peers.add_arguments(parser)
     args = parser.parse_args()
 
     print(
@@ -282,6 +279,8 @@ def main() -> int:
         with eventmicro.NatsServer(jetstream=False) as server:
             rounds = hotpath.run(server, args.repeat, args.calls, args.events)
         results["hotpath"] = {"rounds": rounds, "medians": hotpath.report(rounds)}
+    if args.suite in ("all", "peers"):
+        results["peers"] = peers.suite(args)
     if args.suite == "overload":
         print(
             f"\n(h) overload: {args.rate:g} requests/s for {args.seconds:g} s from {args.callers} caller"
