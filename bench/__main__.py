@@ -35,7 +35,6 @@ import sys
 import time
 import timeit
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -47,9 +46,8 @@ from nats.aio.msg import Msg
 
 import eventmicro
 from bench import durable, gateway, hotpath, overload, peers, services
-from bench.sample import SCHEMA, SOURCE, TYPE, sample_event
+from bench.sample import SCHEMA, SOURCE, TYPE, handbuilt_event_headers, sample_event
 from eventmicro import cloudevents_nats as binding
-from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 # --- (a) encode + decode per event -------------------------------------------------------
@@ -132,16 +130,7 @@ async def measure(url: str, count: int, variant: str) -> float:
         await pub.publish(subject, message.SerializeToString())
 
     async def publish_headers(i: int) -> None:
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-id": new_event_id(),
-            "ce-source": SOURCE,
-            "ce-type": TYPE,
-            "ce-time": format_time(datetime.now(UTC)),
-            "ce-datacontenttype": "application/protobuf",
-            "ce-dataschema": SCHEMA,
-        }
-        await pub.publish(subject, message.SerializeToString(), headers=headers)
+        await pub.publish(subject, message.SerializeToString(), headers=handbuilt_event_headers())
 
     async def publish_binding(i: int) -> None:
         wire = binding.to_binary(eventmicro.Event.of(message, source=SOURCE), None)

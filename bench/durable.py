@@ -23,24 +23,20 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import nats
 import nats.errors
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext, api
 
+from bench.sample import SOURCE, TYPE, handbuilt_event_headers, sample_event
 from bench.services import connect
 from eventmicro import Client, Durable, Event, NatsServer, Service
 from eventmicro import cloudevents_nats as binding
 from eventmicro.service.deadletters import dead_letter_stream
 from eventmicro.transport.jetstream import MSG_ID_HEADER, ensure_stream
-from eventmicro.wire.clock import format_time, new_event_id
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
-SOURCE = "/bench/orders/instance-1"
-TYPE = "shop.orders.v1.OrderPlaced"
-SCHEMA = "type.googleapis.com/shop.orders.v1.OrderPlaced"
 WINDOW = 256  # acknowledgements outstanding in the pipelined scenario, both sides
 FETCH_BATCH = 64  # the raw consumer's batch: eventmicro's default handler concurrency
 DEADLINE = 300.0  # seconds any one measurement may take before the benchmark gives up
@@ -48,25 +44,11 @@ SCENARIOS = ("publish_seq", "publish_pipelined", "consume")
 VARIANTS = ("raw", "eventmicro")
 
 
-def order_placed() -> orders.OrderPlaced:
-    """The OrderPlaced of the other suites (~200 bytes serialized, 8 line items)."""
-    placed = orders.OrderPlaced(
-        order_id="ord-0001234567",
-        customer_id="cust-000042",
-        currency="EUR",
-        total_cents=123456,
-        items=[orders.LineItem(sku=f"sku-{i:06d}", quantity=i + 1, unit_price_cents=1999) for i in range(8)],
-    )
-    placed.placed_at.GetCurrentTime()
-    return placed
-
-
 def handbuilt_headers() -> dict[str, str]:
     """What a hand-written nats-py producer sends: CloudEvents binary headers + ``Nats-Msg-Id``."""
-    event_id = new_event_id()
-    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": SOURCE, "ce-type": TYPE,
-            "ce-time": format_time(datetime.now(UTC)), "ce-datacontenttype": "application/protobuf",
-            "ce-dataschema": SCHEMA, MSG_ID_HEADER: event_id}  # fmt: skip
+    headers = handbuilt_event_headers()
+    headers[MSG_ID_HEADER] = headers["ce-id"]
+    return headers
 
 
 # --- streams (untimed setup) -----------------------------------------------------------------
@@ -85,7 +67,7 @@ async def stored(js: JetStreamContext, name: str) -> int:
 
 async def prefill(js: JetStreamContext, subject: str, count: int) -> None:
     """``count`` events as eventmicro publishes them, pipelined (nats-py's publish_async)."""
-    message = order_placed()
+    message = sample_event()
     futures = []
     for _ in range(count):
         event = Event.of(message, source=SOURCE)
@@ -112,13 +94,13 @@ async def settled(nc: Nats, js: JetStreamContext, stream: str, consumer: str, de
 
 
 async def publish_raw_sequential(js: JetStreamContext, subject: str, count: int) -> None:
-    message = order_placed()
+    message = sample_event()
     for _ in range(count):
         await js.publish(subject, message.SerializeToString(), headers=handbuilt_headers())
 
 
 async def publish_raw_pipelined(js: JetStreamContext, subject: str, count: int) -> None:
-    message = order_placed()
+    message = sample_event()
     futures = [
         await js.publish_async(subject, message.SerializeToString(), headers=handbuilt_headers())
         for _ in range(count)
@@ -136,7 +118,7 @@ async def measure_publish(url: str, scenario: str, variant: str, count: int, tag
     js = nc.jetstream(publish_async_max_pending=WINDOW)
     conn = await connect(url)
     client = Client(conn, source=SOURCE)
-    message = order_placed()
+    message = sample_event()
     messages = [message] * count
 
     async def eventmicro_sequential() -> None:

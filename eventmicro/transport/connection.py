@@ -475,7 +475,7 @@ class Connection:
                 max_msgs=pending_msgs_limit,
                 max_bytes=pending_bytes_limit,
                 spawn=spawn or asyncio.ensure_future,
-                on_drop=lambda: self._dropped(ours),
+                on_drop=lambda: self._dropped(ours, subject),
             )
             target = intake.offer
         elif direct:
@@ -515,11 +515,13 @@ class Connection:
         self._subscriptions[sub._id] = ours
         return ours
 
-    def _dropped(self, subscription: Subscription | None) -> None:
-        """A message dropped by an intake whose buffer was full: a slow consumer."""
+    def _dropped(self, subscription: Subscription | None, subject: str) -> None:
+        """A message dropped because a subscription's buffer (nats-py's or an intake's) was full."""
         self.stats.slow_consumer += 1
         if subscription is not None:
             subscription._dropped_one()
+        elif self.stats.slow_consumer == 1 or self.stats.slow_consumer % 10000 == 0:
+            log.warning("slow consumer on '%s': messages dropped", subject)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far."""
@@ -569,12 +571,7 @@ class Connection:
                 log.debug("connect error (connection %s): %s", self._label, _describe(exc))
             return
         if isinstance(exc, nats.errors.SlowConsumerError):
-            self.stats.slow_consumer += 1
-            ours = self._subscriptions.get(exc.sid)
-            if ours is not None:
-                ours._dropped_one()
-            elif self.stats.slow_consumer == 1 or self.stats.slow_consumer % 10000 == 0:
-                log.warning("slow consumer on '%s': messages dropped", exc.subject)
+            self._dropped(self._subscriptions.get(exc.sid), exc.subject)
         else:
             log.warning("NATS connection error (connection %s): %s", self._label, _describe(exc))
 
