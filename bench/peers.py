@@ -52,10 +52,10 @@ from typing import Any, Final, Protocol
 import nats
 from nats.aio.client import Client as Nats
 
-from bench.hotpath import cpu_seconds
+from bench.hotpath import cpu_seconds, stop
 from bench.peers_service import CONTROL, EVENT_PEERS, EVENT_SUBJECT, PEERS, RPC_SUBJECT
 from bench.sample import handbuilt_event_headers, sample_event
-from bench.services import REQUEST, ROOT, connect, handbuilt_headers, percentile
+from bench.services import REQUEST, ROOT, connect, handbuilt_headers, latencies, percentile
 from eventmicro import Client, Connection, NatsServer
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
@@ -206,25 +206,12 @@ def start(peer: str, url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # --- one peer, one round --------------------------------------------------------------------
 
 
 async def sequential(serving: Serving, call: Callable[[], Awaitable[None]], calls: int) -> dict[str, float]:
-    measured = []
     before = serving.cpu()
-    for _ in range(calls):
-        started = time.perf_counter()
-        await call()
-        measured.append((time.perf_counter() - started) * 1e6)
+    measured = await latencies(call, calls)
     return {
         "rpc_cpu_us": (serving.cpu() - before) / calls * 1e6,
         "rpc_p50_us": percentile(measured, 0.5),
