@@ -6,7 +6,7 @@ import enum
 import json
 import warnings
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, NoReturn, Protocol
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.formats.base import Format
@@ -28,6 +28,7 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "CloudEventsWarning",
+    "HeaderBlock",
     "Mode",
     "NATSMessage",
     "SupportsNATSMessage",
@@ -60,6 +61,31 @@ class SupportsNATSMessage(Protocol):
 
     @property
     def data(self) -> bytes: ...
+
+
+class HeaderBlock(dict[str, str]):
+    """Headers whose NATS header block (``NATS/1.0`` line to blank line) is encoded already.
+
+    `to_binary` returns these for events `Event.of` made, whose header lines are shared per
+    type and source: the transport sends ``block`` as it is instead of encoding each header
+    again. Read-only, since a change would leave ``block`` stale: change a copy
+    (``dict(headers)``), which the transport encodes as usual.
+    """
+
+    __slots__ = ("block",)
+
+    def __init__(self, headers: dict[str, str], block: bytes) -> None:
+        super().__init__(headers)
+        self.block = block
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("these headers are read-only (their block is encoded); change dict(headers)")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy/pickle: a plain dict (the block stays behind)
+        return dict, (dict(self),)
 
 
 class NATSMessage(NamedTuple):

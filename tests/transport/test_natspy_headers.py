@@ -12,7 +12,11 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.protocol.parser import Parser
 
 from eventmicro.transport.natspy import Client as _Client
-from eventmicro.transport.natspy import ConnectionStats, MalformedHeaders, parse_header_block
+from eventmicro.transport.natspy import ConnectionStats, MalformedHeaders, fits, parse_header_block
+from eventmicro.wire.attributes import CORE_ATTRIBUTES
+from eventmicro.wire.binary import to_binary
+from eventmicro.wire.event import Event
+from eventmicro.wire.message import HeaderBlock
 
 header_text = st.text(st.characters(codec="utf-8"), max_size=12)
 lines = st.lists(
@@ -74,6 +78,42 @@ def test_publishing_writes_the_same_bytes_as_nats_py(headers: dict[str, str], pa
             outcomes.append(type(exc).__name__)
     assert outcomes[0] == outcomes[1]
     assert ours_sent.sent == theirs_sent.sent
+
+
+attribute_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=12)
+extension_values = st.one_of(attribute_text, st.integers(-(2**31), 2**31 - 1), st.booleans())
+extensions = st.dictionaries(st.text(alphabet="abcxyz019", min_size=1, max_size=8), extension_values, max_size=4)
+
+
+@given(attribute_text, attribute_text, extensions, st.binary(max_size=20))
+@settings(max_examples=300)
+def test_an_encoded_header_block_is_the_bytes_nats_py_writes(
+    type_: str, source: str, extras: dict[str, object], payload: bytes
+) -> None:
+    """Event.of's events carry their header block encoded once (HeaderBlock); the transport
+    sends it as it is. It must be byte for byte what nats-py writes for the same headers."""
+    extras = {name: value for name, value in extras.items() if name not in CORE_ATTRIBUTES}
+    event = Event.of(payload, source=source, type=type_, extensions=extras)  # type: ignore[arg-type]
+    wire = to_binary(event, None)
+    assert isinstance(wire.headers, HeaderBlock)
+    ours, theirs = _Client(), NatsClient()
+    ours_sent, theirs_sent = Recorder(ours), Recorder(theirs)
+    asyncio.run(ours._send_publish("subj", "", wire.data, len(wire.data), wire.headers))
+    asyncio.run(theirs._send_publish("subj", "", wire.data, len(wire.data), dict(wire.headers)))
+    assert ours_sent.sent == theirs_sent.sent
+    assert fits(wire.headers, len(wire.data), 0) == fits(dict(wire.headers), len(wire.data), 0)
+
+
+def test_encoded_headers_are_read_only() -> None:
+    """A change would leave the encoded block stale, so it is refused; a copy is a plain dict."""
+    headers = to_binary(Event.of(b"x", source="/s", type="t.x"), None).headers
+    with pytest.raises(TypeError):
+        headers["ce-subject"] = "changed"
+    with pytest.raises(TypeError):
+        headers.update({"ce-subject": "changed"})
+    copy = dict(headers)
+    copy["ce-subject"] = "changed"
+    assert "ce-subject" not in headers
 
 
 # --- hostile header blocks: nothing a client sends may raise out of the reader -----------------
