@@ -193,7 +193,7 @@ def fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
     """0 when the message fits ``limit``; else its exact size. Cheap bound first."""
     if headers is None:  # nats-py sends HPUB, header block included, for any dict, even {}
         return 0 if body <= limit else body
-    if headers.__class__ is HeaderBlock:  # encoded already: its exact size is known
+    if headers.__class__ is HeaderBlock and headers.block is not None:  # encoded: its size is known
         size = body + len(headers.block)
         return 0 if size <= limit else size
     rough = _HEADER_LINE + 2
@@ -386,7 +386,9 @@ class Client(_NatsClient):
             await super()._send_publish(subject, reply, payload, payload_size, headers)
             return
         # a HeaderBlock was encoded once, by the binding (same bytes as _header_block's)
-        block = headers.block if headers.__class__ is HeaderBlock else self._header_block(headers)
+        block = headers.block if headers.__class__ is HeaderBlock else None
+        if block is None:
+            block = self._header_block(headers)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
         await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))

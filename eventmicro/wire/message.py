@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 import json
 import warnings
-from collections.abc import Mapping
-from typing import Any, Final, NamedTuple, NoReturn, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NamedTuple, Protocol
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.formats.base import Format
@@ -63,26 +63,36 @@ class SupportsNATSMessage(Protocol):
     def data(self) -> bytes: ...
 
 
+def _forgets_block(method: Callable[..., Any]) -> Callable[..., Any]:
+    def changing(self: HeaderBlock, *args: Any, **kwargs: Any) -> Any:
+        self.block = None  # stale now: the transport encodes the headers as they are
+        return method(self, *args, **kwargs)
+
+    return changing
+
+
 class HeaderBlock(dict[str, str]):
     """Headers whose NATS header block (``NATS/1.0`` line to blank line) is encoded already.
 
     `to_binary` returns these for events `Event.of` made, whose header lines are shared per
     type and source: the transport sends ``block`` as it is instead of encoding each header
-    again. Read-only, since a change would leave ``block`` stale: change a copy
-    (``dict(headers)``), which the transport encodes as usual.
+    again. Changing the headers drops the block (``None``), and they are encoded as usual.
     """
 
     __slots__ = ("block",)
 
     def __init__(self, headers: dict[str, str], block: bytes) -> None:
         super().__init__(headers)
-        self.block = block
+        self.block: bytes | None = block
 
-    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("these headers are read-only (their block is encoded); change dict(headers)")
-
-    __setitem__ = __delitem__ = __ior__ = _read_only
-    update = pop = popitem = clear = setdefault = _read_only
+    __setitem__ = _forgets_block(dict.__setitem__)
+    __delitem__ = _forgets_block(dict.__delitem__)
+    __ior__ = _forgets_block(dict.__ior__)
+    update = _forgets_block(dict.update)
+    pop = _forgets_block(dict.pop)
+    popitem = _forgets_block(dict.popitem)
+    clear = _forgets_block(dict.clear)
+    setdefault = _forgets_block(dict.setdefault)
 
     def __reduce__(self) -> tuple[Any, ...]:  # copy/pickle: a plain dict (the block stays behind)
         return dict, (dict(self),)
