@@ -71,10 +71,11 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
                 headers.update(extra)
                 lines = "".join([f"{name}: {value}\r\n" for name, value in extra.items()])
                 block = f"{head}{event_id}{middle}{time_text}{tail}{lines}\r\n"
+            encoded = HeaderBlock(headers)  # dict's own copy: no Python call
+            encoded.block = block.encode()
             data = event._data
             return NATSMessage(
-                HeaderBlock(headers, block.encode()),
-                data if data.__class__ is bytes else _write_data(event, None, event_format),
+                encoded, data if data.__class__ is bytes else _write_data(event, None, event_format)
             )
         attributes = event._attributes  # validated already; no copy needed
         headers = _binary_headers(attributes, event._time_text)

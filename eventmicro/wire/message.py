@@ -80,10 +80,7 @@ class HeaderBlock(dict[str, str]):
     """
 
     __slots__ = ("block",)
-
-    def __init__(self, headers: dict[str, str], block: bytes) -> None:
-        super().__init__(headers)
-        self.block: bytes | None = block
+    block: bytes | None  # set right after construction: HeaderBlock(headers), then .block = ...
 
     __setitem__ = _forgets_block(dict.__setitem__)
     __delitem__ = _forgets_block(dict.__delitem__)
