@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.observability.stats import EndpointStats
     from eventmicro.transport.connection import Connection
 
-__all__ = ["ConsumerProbe", "DurableState", "Instance", "Named", "Watched", "Watching"]
+__all__ = ["CircuitView", "ConsumerProbe", "DurableState", "Instance", "Named", "Watched", "Watching"]
 
 
 class Named(Protocol):
@@ -80,3 +80,18 @@ class Instance(Protocol):
     def event_stats(self) -> Mapping[str, EndpointStats]: ...
     def accepting(self) -> bool: ...
     def watching(self) -> Watching: ...
+
+
+class CircuitView(Protocol):
+    """A caller's circuit breaker as metrics read it."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def state_name(self) -> str: ...
+    @property
+    def opened(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
 from eventmicro.service.client import Client
+from eventmicro.service.retry import RetryPolicy
 from eventmicro.transport.kv import Store, Stores
 from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.event import Event
@@ -88,10 +89,18 @@ class Context:
         returns: type[T],
         timeout: float | None = None,
         idempotent: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> T:
-        """Call another endpoint within what is left of this handler's deadline."""
+        """Call another endpoint within what is left of this handler's deadline, with the
+        service's `RetryPolicy` and circuit breakers (``Service(retry=, breaker=)``), or ``retry``."""
         return await self._client.call(
-            name, request, returns=returns, timeout=timeout, idempotent=idempotent, trace=self.trace
+            name,
+            request,
+            returns=returns,
+            timeout=timeout,
+            idempotent=idempotent,
+            trace=self.trace,
+            retry=retry,
         )
 
     async def store(self, bucket: str, value_type: type[T]) -> Store[T]:

@@ -31,11 +31,13 @@ from typing import Any, Final, TypeVar, overload
 from eventmicro._errors import ConfigurationError
 from eventmicro.observability.logs import SCOPE, Scope, configure
 from eventmicro.observability.metrics import enable as enable_metrics
+from eventmicro.service.breaker import BreakerPolicy
 from eventmicro.service.declared import Hook
 from eventmicro.service.delivery import Broadcast, DeliveryOption, Durable, Ordered, Shared
 from eventmicro.service.handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
 from eventmicro.service.middleware import Middleware
 from eventmicro.service.process import DEFAULT_DRAIN_TIMEOUT, Serve, drain_timeout_from_env, run_services
+from eventmicro.service.retry import RetryPolicy
 from eventmicro.service.running import Running
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -68,6 +70,9 @@ class Service:
     ``$`` (``$JS.API``, ``$SRV``, ``$KV``...), to an event or dead-letter subject, or to a
     wildcard; ``reply_prefixes=("_INBOX.",)`` also refuses every other subject that does not
     start with ``_INBOX.``. A refused request is not handled, is counted and logged.
+
+    ``retry`` (a `RetryPolicy`) and ``breaker`` (a `BreakerPolicy`) govern the calls its
+    handlers make with ``ctx.call``: each instance has its own circuits, shown in ``$SRV.STATS``.
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class Service:
         publishes: Sequence[type] = (),
         streams: Sequence[Stream] = (),
         reply_prefixes: Sequence[str] | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -105,6 +112,12 @@ class Service:
         if reply_prefixes is not None and not all(isinstance(p, str) and p for p in reply_prefixes):
             raise ConfigurationError("reply_prefixes: subject prefixes are non-empty strings")
         self.reply_prefixes = tuple(reply_prefixes) if reply_prefixes is not None else None
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, not {retry!r}")
+        if breaker is not None and not isinstance(breaker, BreakerPolicy):
+            raise ConfigurationError(f"breaker must be a BreakerPolicy, not {breaker!r}")
+        self.retry = retry
+        self.breaker = breaker
 
     # --- decorators -------------------------------------------------------------------------
 
@@ -267,6 +280,7 @@ class Service:
     ) -> AsyncIterator[Any]:
         """Serve on ``connection`` inside the block; leaving it drains and stops gracefully."""
         running = Running(self, connection, drain_timeout=drain_timeout)
+        running.client.configure(retry=self.retry, breaker=self.breaker)  # for its handlers' calls
         await running.start()
         try:
             yield running
