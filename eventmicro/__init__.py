@@ -44,6 +44,7 @@ from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
+from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
@@ -114,6 +115,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "DeadlineExceeded",
+    "Dependency",
     "Durable",
     "Entry",
     "EnvelopeError",

@@ -75,6 +75,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "Broadcast", "Durable", "Ordered", "Shared", "Codec", "register_codec", "unregister_codec",
         # resilience: retry policies and circuit breakers
         "BreakerPolicy", "CircuitOpen", "CircuitState", "RetryBudget", "RetryPolicy",
+        # dependencies for handlers
+        "Dependency",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)
