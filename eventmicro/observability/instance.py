@@ -14,7 +14,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.observability.stats import EndpointStats
     from eventmicro.transport.connection import Connection
 
-__all__ = ["CircuitView", "ConsumerProbe", "DurableState", "Instance", "Named", "Watched", "Watching"]
+__all__ = [
+    "CircuitView",
+    "ConsumerProbe",
+    "DurableState",
+    "Instance",
+    "Named",
+    "RetriesView",
+    "Watched",
+    "Watching",
+]
 
 
 class Named(Protocol):
@@ -95,3 +104,12 @@ class CircuitView(Protocol):
     def opened(self) -> int: ...
     @property
     def rejected(self) -> int: ...
+
+
+class RetriesView(Protocol):
+    """A client's retries as metrics read them: per target endpoint, attempts after the first."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def retried(self) -> Mapping[str, int]: ...

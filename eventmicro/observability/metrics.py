@@ -15,6 +15,7 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_circuit_state                 gauge      client, target, state (circuits in it: 1 or 0)
     eventmicro_circuit_opened_total          counter    client, target
     eventmicro_circuit_rejected_total        counter    client, target  (calls failed fast)
+    eventmicro_client_retries_total          counter    client, target  (attempts after the first)
 
 ``kind`` is ``rpc`` or ``event``. Instances of one service in one process add up (a process is
 one scrape target). Circuits are the callers' breakers (``eventmicro.BreakerPolicy``): ``client``
@@ -39,7 +40,7 @@ from eventmicro.observability.stats import HandlerMetrics
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from eventmicro.observability.instance import CircuitView, Instance
+    from eventmicro.observability.instance import CircuitView, Instance, RetriesView
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -50,6 +51,7 @@ __all__ = [
     "disable",
     "enable",
     "watch_circuit",
+    "watch_retries",
 ]
 
 # seconds: sub-millisecond RPCs up to minute-long durable handlers
@@ -64,6 +66,14 @@ _circuits: weakref.WeakSet[Any] = weakref.WeakSet()  # every live circuit of the
 def watch_circuit(circuit: CircuitView) -> None:
     """Show ``circuit`` in the metrics while it lives (called once, when a circuit is made)."""
     _circuits.add(circuit)
+
+
+_retries: weakref.WeakSet[Any] = weakref.WeakSet()  # the retry counts of every live client that retried
+
+
+def watch_retries(retries: RetriesView) -> None:
+    """Show a client's retry counts in the metrics (called at its first retry)."""
+    _retries.add(retries)
 
 
 class Metrics:
@@ -86,6 +96,10 @@ class Metrics:
     def circuits(self) -> list[CircuitView]:
         """The live circuit breakers of the process."""
         return list(_circuits)
+
+    def retries(self) -> list[RetriesView]:
+        """The retry counts of the live clients that have retried."""
+        return list(_retries)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry's metrics in the format ``accept`` asks for (text 0.0.4 by default)."""

@@ -12,7 +12,7 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
-    from eventmicro.observability.instance import CircuitView
+    from eventmicro.observability.instance import CircuitView, RetriesView
     from eventmicro.observability.stats import HandlerMetrics
 
 __all__ = ["Collector", "Source"]
@@ -30,6 +30,7 @@ class Source(Protocol):
     @property
     def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
     def circuits(self) -> list[CircuitView]: ...
+    def retries(self) -> list[RetriesView]: ...
 
 
 class Collector(_Collector):
@@ -120,4 +121,13 @@ class Collector(_Collector):
                 state.add_metric([owner, target, name], row[i])
             opened.add_metric([owner, target], row[3])
             rejected.add_metric([owner, target], row[4])
-        return [state, opened, rejected]
+        retries = CounterMetricFamily(
+            "eventmicro_client_retries", "Call attempts after the first, by target endpoint.", labels=labels
+        )
+        counted: dict[tuple[str, str], int] = {}
+        for client in self.metrics.retries():
+            for target, count in list(client.retried.items()):
+                counted[client.owner, target] = counted.get((client.owner, target), 0) + count
+        for (owner, target), count in sorted(counted.items()):
+            retries.add_metric([owner, target], count)
+        return [state, opened, rejected, retries]

@@ -27,7 +27,7 @@ from tenacity import (
 from eventmicro._errors import ConfigurationError, EventMicroError, NotStored, PayloadError, Timeout
 from eventmicro.observability import tracing as _tracing
 from eventmicro.service.breaker import BreakerPolicy, Circuit, CircuitState
-from eventmicro.service.retry import RetryBudget, RetryPolicy, Tokens
+from eventmicro.service.retry import Retried, RetryBudget, RetryPolicy, Tokens
 from eventmicro.transport import jetstream
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -75,6 +75,7 @@ class Client:
         self.breaker: BreakerPolicy | None = None
         self._circuits: dict[str, Circuit] = {}
         self._tokens: dict[tuple[str, RetryBudget], Tokens] = {}
+        self._retried: Retried | None = None  # made at the first retry
         self.configure(retry=retry, breaker=breaker)
 
     def configure(self, *, retry: RetryPolicy | None = None, breaker: BreakerPolicy | None = None) -> None:
@@ -96,6 +97,19 @@ class Client:
         policy = self.breaker
         found = None if policy is None else self._circuits.get(policy.target(name))
         return CircuitState.CLOSED if found is None else found.state
+
+    def retries(self) -> dict[str, int]:
+        """Attempts after the first this client has made, by target endpoint."""
+        return {} if self._retried is None else dict(sorted(self._retried.retried.items()))
+
+    def _before_retry(self, name: str, state: RetryCallState) -> None:
+        _log_attempt(name, state)
+        self._count_retry(name)
+
+    def _count_retry(self, name: str) -> None:
+        if self._retried is None:
+            self._retried = Retried(self.source)
+        self._retried.count(name)
 
     def circuits(self) -> dict[str, str]:
         """Every circuit of this client: target -> state (``closed``, ``open``, ``half_open``)."""
@@ -174,6 +188,7 @@ class Client:
             if not self._again(first, name, policy, idempotent, deadline) or policy.attempts == 1:
                 raise
             log.debug("call %s attempt 1 failed (%s); retrying", name, first)
+            self._count_retry(name)
         else:
             if policy.budget is not None:
                 self._budget(name, policy.budget).succeeded()
@@ -214,7 +229,7 @@ class Client:
             stop=stop_after_attempt(policy.attempts - 1),
             wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic() - 0.005)),
             retry=retry_if_exception(lambda e: self._again(e, name, policy, idempotent, deadline)),
-            before_sleep=lambda state: _log_attempt(name, state),
+            before_sleep=lambda state: self._before_retry(name, state),
             reraise=True,
         )
         async for tried in retrying:

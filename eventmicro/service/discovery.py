@@ -28,7 +28,8 @@ STATS endpoint ``data``: ``not_handled`` (by reason) and, when metrics are on (`
 ``latency``: ``{"le": [upper bounds in s], "counts": [per bucket, not cumulative, last +Inf]}``,
 the handler's duration histogram (shared by the instances of one process, like the metrics).
 STATS ``data.circuits`` (when the service has a ``breaker``): the circuits its handlers' calls
-go through, target -> ``closed``, ``open`` or ``half_open``.
+go through, target -> ``closed``, ``open`` or ``half_open``; ``data.retries`` (once they have
+retried): target -> attempts after the first.
 """
 
 from __future__ import annotations
@@ -185,8 +186,11 @@ class DiscoveryResponder:
         }
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro.observability.health
         response["data"] = {"events": events, "health": check(self.running).as_dict()}
-        if self.running.client.breaker is not None:  # its handlers' circuits: target -> state
-            response["data"]["circuits"] = self.running.client.circuits()
+        client = self.running.client  # what its handlers' calls went through
+        if client.breaker is not None:
+            response["data"]["circuits"] = client.circuits()
+        if retried := client.retries():
+            response["data"]["retries"] = retried
         return response
 
     def _endpoints(self) -> list[HandlerSpec]:

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 from eventmicro._errors import CircuitOpen, ConfigurationError, NoResponders, Timeout
+from eventmicro.observability.metrics import watch_retries
 from eventmicro.wire.service_errors import DeadlineExceeded, Overloaded, ServiceUnavailable
 
-__all__ = ["DEFAULT_RETRY_ON", "RetryBudget", "RetryPolicy", "Tokens"]
+__all__ = ["DEFAULT_RETRY_ON", "Retried", "RetryBudget", "RetryPolicy", "Tokens"]
 
 DEFAULT_RETRY_ON: Final[tuple[type[Exception], ...]] = (
     NoResponders,
@@ -82,6 +83,20 @@ class Tokens:
 
     def allows(self) -> bool:
         return self.left > self.budget.tokens / 2
+
+
+class Retried:
+    """A client's retries per target endpoint (made at its first retry, read by the metrics)."""
+
+    __slots__ = ("__weakref__", "owner", "retried")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.retried: dict[str, int] = {}
+        watch_retries(self)
+
+    def count(self, target: str) -> None:
+        self.retried[target] = self.retried.get(target, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)

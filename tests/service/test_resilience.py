@@ -216,8 +216,10 @@ async def test_a_dependency_that_fails_twice_then_recovers_is_reached_by_the_thi
 ) -> None:
     behaviour = Flaky(failures=2)
     async with flaky_service("recovers", behaviour).serving(service_conn):
-        reply = await Client(conn, retry=RetryPolicy(attempts=3)).call("recovers.ask", Ask(7), returns=Answer)
+        client = Client(conn, retry=RetryPolicy(attempts=3))
+        reply = await client.call("recovers.ask", Ask(7), returns=Answer)
         assert (reply, behaviour.calls) == (Answer(7), 3)
+        assert client.retries() == {"recovers.ask": 2}
         behaviour.failures = 2
         with pytest.raises(ServiceUnavailable):  # per call: two attempts are not enough
             await Client(conn).call("recovers.ask", Ask(7), returns=Answer, retry=RetryPolicy(attempts=2))
@@ -360,6 +362,40 @@ async def test_a_services_policies_govern_its_handlers_calls_and_show_in_stats_a
             assert samples[("eventmicro_circuit_state", frozenset({*labels, ("state", "closed")}))] == 0
             assert samples[("eventmicro_circuit_opened_total", frozenset(labels))] == 1
             assert samples[("eventmicro_circuit_rejected_total", frozenset(labels))] == 1
+    finally:
+        em_metrics.disable()
+
+
+async def test_a_services_retries_show_in_stats_and_metrics(
+    conn: Connection, service_conn: Connection
+) -> None:
+    registry = CollectorRegistry()
+    em_metrics.enable(registry)
+    try:
+        behaviour = Flaky(failures=2)
+        front = Service("retrier", version="1.0.0", retry=RetryPolicy(attempts=3))
+
+        @front.rpc
+        async def relay(req: Ask, ctx: Context) -> Answer:
+            return await ctx.call("shaky.ask", req, returns=Answer)
+
+        async with (
+            flaky_service("shaky", behaviour).serving(service_conn),
+            front.serving(service_conn) as running,
+        ):
+            assert await Client(conn).call("retrier.relay", Ask(1), returns=Answer) == Answer(1)
+            (stats,) = await discover(conn, "STATS", "retrier")
+            assert stats["data"]["retries"] == {"shaky.ask": 2}
+            assert "circuits" not in stats["data"]  # no breaker declared
+            text = generate_latest(registry).decode()
+            labels = {"client": running.client.source, "target": "shaky.ask"}
+            found = [
+                s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "eventmicro_client_retries_total" and s.labels == labels
+            ]
+            assert found == [2]
     finally:
         em_metrics.disable()
 
