@@ -10,6 +10,7 @@ from typing import Any
 from eventmicro._errors import (
     AuthorizationError,
     BucketNotFound,
+    CircuitOpen,
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
@@ -38,12 +39,15 @@ from eventmicro._version import __version__
 from eventmicro.observability.tracing import disable as disable_tracing
 from eventmicro.observability.tracing import enable as enable_tracing
 from eventmicro.observability.tracing import enabled as tracing_enabled
+from eventmicro.service.breaker import BreakerPolicy, CircuitState
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
+from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
+from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
 from eventmicro.transport.cluster import NatsCluster
 from eventmicro.transport.config import ConnectOptions, TLSOptions
@@ -91,9 +95,12 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 __all__ = [
     "AuthorizationError",
     "BadRequest",
+    "BreakerPolicy",
     "Broadcast",
     "BucketConfig",
     "BucketNotFound",
+    "CircuitOpen",
+    "CircuitState",
     "Client",
     "Codec",
     "ConfigurationError",
@@ -108,6 +115,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "DeadlineExceeded",
+    "Dependency",
     "Durable",
     "Entry",
     "EnvelopeError",
@@ -134,6 +142,8 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "Replayed",
+    "RetryBudget",
+    "RetryPolicy",
     "RevisionConflict",
     "ServerNotFound",
     "ServerStartError",

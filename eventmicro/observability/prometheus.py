@@ -12,11 +12,13 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
+    from eventmicro.observability.instance import CircuitView, RetriesView
     from eventmicro.observability.stats import HandlerMetrics
 
 __all__ = ["Collector", "Source"]
 
 _LABELS: Final = ("service", "kind", "handler")
+_STATES: Final = ("closed", "open", "half_open")
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus-client writes "le"
 
 
@@ -27,6 +29,8 @@ class Source(Protocol):
     def buckets(self) -> tuple[float, ...]: ...
     @property
     def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
+    def circuits(self) -> list[CircuitView]: ...
+    def retries(self) -> list[RetriesView]: ...
 
 
 class Collector(_Collector):
@@ -90,4 +94,40 @@ class Collector(_Collector):
                     totals[reason] = totals.get(reason, 0) + count
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
-        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled])
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
+                     *self._circuits()])  # fmt: skip
+
+    def _circuits(self) -> list[Metric]:
+        labels = ["client", "target"]
+        state = GaugeMetricFamily(
+            "eventmicro_circuit_state",
+            "Callers' circuit breakers per target in each state (closed, open, half_open).",
+            labels=[*labels, "state"],
+        )
+        opened = CounterMetricFamily("eventmicro_circuit_opened", "Times a circuit opened.", labels=labels)
+        rejected = CounterMetricFamily(
+            "eventmicro_circuit_rejected",
+            "Calls failed fast (CircuitOpen) by an open circuit.",
+            labels=labels,
+        )
+        totals: dict[tuple[str, str], list[int]] = {}  # clients sharing a source add up
+        for circuit in self.metrics.circuits():
+            row = totals.setdefault((circuit.owner, circuit.target), [0, 0, 0, 0, 0])
+            row[_STATES.index(circuit.state_name)] += 1
+            row[3] += circuit.opened
+            row[4] += circuit.rejected
+        for (owner, target), row in sorted(totals.items()):
+            for i, name in enumerate(_STATES):
+                state.add_metric([owner, target, name], row[i])
+            opened.add_metric([owner, target], row[3])
+            rejected.add_metric([owner, target], row[4])
+        retries = CounterMetricFamily(
+            "eventmicro_client_retries", "Call attempts after the first, by target endpoint.", labels=labels
+        )
+        counted: dict[tuple[str, str], int] = {}
+        for client in self.metrics.retries():
+            for target, count in list(client.retried.items()):
+                counted[client.owner, target] = counted.get((client.owner, target), 0) + count
+        for (owner, target), count in sorted(counted.items()):
+            retries.add_metric([owner, target], count)
+        return [state, opened, rejected, retries]
