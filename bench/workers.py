@@ -75,8 +75,9 @@ async def instances(nc: Nats) -> int:
     count = 0
     try:
         while True:
-            await sub.next_msg(timeout=0.3)
-            count += 1
+            msg = await sub.next_msg(timeout=0.3)
+            if not (msg.headers and msg.headers.get("Status") == "503"):  # the server's "no responders"
+                count += 1
     except nats.errors.TimeoutError:
         return count
     finally:
