@@ -61,6 +61,7 @@ from eventmicro.transport.natspy import (
     ConnectionStats,
     DirectHandler,
     MalformedHeaders,
+    drain_subscription,
     fits,
     headers_size,
     parse_header_block,
@@ -155,7 +156,9 @@ class Subscription:
     async def drain(self) -> None:
         """Stop interest on the server, then wait for already-received messages to be handled."""
         try:
-            await self._sub.drain()  # type: ignore[no-untyped-call]
+            await drain_subscription(self._sub, 5.0)
+        except nats.errors.TimeoutError as exc:
+            raise Timeout(self.subject, 5.0) from exc
         except nats.errors.Error as exc:
             raise translate(exc, self.subject) from exc
         if self._intake is not None:

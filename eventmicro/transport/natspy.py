@@ -16,7 +16,8 @@ What is used, and why:
   ``_sid``, ``_resp_map``, ``_resp_sub_prefix``, ``_flush_queue``, ``_send_command``,
   ``_process_op_err``, ``_transport``.
 - nats-py's ``Subscription``: ``_pending_size``, ``_pending_queue``, ``_jsi``, ``_id``,
-  ``_closed``, ``_conn``, ``_wait_for_msgs_task`` (`subscription_active`).
+  ``_closed``, ``_conn``, ``_wait_for_msgs_task`` (`subscription_active`), ``_stop_processing``
+  (`drain_subscription`, which also calls the client's ``_send_unsubscribe`` and ``_remove_sub``).
 - `round_trip` calls ``_flush_pending``; `server_info` reads ``_server_info``.
 """
 
@@ -51,6 +52,7 @@ __all__ = [
     "DirectHandler",
     "MalformedHeaders",
     "StampedMsg",
+    "drain_subscription",
     "fits",
     "headers_size",
     "parse_header_block",
@@ -429,6 +431,32 @@ async def round_trip(nc: _NatsClient, timeout: float) -> None:
     """
     await nc._flush_pending(force_flush=True)
     await nc.flush(timeout=math.ceil(timeout))
+
+
+async def drain_subscription(sub: _NatsSubscription, timeout: float) -> None:
+    """nats-py's ``Subscription.drain``, with its UNSUB on the wire before the PING.
+
+    nats-py 2.16 queues the UNSUB for its flusher and writes the PING at once, so the PONG can
+    come back before the server has seen the UNSUB; it then forgets the subscription, and the
+    messages the server still routes to it are dropped. Here the UNSUB is pushed out first, so
+    after the PONG nothing more comes for it, and every message received until then is handled.
+    """
+    nc = sub._conn
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if nc.is_draining:
+        raise nats.errors.ConnectionDrainingError
+    if sub._closed:
+        raise nats.errors.BadSubscriptionError
+    try:
+        await nc._send_unsubscribe(sub._id)
+        await round_trip(nc, timeout)
+        if sub._pending_queue:
+            await sub._pending_queue.join()
+        sub._stop_processing()
+        nc._remove_sub(sub._id)
+    finally:
+        sub._closed = True
 
 
 def _expire(future: asyncio.Future[_NatsMsg]) -> None:

@@ -29,6 +29,8 @@ OVERRIDDEN = {
     "_process_op_err": ["self", "e"],
     "_flush_pending": ["self", "force_flush"],
     "_send_command": ["self", "cmd", "priority"],
+    "_send_unsubscribe": ["self", "sid"],
+    "_remove_sub": ["self", "sid"],
 }
 CLIENT_FIELDS = [
     "_subs",
@@ -65,6 +67,10 @@ def test_each_private_method_is_still_there_with_its_parameters(name: str) -> No
     method = getattr(NatsClient, name, None)
     assert method is not None, f"nats-py no longer has Client.{name}"
     assert list(inspect.signature(method).parameters)[: len(OVERRIDDEN[name])] == OVERRIDDEN[name]
+
+
+def test_the_subscription_can_still_stop_processing() -> None:
+    assert list(inspect.signature(NatsSubscription._stop_processing).parameters) == ["self"]
 
 
 def test_the_private_fields_read_are_still_set() -> None:
