@@ -22,6 +22,7 @@
     │   └── PayloadEncodeError                 a value no codec can encode
     ├── PayloadTooLarge (ValueError)           headers + body exceed the server's max_payload  code 413
     ├── NoResponders                           nobody listens on the subject             code 503
+    ├── PermissionDenied                       the server refused a publish or subscribe  code 403
     ├── Timeout (TimeoutError)                 no answer before the deadline             code 504
     └── JetStreamError                         a JetStream API error (err_code kept)      code 500
         ├── StreamConflict (ValueError)        a declared stream differs from the server's one  409
@@ -57,6 +58,7 @@ __all__ = [
     "PayloadEncodeError",
     "PayloadError",
     "PayloadTooLarge",
+    "PermissionDenied",
     "ServerNotFound",
     "ServerStartError",
     "StreamConflict",
@@ -225,6 +227,23 @@ class NoResponders(EventMicroError):
     def __init__(self, subject: str) -> None:
         super().__init__(f"no responders on '{subject}'")
         self.subject = subject
+
+
+class PermissionDenied(EventMicroError):
+    """The NATS server refused this connection's user a publish or a subscription on ``subject``.
+
+    ``operation`` is ``"publish"`` (a request or a publish) or ``"subscribe"``. A request
+    fails with it at once instead of timing out; a subscription (a handler, the reply inbox)
+    fails with it when made; a plain publish is fire-and-forget, so its refusal is logged
+    and counted instead (see ``docs/permissions.md``).
+    """
+
+    code = 403
+
+    def __init__(self, subject: str, operation: str = "publish") -> None:
+        super().__init__(f"permission denied: this connection's NATS user may not {operation} to '{subject}'")
+        self.subject = subject
+        self.operation = operation
 
 
 class Timeout(EventMicroError, TimeoutError):

@@ -61,7 +61,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",
         "EventMicroError", "HeaderDecodeError", "InvalidAttribute", "Message", "MissingAttribute",
         "NatsCluster", "NatsServer", "NoResponders", "Payload", "PayloadDecodeError", "PayloadEncodeError",
-        "PayloadError", "PayloadTooLarge", "ServerNotFound", "ServerStartError", "StructuredFormatError",
+        "PayloadError", "PayloadTooLarge", "PermissionDenied", "ServerNotFound", "ServerStartError",
+        "StructuredFormatError",
         "Subscription", "TLSOptions", "Timeout", "TypeRegistry", "UnexpectedType", "UnsupportedSpecVersion",
         "__version__", "connect", "decode_payload", "encode_payload", "event_type", "find_server_binary",
         "type_name_of",
@@ -81,6 +82,7 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
 def test_every_error_derives_from_the_one_root() -> None:
     errors = [getattr(eventmicro, n) for n in eventmicro.__all__ if n.endswith(("Error", "Timeout"))]
     errors += [eventmicro.NoResponders, eventmicro.PayloadTooLarge, eventmicro.ServerNotFound]
+    errors += [eventmicro.PermissionDenied]
     errors += [eventmicro.InvalidAttribute, eventmicro.MissingAttribute, eventmicro.ConnectionClosed]
     for error in errors:
         assert issubclass(error, eventmicro.EventMicroError)
