@@ -12,6 +12,7 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_in_flight                     gauge      service, kind, handler
     eventmicro_redeliveries_total            counter    service, kind, handler  (durable, delivery > 1)
     eventmicro_dead_letters_total            counter    service, kind, handler  (stored dead letters)
+    eventmicro_permission_denied_total       counter    service, operation (publish|subscribe)
 
 ``kind`` is ``rpc`` or ``event``. Instances of one service in one process add up (a process is
 one scrape target). The duration is the handler's, from the start of handling (decode
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
     from eventmicro.observability.instance import Instance
+    from eventmicro.transport.connection import ConnectionStats
 
 __all__ = ["DEFAULT_BUCKETS", "HandlerMetrics", "Metrics", "active", "attach", "disable", "enable"]
 
@@ -51,6 +53,8 @@ class Metrics:
         self.registry = registry
         self.buckets = tuple(buckets)
         self.handlers: dict[tuple[str, str, str], HandlerMetrics] = {}
+        # service -> the stats of its instances' connections (by id: one connection counted once)
+        self.connections: dict[str, dict[int, ConnectionStats]] = {}
         self._collector: Any = None
 
     def handler(self, service: str, kind: str, name: str) -> HandlerMetrics:
@@ -119,6 +123,8 @@ def attach(running: Instance) -> None:
     if metrics is None:
         return
     service = running.service.name
+    stats_of_connection = running.connection.stats  # what the server refused it: permission_denied
+    metrics.connections.setdefault(service, {})[id(stats_of_connection)] = stats_of_connection
     for kind, table in (("rpc", running.stats), ("event", running.event_stats)):
         for name, stats in table.items():
             handler = metrics.handler(service, kind, name)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
     from eventmicro.observability.stats import HandlerMetrics
+    from eventmicro.transport.connection import ConnectionStats
 
 __all__ = ["Collector", "Source"]
 
@@ -27,6 +28,8 @@ class Source(Protocol):
     def buckets(self) -> tuple[float, ...]: ...
     @property
     def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
+    @property
+    def connections(self) -> Mapping[str, Mapping[int, ConnectionStats]]: ...
 
 
 class Collector(_Collector):
@@ -90,4 +93,13 @@ class Collector(_Collector):
                     totals[reason] = totals.get(reason, 0) + count
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
-        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled])
+        denied = CounterMetricFamily(
+            "eventmicro_permission_denied",
+            "Publishes and subscriptions the NATS server refused the service's user (permissions violation).",
+            labels=["service", "operation"],
+        )
+        for service, connections in sorted(self.metrics.connections.items()):
+            refused = list(connections.values())
+            denied.add_metric([service, "publish"], sum(c.denied_publish for c in refused))
+            denied.add_metric([service, "subscribe"], sum(c.denied_subscribe for c in refused))
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled, denied])

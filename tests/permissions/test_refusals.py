@@ -14,16 +14,25 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventmicro import (
+    Client,
     ConfigurationError,
     Connection,
     ConnectOptions,
+    Context,
+    InternalError,
     Message,
     NatsServer,
     NoResponders,
     PermissionDenied,
+    Service,
 )
+from eventmicro import metrics as em_metrics
+from schemas.shop.billing.v1 import billing_pb2 as billing
+from schemas.shop.orders.v1 import orders_pb2 as orders
 
 CONFIG = """
 authorization {
@@ -31,6 +40,10 @@ authorization {
     {user: limited, password: limited-pw, permissions: {
         publish: {allow: ["allowed.>"]},
         subscribe: {allow: ["mine.>", "_INBOX_limited.>"]},
+        allow_responses: true}},
+    {user: svc, password: svc-pw, permissions: {
+        publish: {allow: ["svc.>"]},
+        subscribe: {allow: ["svc.>", "$SRV.>", "_INBOX_svc.>"]},
         allow_responses: true}},
     {user: admin, password: admin-pw}
   ]
@@ -164,3 +177,60 @@ def test_inbox_prefix_from_the_environment() -> None:
 def test_inbox_prefix_must_be_a_plain_subject(prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="inbox_prefix"):
         ConnectOptions(inbox_prefix=prefix)
+
+
+async def test_a_service_without_its_subscriptions_does_not_start(limited: Connection) -> None:
+    svc = Service("lonely", version="1.0.0")
+
+    @svc.rpc
+    async def hello(req: orders.GetOrder) -> orders.Order:
+        return orders.Order(order_id=req.order_id)
+
+    with pytest.raises(PermissionDenied) as caught:
+        async with svc.serving(limited):
+            pass
+    assert caught.value.operation == "subscribe"
+    assert caught.value.subject == "lonely.hello"
+
+
+async def test_refusals_inside_a_handler_are_logged_by_the_service_and_counted(
+    server: NatsServer, admin: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service's user may not call billing: its handler fails, which the service logs
+    naming the subject; its remote caller gets an ordinary 500 with an error id (it is not
+    told about the service's permissions)."""
+    registry = CollectorRegistry()
+    em_metrics.enable(registry)
+    svc = Service("svc", version="1.0.0")
+
+    @svc.rpc
+    async def forge(req: orders.GetOrder, ctx: Context) -> orders.Order:
+        await ctx.publish(billing.PaymentCaptured(order_id=req.order_id))  # core: fire and forget
+        await ctx.call(
+            "billing.get_payment", billing.GetPaymentRequest(order_id=req.order_id), returns=billing.Payment
+        )
+        return orders.Order(order_id=req.order_id)
+
+    try:
+        async with (
+            Connection(options(server.url, "svc", "svc-pw", inbox_prefix="_INBOX_svc")) as conn,
+            svc.serving(conn),
+        ):
+            with pytest.raises(InternalError) as caught:
+                await Client(admin).call("svc.forge", orders.GetOrder(order_id="o-1"), returns=orders.Order)
+            assert "billing" not in caught.value.message
+            metrics = em_metrics.active()
+            assert metrics is not None
+            text = metrics.exposition()[0].decode()
+    finally:
+        em_metrics.disable()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    publish = ("eventmicro_permission_denied_total", (("operation", "publish"), ("service", "svc")))
+    assert samples[publish] == 2  # the event and the call
+    causes = [r.exc_info[1] for r in caplog.records if r.exc_info is not None]  # the service's log
+    assert any(isinstance(c, PermissionDenied) and c.subject == "billing.get_payment" for c in causes)
+    assert any("'events.shop.billing.v1.PaymentCaptured'" in r.getMessage() for r in caplog.records)
