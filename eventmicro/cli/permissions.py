@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     for user in users:
         print(f"{user.user}: {written / (user.user + '.env')} ({user.comment})")
-    print(f"nats-server: include {written / CONFIG_FILE} (then reload it)")
+    print(f'nats-server.conf: include "{written / CONFIG_FILE}" (relative to nats-server.conf; then reload)')
     return 0
 
 
