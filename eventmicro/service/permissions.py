@@ -129,8 +129,8 @@ def for_client(
 def admin(user: str) -> Permissions:
     """A user that may publish and subscribe to anything in its account (operators' tools)."""
     return Permissions(
-        user=check_service_name(user),
-        inbox="_INBOX",
+        user=user,
+        inbox=inbox_prefix(user),
         publish=(">",),
         subscribe=(">",),
         admin=True,
