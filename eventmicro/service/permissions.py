@@ -31,6 +31,7 @@ from eventmicro.wire.names import (
     consumer_name,
     dead_letter_subject,
     event_subject,
+    within,
 )
 
 __all__ = ["JS_API", "Permissions", "admin", "for_client", "for_service", "inbox_prefix"]
@@ -202,20 +203,9 @@ def _stream_of(service: Declared, spec: HandlerSpec) -> str:
     """The declared stream whose subjects take in the handler's subject; ``*`` when none does
     (the consumer's name still limits the grant to this service's own consumer)."""
     for stream in service.streams:
-        if any(_covers(pattern, spec.subject) for pattern in stream.subjects):
+        if any(within(spec.subject, pattern) for pattern in stream.subjects):
             return stream.name
     return "*"
-
-
-def _covers(pattern: str, subject: str) -> bool:
-    """True when every subject matching ``subject`` also matches ``pattern``."""
-    wanted, parts = pattern.split("."), subject.split(".")
-    for i, want in enumerate(wanted):
-        if want == ">":
-            return len(parts) > i
-        if i >= len(parts) or parts[i] == ">" or want not in ("*", parts[i]):
-            return False
-    return len(parts) == len(wanted)
 
 
 def _unique(subjects: Iterable[str]) -> tuple[str, ...]:
