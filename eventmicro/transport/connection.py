@@ -590,6 +590,13 @@ class Connection:
         """The server refused this connection's user a publish or a subscription (counted in
         `stats` by the client): a request or a subscription raises `PermissionDenied` to its
         caller; a plain publish has no caller waiting, so it is said here (rate-limited)."""
+        if violation.told:  # a request failed with it: its caller has the error
+            log.debug(
+                "NATS refused %s to '%s' (a request's caller was told)",
+                violation.operation,
+                violation.subject,
+            )
+            return
         held = self._refusals_quiet.due()
         if held >= 0:
             log.error(

@@ -92,6 +92,7 @@ class PermissionViolation(nats.errors.Error):
         super().__init__(f"permissions violation for {operation} to '{subject}'")
         self.operation = operation  # "publish" or "subscribe"
         self.subject = subject
+        self.told = False  # a waiting request failed with it: its caller knows
 
 
 def violation_of(line: bytes, text: str) -> PermissionViolation | None:
@@ -349,6 +350,7 @@ class Client(_NatsClient):
             future = self._resp_map.get(token)
             if future is not None and not future.done():
                 future.set_exception(violation)
+                violation.told = True
         await self._error_cb(violation)
 
     def count_headers(self, sid: int) -> None:

@@ -37,6 +37,41 @@ def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_the_secure_demo_runs_the_shop_with_least_privilege_users() -> None:
+    """``demo --secure``: every service as its own user from ``eventmicro permissions``; the
+    saga still settles every order, and notifications' user is refused billing's business."""
+    result = subprocess.run(
+        [sys.executable, "-m", "eventmicro", "demo", "--secure", "--orders", "20"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "least privilege: account SHOP, one nkey user per service" in out
+    assert "orders unsettled                         0" in out
+    assert "events missing                           0" in out
+    assert "least privilege                          notifications' user: 2 of 2 forgeries refused" in out
+    assert "refused                                call billing.get_payment" in out
+    assert "refused                                publish events.shop.billing.v1.PaymentCaptured" in out
+    assert "result                                   OK" in out
+    assert "Traceback" not in result.stderr
+    assert "NATS refused" not in result.stderr  # no service was refused anything it needs
+
+
+def test_secure_demo_takes_no_url() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventmicro", "demo", "--secure", "--url", "nats://127.0.0.1:1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--secure starts its own nats-server" in result.stderr
+
+
 def test_help_shows_examples() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "eventmicro", "server", "--help"],
