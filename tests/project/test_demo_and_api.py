@@ -8,14 +8,19 @@ import sys
 import eventmicro
 
 
-def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "demo", "--orders", "50"],
+def eventmicro_command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m eventmicro ARGS``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventmicro", *args],
         check=False,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
+    result = eventmicro_command("demo", "--orders", "50")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     lines = {
@@ -40,13 +45,7 @@ def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
 def test_the_secure_demo_runs_the_shop_with_least_privilege_users() -> None:
     """``demo --secure``: every service as its own user from ``eventmicro permissions``; the
     saga still settles every order, and notifications' user is refused billing's business."""
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "demo", "--secure", "--orders", "20"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = eventmicro_command("demo", "--secure", "--orders", "20")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "least privilege: account SHOP, one nkey user per service" in out
@@ -61,25 +60,13 @@ def test_the_secure_demo_runs_the_shop_with_least_privilege_users() -> None:
 
 
 def test_secure_demo_takes_no_url() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "demo", "--secure", "--url", "nats://127.0.0.1:1"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = eventmicro_command("demo", "--secure", "--url", "nats://127.0.0.1:1", timeout=60)
     assert result.returncode == 2
     assert "--secure starts its own nats-server" in result.stderr
 
 
 def test_help_shows_examples() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "server", "--help"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = eventmicro_command("server", "--help", timeout=60)
     assert result.returncode == 0
     assert "eventmicro server --cluster 3" in result.stdout
 
