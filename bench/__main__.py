@@ -18,7 +18,9 @@
     the callers get and how soon it answers normally again (bench/overload.py);
 (i) peers: events and RPC through raw nats-py, nats.micro, FastStream and eventmicro, each serving
     side in a process of its own, with its CPU per message (bench/peers.py; FastStream is the
-    ``bench`` extra, skipped with a message when it is not installed).
+    ``bench`` extra, skipped with a message when it is not installed);
+(j) workers, only with ``--suite workers``: 64-way RPC calls/s under ``eventmicro run --workers 1``
+    and ``--workers 2`` (bench/workers.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -45,7 +48,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import durable, gateway, hotpath, overload, peers, services
+from bench import durable, gateway, hotpath, overload, peers, services, workers
 from bench.sample import SCHEMA, SOURCE, TYPE, handbuilt_event_headers, sample_event
 from eventmicro import cloudevents_nats as binding
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -204,10 +207,11 @@ def main() -> int:
             "peers",
             "observability",
             "overload",
+            "workers",
         ),
         default="all",
-        help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off) and"
-        " overload run only when named",
+        help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off),"
+        " overload and workers (eventmicro run --workers 1 and 2) run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -285,6 +289,14 @@ def main() -> int:
                 callers=args.callers,
             )
         results["overload"] = {"rounds": burst, "medians": overload.report(burst)}
+    if args.suite == "workers":
+        print(
+            f"\n(j) workers: {args.calls:,} calls {hotpath.CONCURRENCY} in flight, eventmicro run --workers 1"
+            f" and 2, {os.cpu_count()} CPUs ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            spread = workers.run(server, args.repeat, args.calls)
+        results["workers"] = {"rounds": spread, "medians": workers.report(spread)}
     if args.suite == "observability":
         from bench import observability, observability_metrics
 

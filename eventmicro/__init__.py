@@ -10,6 +10,7 @@ from typing import Any
 from eventmicro._errors import (
     AuthorizationError,
     BucketNotFound,
+    CircuitOpen,
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
@@ -39,12 +40,15 @@ from eventmicro._version import __version__
 from eventmicro.observability.tracing import disable as disable_tracing
 from eventmicro.observability.tracing import enable as enable_tracing
 from eventmicro.observability.tracing import enabled as tracing_enabled
+from eventmicro.service.breaker import BreakerPolicy, CircuitState
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
+from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
+from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
 from eventmicro.transport.cluster import NatsCluster
 from eventmicro.transport.config import ConnectOptions, TLSOptions
@@ -92,9 +96,12 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 __all__ = [
     "AuthorizationError",
     "BadRequest",
+    "BreakerPolicy",
     "Broadcast",
     "BucketConfig",
     "BucketNotFound",
+    "CircuitOpen",
+    "CircuitState",
     "Client",
     "Codec",
     "ConfigurationError",
@@ -109,6 +116,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "DeadlineExceeded",
+    "Dependency",
     "Durable",
     "Entry",
     "EnvelopeError",
@@ -136,6 +144,8 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "Replayed",
+    "RetryBudget",
+    "RetryPolicy",
     "RevisionConflict",
     "ServerNotFound",
     "ServerStartError",

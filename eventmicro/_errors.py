@@ -22,6 +22,7 @@
     │   └── PayloadEncodeError                 a value no codec can encode
     ├── PayloadTooLarge (ValueError)           headers + body exceed the server's max_payload  code 413
     ├── NoResponders                           nobody listens on the subject             code 503
+    │   └── CircuitOpen                        the caller's breaker for the target is open: not sent  503
     ├── PermissionDenied                       the server refused a publish or subscribe  code 403
     ├── Timeout (TimeoutError)                 no answer before the deadline             code 504
     └── JetStreamError                         a JetStream API error (err_code kept)      code 500
@@ -42,6 +43,7 @@ from typing import ClassVar
 __all__ = [
     "AuthorizationError",
     "BucketNotFound",
+    "CircuitOpen",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosed",
@@ -227,6 +229,23 @@ class NoResponders(EventMicroError):
     def __init__(self, subject: str) -> None:
         super().__init__(f"no responders on '{subject}'")
         self.subject = subject
+
+
+class CircuitOpen(NoResponders):
+    """The caller's circuit breaker for ``target`` is open: the request was not sent.
+
+    A `NoResponders` to callers that treat "nobody can answer" alike (a handler letting it
+    escape answers 502, as for a missing dependency), but never retried: it fails fast.
+    ``retry_after`` is how many seconds remain until the breaker lets a probe call through.
+    """
+
+    def __init__(self, target: str, retry_after: float) -> None:
+        EventMicroError.__init__(
+            self, f"circuit open for '{target}': not called (a probe in {max(0.0, retry_after):.3g}s)"
+        )
+        self.subject = target
+        self.target = target
+        self.retry_after = max(0.0, retry_after)
 
 
 class PermissionDenied(EventMicroError):

@@ -15,6 +15,7 @@ from eventmicro import cloudevents_nats as binding
 from eventmicro._errors import EventMicroError, NoResponders
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
+from eventmicro.service.retry import RetryPolicy
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection, Message
 from eventmicro.wire.attributes import ExtensionValue
@@ -167,6 +168,7 @@ class _Recorder(Client):
         idempotent: bool = False,
         attempt_timeout: float | None = None,
         trace: Trace | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T:
         self.calls.append((name, request))
         fake = self._fakes.get(name)
@@ -180,6 +182,7 @@ class _Recorder(Client):
                     idempotent=idempotent,
                     attempt_timeout=attempt_timeout,
                     trace=trace,
+                    retry=retry,
                 )
             raise NoResponders(name)  # what a call to a service that is not there raises
         reply = fake(request)

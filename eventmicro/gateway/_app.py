@@ -69,7 +69,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
     config = config or GatewayConfig()
     load_schemas(list(config.schemas) or None)
     catalog = Catalog(connection, config.discovery_ttl)
-    calls = Calls(Client(connection, source=config.source), catalog, config)
+    calls = Calls(Client(connection, source=config.source, breaker=config.breaker), catalog, config)
     events = Events(connection, config)
 
     async def openapi(request: Request) -> JSONResponse:

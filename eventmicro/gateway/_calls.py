@@ -11,6 +11,7 @@ Status mapping::
 
     service error reply            its code (400, 404, 409, 500, ...) when 400-599, else 500
     no responders                  503        deadline passed           504
+    circuit open (config.breaker)  503, Retry-After
     unknown service or endpoint    404        request type not installed 501
     bad JSON, body not the type    400        reply not decodable       502
     request over NATS max_payload  413        endpoint subject not callable 502
@@ -23,13 +24,14 @@ advertises ``orders.*`` or ``$JS.API.STREAM.DELETE.X`` gets no request from the 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Final
 
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from eventmicro._errors import NoResponders, PayloadError, PayloadTooLarge, Timeout
+from eventmicro._errors import CircuitOpen, NoResponders, PayloadError, PayloadTooLarge, Timeout
 from eventmicro.gateway._catalog import Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
@@ -114,6 +116,9 @@ class Calls:
         except ServiceError as error:
             status = error.instance_code if 400 <= error.instance_code <= 599 else 500
             raise Problem(status, error.id, error.detail) from None
+        except CircuitOpen as exc:  # failing fast: the endpoint kept failing (GatewayConfig.breaker)
+            wait = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            raise Problem(503, "CircuitOpen", f"{subject} is failing: not called", headers=wait) from None
         except NoResponders:
             self.catalog.forget(service)
             raise Problem(503, "NoResponders", f"no instance of {service!r} serves {subject} now") from None

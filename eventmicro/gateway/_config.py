@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.service.breaker import BreakerPolicy
 
 __all__ = ["GatewayConfig"]
 
@@ -39,6 +40,7 @@ class GatewayConfig:
     max_streams: int = 64  # dashboard event streams open at once (a NATS subscription each); then 503
     source: str = "/eventmicro/gateway"  # CloudEvent source of events the gateway builds
     discovery_ttl: float = 2.0  # seconds a service's $SRV.INFO answer is reused
+    breaker: BreakerPolicy | None = None  # a circuit per endpoint: open ones answer 503 at once
 
     def __post_init__(self) -> None:
         if self.max_body <= 0:
@@ -61,6 +63,8 @@ class GatewayConfig:
             raise ConfigurationError("max_streams must be at least 1")
         if self.discovery_ttl < 0:
             raise ConfigurationError("discovery_ttl must not be negative")
+        if self.breaker is not None and not isinstance(self.breaker, BreakerPolicy):
+            raise ConfigurationError(f"breaker must be a BreakerPolicy, not {self.breaker!r}")
 
     def replace(self, **changes: object) -> GatewayConfig:
         """A copy with ``changes`` applied (and checked)."""

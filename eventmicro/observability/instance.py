@@ -14,7 +14,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.observability.stats import EndpointStats
     from eventmicro.transport.connection import Connection
 
-__all__ = ["ConsumerProbe", "DurableState", "Instance", "Named", "Watched", "Watching"]
+__all__ = [
+    "CircuitView",
+    "ConsumerProbe",
+    "DurableState",
+    "Instance",
+    "Named",
+    "RetriesView",
+    "Watched",
+    "Watching",
+]
 
 
 class Named(Protocol):
@@ -80,3 +89,27 @@ class Instance(Protocol):
     def event_stats(self) -> Mapping[str, EndpointStats]: ...
     def accepting(self) -> bool: ...
     def watching(self) -> Watching: ...
+
+
+class CircuitView(Protocol):
+    """A caller's circuit breaker as metrics read it."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def state_name(self) -> str: ...
+    @property
+    def opened(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+
+
+class RetriesView(Protocol):
+    """A client's retries as metrics read them: per target endpoint, attempts after the first."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def retried(self) -> Mapping[str, int]: ...

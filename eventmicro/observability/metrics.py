@@ -13,18 +13,25 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_redeliveries_total            counter    service, kind, handler  (durable, delivery > 1)
     eventmicro_dead_letters_total            counter    service, kind, handler  (stored dead letters)
     eventmicro_permission_denied_total       counter    service, operation (publish|subscribe)
+    eventmicro_circuit_state                 gauge      client, target, state (circuits in it: 1 or 0)
+    eventmicro_circuit_opened_total          counter    client, target
+    eventmicro_circuit_rejected_total        counter    client, target  (calls failed fast)
+    eventmicro_client_retries_total          counter    client, target  (attempts after the first)
 
 ``kind`` is ``rpc`` or ``event``. Instances of one service in one process add up (a process is
-one scrape target). The duration is the handler's, from the start of handling (decode
-included) until the reply is ready or the event is settled. An RPC's outcome is its reply: an
-error reply counts as an error with its code; ``in_flight`` is computed when scraped
-(started − finished), so it needs no hook when a message starts.
+one scrape target). Circuits are the callers' breakers (``eventmicro.BreakerPolicy``): ``client``
+is the calling client's source (``/<service>/<instance>`` for a service's handlers). The
+duration is the handler's, from the start of handling (decode included) until the reply is
+ready or the event is settled. An RPC's outcome is its reply: an error reply counts as an
+error with its code; ``in_flight`` is computed when scraped (started − finished), so it needs
+no hook when a message starts.
 
 This module does not import prometheus-client; `enable` does, and says how to install it.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,15 +41,41 @@ from eventmicro.observability.stats import HandlerMetrics
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from eventmicro.observability.instance import Instance
+    from eventmicro.observability.instance import CircuitView, Instance, RetriesView
     from eventmicro.transport.connection import ConnectionStats
 
-__all__ = ["DEFAULT_BUCKETS", "HandlerMetrics", "Metrics", "active", "attach", "disable", "enable"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "HandlerMetrics",
+    "Metrics",
+    "active",
+    "attach",
+    "disable",
+    "enable",
+    "watch_circuit",
+    "watch_retries",
+]
 
 # seconds: sub-millisecond RPCs up to minute-long durable handlers
 DEFAULT_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+
+
+_circuits: weakref.WeakSet[Any] = weakref.WeakSet()  # every live circuit of the process
+
+
+def watch_circuit(circuit: CircuitView) -> None:
+    """Show ``circuit`` in the metrics while it lives (called once, when a circuit is made)."""
+    _circuits.add(circuit)
+
+
+_retries: weakref.WeakSet[Any] = weakref.WeakSet()  # the retry counts of every live client that retried
+
+
+def watch_retries(retries: RetriesView) -> None:
+    """Show a client's retry counts in the metrics (called at its first retry)."""
+    _retries.add(retries)
 
 
 class Metrics:
@@ -63,6 +96,14 @@ class Metrics:
         if found is None:
             found = self.handlers[key] = HandlerMetrics(service, kind, name, self.buckets)
         return found
+
+    def circuits(self) -> list[CircuitView]:
+        """The live circuit breakers of the process."""
+        return list(_circuits)
+
+    def retries(self) -> list[RetriesView]:
+        """The retry counts of the live clients that have retried."""
+        return list(_retries)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry's metrics in the format ``accept`` asks for (text 0.0.4 by default)."""

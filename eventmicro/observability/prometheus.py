@@ -12,12 +12,14 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
+    from eventmicro.observability.instance import CircuitView, RetriesView
     from eventmicro.observability.stats import HandlerMetrics
     from eventmicro.transport.connection import ConnectionStats
 
 __all__ = ["Collector", "Source"]
 
 _LABELS: Final = ("service", "kind", "handler")
+_STATES: Final = ("closed", "open", "half_open")
 _go_float: Callable[[float], str] = floatToGoString  # how prometheus-client writes "le"
 
 
@@ -30,6 +32,8 @@ class Source(Protocol):
     def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
     @property
     def connections(self) -> Mapping[str, Mapping[int, ConnectionStats]]: ...
+    def circuits(self) -> list[CircuitView]: ...
+    def retries(self) -> list[RetriesView]: ...
 
 
 class Collector(_Collector):
@@ -93,6 +97,10 @@ class Collector(_Collector):
                     totals[reason] = totals.get(reason, 0) + count
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
+                     *self._circuits(), self._denied()])  # fmt: skip
+
+    def _denied(self) -> Metric:
         denied = CounterMetricFamily(
             "eventmicro_permission_denied",
             "Publishes and subscriptions the NATS server refused the service's user (permissions violation).",
@@ -102,4 +110,39 @@ class Collector(_Collector):
             refused = list(connections.values())
             denied.add_metric([service, "publish"], sum(c.denied_publish for c in refused))
             denied.add_metric([service, "subscribe"], sum(c.denied_subscribe for c in refused))
-        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled, denied])
+        return denied
+
+    def _circuits(self) -> list[Metric]:
+        labels = ["client", "target"]
+        state = GaugeMetricFamily(
+            "eventmicro_circuit_state",
+            "Callers' circuit breakers per target in each state (closed, open, half_open).",
+            labels=[*labels, "state"],
+        )
+        opened = CounterMetricFamily("eventmicro_circuit_opened", "Times a circuit opened.", labels=labels)
+        rejected = CounterMetricFamily(
+            "eventmicro_circuit_rejected",
+            "Calls failed fast (CircuitOpen) by an open circuit.",
+            labels=labels,
+        )
+        totals: dict[tuple[str, str], list[int]] = {}  # clients sharing a source add up
+        for circuit in self.metrics.circuits():
+            row = totals.setdefault((circuit.owner, circuit.target), [0, 0, 0, 0, 0])
+            row[_STATES.index(circuit.state_name)] += 1
+            row[3] += circuit.opened
+            row[4] += circuit.rejected
+        for (owner, target), row in sorted(totals.items()):
+            for i, name in enumerate(_STATES):
+                state.add_metric([owner, target, name], row[i])
+            opened.add_metric([owner, target], row[3])
+            rejected.add_metric([owner, target], row[4])
+        retries = CounterMetricFamily(
+            "eventmicro_client_retries", "Call attempts after the first, by target endpoint.", labels=labels
+        )
+        counted: dict[tuple[str, str], int] = {}
+        for client in self.metrics.retries():
+            for target, count in list(client.retried.items()):
+                counted[client.owner, target] = counted.get((client.owner, target), 0) + count
+        for (owner, target), count in sorted(counted.items()):
+            retries.add_metric([owner, target], count)
+        return [state, opened, rejected, retries]

@@ -1,13 +1,10 @@
 """The client: call services by name (typed RPC with deadlines and safe retries), publish events.
 
-Retry policy::
-
-    NoResponders / 503 ServiceUnavailable   retried (nothing ran)
-    503 Overloaded                          raised at once (a retry would add to the overload)
-    Timeout / 504 DeadlineExceeded          retried only for idempotent calls
-    anything else                            raised at once
-
-    attempts back off exponentially with jitter; the whole sequence stays within the deadline
+Retries follow a `RetryPolicy` (``eventmicro.service.retry``: by default 4 attempts, no
+responders and 503 retried for every call, timeouts for idempotent calls only, 503 Overloaded
+never), on tenacity; the whole sequence stays within the deadline. A `BreakerPolicy`
+(``eventmicro.service.breaker``) gives the client a circuit per target that fails fast with
+`CircuitOpen` while its dependency is failing. Per call, ``retry=`` overrides the client's.
 """
 
 from __future__ import annotations
@@ -27,8 +24,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from eventmicro._errors import EventMicroError, NoResponders, NotStored, PayloadError, Timeout
+from eventmicro._errors import ConfigurationError, EventMicroError, NotStored, PayloadError, Timeout
 from eventmicro.observability import tracing as _tracing
+from eventmicro.service.breaker import BreakerPolicy, Circuit, CircuitState
+from eventmicro.service.retry import Retried, RetryBudget, RetryPolicy, Tokens
 from eventmicro.transport import jetstream
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -37,14 +36,7 @@ from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.codecs import decode_payload, python_type_name
 from eventmicro.wire.event import Event
 from eventmicro.wire.names import event_subject
-from eventmicro.wire.service_errors import (
-    ERROR_CODE_HEADER,
-    ERROR_HEADER,
-    DeadlineExceeded,
-    Overloaded,
-    ServiceUnavailable,
-    error_from_reply,
-)
+from eventmicro.wire.service_errors import ERROR_CODE_HEADER, ERROR_HEADER, DeadlineExceeded, error_from_reply
 from eventmicro.wire.trace import MAX_BUDGET_MS, TIMEOUT_EXTENSION, Trace
 
 __all__ = ["Client", "Trace"]
@@ -53,32 +45,97 @@ log = logging.getLogger("eventmicro.client")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT: Final = 5.0
-MAX_ATTEMPTS: Final = 4
+DEFAULT_RETRY: Final = RetryPolicy()
+MAX_ATTEMPTS: Final = DEFAULT_RETRY.attempts
 
 
 class Client:
     """Typed calls and events over one `Connection`.
 
+    ``retry`` is the calls' default `RetryPolicy`; ``breaker`` a `BreakerPolicy` gives the
+    client a circuit breaker per target (default: none).
+
     >>> async def main(conn: Connection) -> None:   # doctest: +SKIP
-    ...     client = Client(conn)
+    ...     client = Client(conn, retry=RetryPolicy(attempts=2), breaker=BreakerPolicy(failures=3))
     ...     reply = await client.call("orders.place", PlaceOrder(...), returns=OrderAccepted)
     """
 
-    def __init__(self, connection: Connection, *, source: str = "/eventmicro/client") -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        source: str = "/eventmicro/client",
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+    ) -> None:
         self.connection = connection
         self.source = source
         self._owns_connection = False
+        self.retry = DEFAULT_RETRY
+        self.breaker: BreakerPolicy | None = None
+        self._circuits: dict[str, Circuit] = {}
+        self._tokens: dict[tuple[str, RetryBudget], Tokens] = {}
+        self._retried: Retried | None = None  # made at the first retry
+        self.configure(retry=retry, breaker=breaker)
+
+    def configure(self, *, retry: RetryPolicy | None = None, breaker: BreakerPolicy | None = None) -> None:
+        """Set the default `RetryPolicy` and the `BreakerPolicy` (those given; circuits made
+        under another breaker policy start afresh). Raises `ConfigurationError` for other values."""
+        if retry is not None:
+            if not isinstance(retry, RetryPolicy):
+                raise ConfigurationError(f"retry must be a RetryPolicy, not {retry!r}")
+            self.retry = retry
+        if breaker is not None:
+            if not isinstance(breaker, BreakerPolicy):
+                raise ConfigurationError(f"breaker must be a BreakerPolicy, not {breaker!r}")
+            if breaker != self.breaker:
+                self._circuits.clear()
+            self.breaker = breaker
+
+    def circuit(self, name: str) -> CircuitState:
+        """The state of the circuit a call of ``name`` goes through (closed when there is none)."""
+        policy = self.breaker
+        found = None if policy is None else self._circuits.get(policy.target(name))
+        return CircuitState.CLOSED if found is None else found.state
+
+    def retries(self) -> dict[str, int]:
+        """Attempts after the first this client has made, by target endpoint."""
+        return {} if self._retried is None else dict(sorted(self._retried.retried.items()))
+
+    def _before_retry(self, name: str, state: RetryCallState) -> None:
+        _log_attempt(name, state)
+        self._count_retry(name)
+
+    def _count_retry(self, name: str) -> None:
+        if self._retried is None:
+            self._retried = Retried(self.source)
+        self._retried.count(name)
+
+    def circuits(self) -> dict[str, str]:
+        """Every circuit of this client: target -> state (``closed``, ``open``, ``half_open``)."""
+        return {target: circuit.state_name for target, circuit in sorted(self._circuits.items())}
 
     @classmethod
     def connect(
-        cls, servers: str | list[str] | None = None, *, source: str = "/eventmicro/client", **options: Any
+        cls,
+        servers: str | list[str] | None = None,
+        *,
+        source: str = "/eventmicro/client",
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        **options: Any,
     ) -> Client:
         """A client with its own connection (arguments, then the environment, as `eventmicro.connect`).
 
         ``async with Client.connect() as client:`` opens the connection and closes (drains) it
         on the way out.
         """
-        client = cls(Connection(ConnectOptions.from_env(servers, **options)), source=source)
+        client = cls(
+            Connection(ConnectOptions.from_env(servers, **options)),
+            source=source,
+            retry=retry,
+            breaker=breaker,
+        )
         client._owns_connection = True
         return client
 
@@ -101,14 +158,17 @@ class Client:
         idempotent: bool = False,
         attempt_timeout: float | None = None,
         trace: Trace | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T:
         """Call endpoint ``name`` (its subject, e.g. ``"orders.place"``) and decode the reply.
 
         The deadline is ``timeout`` seconds from now, or what is left of the calling handler's
         deadline (``trace``), whichever comes first. Each attempt waits at most
         ``attempt_timeout`` (default: until the deadline), so an idempotent call can be retried
-        after a lost attempt. Raises the service's `ServiceError` (rebuilt by code and id),
-        `NoResponders` when nobody serves ``name``, or `Timeout`.
+        after a lost attempt. ``retry`` overrides the client's `RetryPolicy` for this call.
+        Raises the service's `ServiceError` (rebuilt by code and id), `NoResponders` when
+        nobody serves ``name``, `CircuitOpen` when the client's breaker for it is open, or
+        `Timeout`.
         """
         now = time.monotonic()
         if timeout is not None and not timeout > 0:
@@ -118,38 +178,115 @@ class Client:
             deadline = min(deadline, trace.deadline)
         if deadline <= now:
             raise DeadlineExceeded(f"no time left to call {name}")
-        retry_on: tuple[type[Exception], ...] = (NoResponders, ServiceUnavailable)
-        if idempotent:
-            retry_on += (Timeout, DeadlineExceeded)
+        policy = self.retry if retry is None else retry
+        attempt = self._call_once if self.breaker is None else self._call_guarded  # off: one check
         try:  # the first attempt without the retry machinery: most calls need nothing more
-            return await self._call_once(
+            result = await attempt(
                 name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
             )
-        except retry_on as first:
-            if isinstance(first, Overloaded) or time.monotonic() >= deadline - 0.01:
+        except Exception as first:
+            if not self._again(first, name, policy, idempotent, deadline) or policy.attempts == 1:
                 raise
             log.debug("call %s attempt 1 failed (%s); retrying", name, first)
-        backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
+            self._count_retry(name)
+        else:
+            if policy.budget is not None:
+                self._budget(name, policy.budget).succeeded()
+            return result
+        return await self._retry(
+            name,
+            request,
+            returns,
+            policy=policy,
+            idempotent=idempotent,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            trace=trace,
+        )
+
+    async def _retry(
+        self,
+        name: str,
+        request: object,
+        returns: type[T],
+        *,
+        policy: RetryPolicy,
+        idempotent: bool,
+        deadline: float,
+        attempt_timeout: float | None,
+        trace: Trace | None,
+    ) -> T:
+        """Attempts 2 to ``policy.attempts``, on tenacity, never waiting past the deadline."""
+        backoff = wait_exponential_jitter(
+            multiplier=policy.backoff,
+            max=policy.max_backoff,
+            exp_base=policy.multiplier,
+            jitter=policy.jitter,
+        )
+        attempt = self._call_once if self.breaker is None else self._call_guarded
+        budget = None if policy.budget is None else self._budget(name, policy.budget)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(MAX_ATTEMPTS - 1),
-            # never sleep past the deadline
+            stop=stop_after_attempt(policy.attempts - 1),
             wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic() - 0.005)),
-            retry=retry_if_exception(
-                lambda e: (
-                    isinstance(e, retry_on)
-                    and not isinstance(e, Overloaded)
-                    and time.monotonic() < deadline - 0.01
-                )
-            ),
-            before_sleep=lambda state: _log_attempt(name, state),
+            retry=retry_if_exception(lambda e: self._again(e, name, policy, idempotent, deadline)),
+            before_sleep=lambda state: self._before_retry(name, state),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._call_once(
+        async for tried in retrying:
+            with tried:
+                result = await attempt(
                     name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
                 )
+                if budget is not None:
+                    budget.succeeded()
+                return result
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _again(
+        self, error: BaseException, name: str, policy: RetryPolicy, idempotent: bool, deadline: float
+    ) -> bool:
+        """Whether a failed attempt is retried: the policy allows it, time and the budget are left."""
+        if policy.budget is not None and isinstance(error, policy.on):
+            budget = self._budget(name, policy.budget)
+            budget.failed()
+            if not budget.allows():
+                return False
+        return policy.retries(error, idempotent) and time.monotonic() < deadline - 0.01
+
+    def _budget(self, name: str, budget: RetryBudget) -> Tokens:
+        key = (name.partition(".")[0], budget)  # one budget per target service
+        found = self._tokens.get(key)
+        if found is None:
+            found = self._tokens[key] = Tokens(budget)
+        return found
+
+    async def _call_guarded(
+        self,
+        name: str,
+        request: object,
+        returns: type[T],
+        *,
+        deadline: float,
+        attempt_timeout: float | None,
+        trace: Trace | None,
+    ) -> T:
+        """One attempt through the circuit of its target (raises `CircuitOpen` while open)."""
+        policy = self.breaker
+        assert policy is not None  # only called when the client has a breaker
+        target = policy.target(name)
+        circuit = self._circuits.get(target)
+        if circuit is None:
+            circuit = self._circuits[target] = Circuit(policy, target, owner=self.source)
+        probe = circuit.admit()
+        try:
+            result = await self._call_once(
+                name, request, returns, deadline=deadline, attempt_timeout=attempt_timeout, trace=trace
+            )
+        except BaseException as exc:
+            circuit.record(exc, probe=probe)
+            raise
+        circuit.record(None, probe=probe)
+        return result
 
     def _call_once(
         self,

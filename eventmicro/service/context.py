@@ -6,7 +6,10 @@ import time
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
+from eventmicro._errors import ConfigurationError
 from eventmicro.service.client import Client
+from eventmicro.service.dependencies import Dependency
+from eventmicro.service.retry import RetryPolicy
 from eventmicro.transport.kv import Store, Stores
 from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.event import Event
@@ -88,11 +91,29 @@ class Context:
         returns: type[T],
         timeout: float | None = None,
         idempotent: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> T:
-        """Call another endpoint within what is left of this handler's deadline."""
+        """Call another endpoint within what is left of this handler's deadline, with the
+        service's `RetryPolicy` and circuit breakers (``Service(retry=, breaker=)``), or ``retry``."""
         return await self._client.call(
-            name, request, returns=returns, timeout=timeout, idempotent=idempotent, trace=self.trace
+            name,
+            request,
+            returns=returns,
+            timeout=timeout,
+            idempotent=idempotent,
+            trace=self.trace,
+            retry=retry,
         )
+
+    def get(self, dependency: Dependency[T]) -> T:
+        """What ``dependency`` (declared with ``svc.dependency``) holds while the service serves,
+        or its replacement (``svc.override``). Raises `ConfigurationError` for another
+        service's dependency, or one not open."""
+        if dependency.service != self.service.name:
+            raise ConfigurationError(
+                f"{dependency!r} belongs to service {dependency.service}, not {self.service.name}"
+            )
+        return dependency.get()
 
     async def store(self, bucket: str, value_type: type[T]) -> Store[T]:
         """The key-value store ``bucket`` holding ``value_type`` values, opened once per

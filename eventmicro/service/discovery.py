@@ -27,6 +27,9 @@ Endpoint metadata::
 STATS endpoint ``data``: ``not_handled`` (by reason) and, when metrics are on (`eventmicro.metrics`),
 ``latency``: ``{"le": [upper bounds in s], "counts": [per bucket, not cumulative, last +Inf]}``,
 the handler's duration histogram (shared by the instances of one process, like the metrics).
+STATS ``data.circuits`` (when the service has a ``breaker``): the circuits its handlers' calls
+go through, target -> ``closed``, ``open`` or ``half_open``; ``data.retries`` (once they have
+retried): target -> attempts after the first.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro.observability.health import check
 from eventmicro.observability.instance import Instance
+from eventmicro.service.client import Client
 from eventmicro.service.handlers import HandlerKind, HandlerSpec
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.wire import strictjson as strict_json
@@ -71,6 +75,8 @@ class Described(Instance, Protocol):
     def service(self) -> Declared: ...
     @property
     def started(self) -> datetime: ...
+    @property
+    def client(self) -> Client: ...
 
 
 class DiscoveryResponder:
@@ -180,6 +186,11 @@ class DiscoveryResponder:
         }
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro.observability.health
         response["data"] = {"events": events, "health": check(self.running).as_dict()}
+        client = self.running.client  # what its handlers' calls went through
+        if client.breaker is not None:
+            response["data"]["circuits"] = client.circuits()
+        if retried := client.retries():
+            response["data"]["retries"] = retried
         return response
 
     def _endpoints(self) -> list[HandlerSpec]:

@@ -81,8 +81,9 @@ class DurableIntake:
         self.consumer: PullConsumer | None = None
         self.reachable = True  # the last fetch (or health probe) reached the consumer
         self.inflight: set[Delivery] = set()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._room = asyncio.Event()  # set: fetch more; cleared at `concurrency` in flight and
+        self._room.set()  # set again at half of it, so a fetch asks for a batch, not for one
+        self._refill_at = spec.concurrency // 2
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._seen: Store[str] | None = None  # the idempotency guard's bucket
@@ -209,7 +210,8 @@ class DurableIntake:
             if stats.metrics is not None:
                 stats.metrics.handled(elapsed, code)
             self.inflight.discard(delivery)
-            self._room.set()
+            if len(self.inflight) <= self._refill_at:
+                self._room.set()
 
     async def _settle(self, delivery: Delivery, stats: EndpointStats) -> int | None:
         """Settle one delivery; its outcome: 0 handled, an error code, None skipped."""

@@ -26,17 +26,23 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, TypeVar, overload
 
 from eventmicro._errors import ConfigurationError
 from eventmicro.observability.logs import SCOPE, Scope, configure
 from eventmicro.observability.metrics import enable as enable_metrics
+from eventmicro.service.breaker import BreakerPolicy
 from eventmicro.service.declared import Hook
 from eventmicro.service.delivery import Broadcast, DeliveryOption, Durable, Ordered, Shared
+from eventmicro.service.dependencies import Dependency, Override
+from eventmicro.service.dependencies import check_name as check_dependency_name
+from eventmicro.service.dependencies import open_all as open_dependencies
 from eventmicro.service.handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
 from eventmicro.service.middleware import Middleware
 from eventmicro.service.process import DEFAULT_DRAIN_TIMEOUT, Serve, drain_timeout_from_env, run_services
+from eventmicro.service.retry import RetryPolicy
 from eventmicro.service.running import Running
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -55,6 +61,7 @@ __all__ = ["DEFAULT_CONCURRENCY", "Service"]
 
 log = logging.getLogger("eventmicro.service")
 F = TypeVar("F", bound=Handler)
+T = TypeVar("T")
 
 DEFAULT_CONCURRENCY: Final = 64
 BACKLOG_FACTOR: Final = 4  # an endpoint's default backlog: this many times its concurrency
@@ -75,6 +82,9 @@ class Service:
     ``$`` (``$JS.API``, ``$SRV``, ``$KV``...), to an event or dead-letter subject, or to a
     wildcard; ``reply_prefixes=("_INBOX.",)`` also refuses every other subject that does not
     start with ``_INBOX.``. A refused request is not handled, is counted and logged.
+
+    ``retry`` (a `RetryPolicy`) and ``breaker`` (a `BreakerPolicy`) govern the calls its
+    handlers make with ``ctx.call``: each instance has its own circuits, shown in ``$SRV.STATS``.
     """
 
     def __init__(
@@ -90,6 +100,8 @@ class Service:
         stores: Sequence[str] = (),
         streams: Sequence[Stream] = (),
         reply_prefixes: Sequence[str] | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
@@ -116,6 +128,13 @@ class Service:
         if reply_prefixes is not None and not all(isinstance(p, str) and p for p in reply_prefixes):
             raise ConfigurationError("reply_prefixes: subject prefixes are non-empty strings")
         self.reply_prefixes = tuple(reply_prefixes) if reply_prefixes is not None else None
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, not {retry!r}")
+        if breaker is not None and not isinstance(breaker, BreakerPolicy):
+            raise ConfigurationError(f"breaker must be a BreakerPolicy, not {breaker!r}")
+        self.retry = retry
+        self.breaker = breaker
+        self.dependencies: list[Dependency[Any]] = []
 
     # --- decorators -------------------------------------------------------------------------
 
@@ -262,6 +281,39 @@ class Service:
         self.on_stop.append(hook)
         return hook
 
+    # --- dependencies -----------------------------------------------------------------------
+
+    @overload
+    def dependency(
+        self, name: str, factory: Callable[[], AbstractAsyncContextManager[T]]
+    ) -> Dependency[T]: ...
+    @overload
+    def dependency(self, name: str, factory: Callable[[], Awaitable[T]]) -> Dependency[T]: ...
+    @overload
+    def dependency(self, name: str, factory: Callable[[], T]) -> Dependency[T]: ...
+    def dependency(self, name: str, factory: Callable[[], Any]) -> Dependency[Any]:
+        """Declare a dependency: ``factory()`` is made when the service starts serving (an async
+        context manager is entered, an awaitable awaited) and closed after it stopped, in
+        reverse order of declaration. Handlers get it with ``ctx.get(dependency)``.
+
+        >>> db = svc.dependency("db", lambda: Pool.open(url))     # doctest: +SKIP
+
+        Raises `ConfigurationError` for a name that is not an identifier or already declared.
+        """
+        if not callable(factory):
+            raise ConfigurationError(f"dependency {name!r}: the factory must be callable, not {factory!r}")
+        checked = check_dependency_name(name, self.dependencies, self.name)
+        made: Dependency[Any] = Dependency(self.name, checked, factory)
+        self.dependencies.append(made)
+        return made
+
+    def override(self, dependency: Dependency[T], value: T) -> Override[T]:
+        """Use ``value`` instead of what ``dependency``'s factory makes (tests): when serving and
+        for handlers called directly. ``with svc.override(db, fake):`` (or ``.undo()``) restores."""
+        if not any(dependency is d for d in self.dependencies):
+            raise ConfigurationError(f"{dependency!r} is not a dependency of service {self.name}")
+        return dependency.override(value)
+
     def _add(self, spec: HandlerSpec) -> None:
         for other in self.handlers:
             if other.kind is spec.kind and other.name == spec.name:
@@ -277,12 +329,15 @@ class Service:
         self, connection: Connection, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     ) -> AsyncIterator[Any]:
         """Serve on ``connection`` inside the block; leaving it drains and stops gracefully."""
-        running = Running(self, connection, drain_timeout=drain_timeout)
-        await running.start()
-        try:
-            yield running
-        finally:
-            await running.stop()
+        async with contextlib.AsyncExitStack() as dependencies:  # closed after the stop, in reverse
+            await open_dependencies(self.dependencies, dependencies)
+            running = Running(self, connection, drain_timeout=drain_timeout)
+            running.client.configure(retry=self.retry, breaker=self.breaker)  # its handlers' calls
+            await running.start()
+            try:
+                yield running
+            finally:
+                await running.stop()
 
     def run(
         self,

@@ -45,6 +45,7 @@ from nats.protocol import command as prot_command
 
 from eventmicro.transport.message import Message
 from eventmicro.transport.quiet import Quiet
+from eventmicro.wire.message import HeaderBlock
 
 __all__ = [
     "CHECKED_WITH",
@@ -239,6 +240,9 @@ def fits(headers: Mapping[str, str] | None, body: int, limit: int) -> int:
     """0 when the message fits ``limit``; else its exact size. Cheap bound first."""
     if headers is None:  # nats-py sends HPUB, header block included, for any dict, even {}
         return 0 if body <= limit else body
+    if headers.__class__ is HeaderBlock and headers.block is not None:  # encoded: its size is known
+        size = body + len(headers.block)
+        return 0 if size <= limit else size
     rough = _HEADER_LINE + 2
     for key, value in headers.items():
         rough += len(key) + len(value) + 4
@@ -469,6 +473,18 @@ class Client(_NatsClient):
         if headers is None or subject == "":
             await super()._send_publish(subject, reply, payload, payload_size, headers)
             return
+        # a HeaderBlock was encoded once, by the binding (same bytes as _header_block's)
+        block = headers.block if headers.__class__ is HeaderBlock else None
+        if block is None:
+            block = self._header_block(headers)
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    def _header_block(self, headers: dict[str, Any]) -> bytes:
+        """The header block nats-py would write for ``headers``, joined as text and encoded once."""
         names = self._names
         parts = ["NATS/1.0\r\n"]  # joined and encoded once
         for name, value in headers.items():
@@ -489,12 +505,7 @@ class Client(_NatsClient):
             parts.append(text)
             parts.append("\r\n")
         parts.append("\r\n")
-        block = "".join(parts).encode()
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += payload_size
-        await self._send_command(prot_command.hpub_cmd(subject, reply, block, payload))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        return "".join(parts).encode()
 
 
 async def round_trip(nc: _NatsClient, timeout: float) -> None:

@@ -33,6 +33,7 @@ from eventmicro.wire.message import (
     CE_PREFIX,
     TRACEPARENT,
     TRACESTATE,
+    HeaderBlock,
     NATSMessage,
     SupportsNATSMessage,
     _check_required,
@@ -57,16 +58,24 @@ def to_binary(event: BaseCloudEvent, event_format: Format | None) -> NATSMessage
     (and ``tracestate`` likewise), as the distributed-tracing extension asks.
     """
     if isinstance(event, Event):
-        shared = event._headers
-        if shared is not None:  # made by Event.of: the shared headers were encoded already
-            headers = shared.copy()
-            headers["ce-id"] = event._attributes["id"]  # generated: header-safe as it is
-            headers["ce-time"] = event._time_text  # type: ignore[assignment]  # set by Event.of
-            if event._extra is not None:
-                headers.update(event._extra)
+        template = event._template
+        if template is not None:  # made by Event.of: the shared headers were encoded already
+            headers = template.headers.copy()
+            event_id = headers["ce-id"] = event._attributes["id"]  # generated: header-safe as it is
+            time_text = headers["ce-time"] = event._time_text  # type: ignore[assignment]  # Event.of's
+            head, middle, tail = template.block
+            extra = event._extra
+            if extra is None:
+                block = f"{head}{event_id}{middle}{time_text}{tail}\r\n"
+            else:
+                headers.update(extra)
+                lines = "".join([f"{name}: {value}\r\n" for name, value in extra.items()])
+                block = f"{head}{event_id}{middle}{time_text}{tail}{lines}\r\n"
+            encoded = HeaderBlock(headers)  # dict's own copy: no Python call
+            encoded.block = block.encode()
             data = event._data
             return NATSMessage(
-                headers, data if data.__class__ is bytes else _write_data(event, None, event_format)
+                encoded, data if data.__class__ is bytes else _write_data(event, None, event_format)
             )
         attributes = event._attributes  # validated already; no copy needed
         headers = _binary_headers(attributes, event._time_text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -64,17 +64,17 @@ class Event:
     """
 
     # _time_text: the RFC 3339 text of "time" when it came off (or goes onto) the wire; the
-    # datetime in _attributes["time"] is then made on first use. _headers: the binary-mode
-    # headers Event.of's events share (encoded once per type and source), without id and time.
-    # encoded when Event.of made the event.
-    __slots__ = ("_attributes", "_data", "_extra", "_headers", "_time_text")
+    # datetime in _attributes["time"] is then made on first use. _template: what Event.of's
+    # events of one type and source share (their binary-mode headers and header block, encoded
+    # once), without id and time. _extra: the extension headers, encoded when Event.of made it.
+    __slots__ = ("_attributes", "_data", "_extra", "_template", "_time_text")
 
     def __init__(self, attributes: Mapping[str, Any], data: EventData = None) -> None:
         attrs = dict(attributes)
         validate_attributes(attrs)
         self._attributes = attrs
         self._data = data
-        self._headers: dict[str, str] | None = None
+        self._template: Template | None = None
         self._extra: dict[str, str] | None = None
         self._time_text: str | None = None
 
@@ -87,7 +87,7 @@ class Event:
         event = cls.__new__(cls)
         event._attributes = attributes
         event._data = data
-        event._headers = None
+        event._template = None
         event._extra = None
         event._time_text = time_text
         return event
@@ -204,13 +204,13 @@ class Event:
         if epoch != second:
             text = tick(second)
         time_text = f"{text}.{micro:06d}Z" if micro else f"{text}Z"
-        attributes = template[1].copy()
+        attributes = template.attributes.copy()
         attributes["id"] = event_id
         event = cls.__new__(cls)
         event._attributes = attributes
         event._data = data
         event._time_text = time_text
-        event._headers = template[0]  # shared, never mutated: to_binary copies it
+        event._template = template  # shared, never mutated: to_binary copies its headers
         event._extra = None
         if extensions:
             event._extra = _extension_headers(extensions)  # validates them
@@ -296,9 +296,17 @@ class Event:
         )
 
 
-# What events of one (type, source, content type, schema) share: their binary-mode headers,
-# encoded once, and their attributes. Event.of copies both and adds the id and time.
-Template = tuple[dict[str, str], dict[str, Any]]
+class Template(NamedTuple):
+    """What events of one (type, source, content type, schema) share, encoded once: their
+    binary-mode headers and attributes (Event.of copies both and adds the id and time), and
+    their NATS header block as text around the id and the time (``block[0] + id + block[1] +
+    time + block[2]``, then the extension lines and the blank line that ends the block)."""
+
+    headers: dict[str, str]
+    attributes: dict[str, Any]
+    block: tuple[str, str, str]
+
+
 _templates: dict[tuple[str, str, str, str | None], Template] = {}
 
 
@@ -342,7 +350,15 @@ def _template(event_type: str, source: str, content_type: str, dataschema: str |
                 raise InvalidAttribute(name, "must be a non-empty string")
             headers["ce-" + name] = encode_header_value(name, value)
             attributes[name] = value
-    return headers, attributes
+    # encoded values are printable ASCII without spaces (headervalues), so each line is
+    # "name: value" as it is: the same bytes any NATS client writes for these headers
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    block = (
+        "NATS/1.0\r\n" + lines[0] + "ce-id: ",
+        "\r\n" + "".join(lines[2:4]) + "ce-time: ",
+        "\r\n" + "".join(lines[5:]),
+    )
+    return Template(headers, attributes, block)
 
 
 def _build(factory: EventFactory | None, attributes: dict[str, Any], data: Any) -> BaseCloudEvent:

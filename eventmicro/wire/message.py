@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple, Protocol
 
 from cloudevents.core.base import BaseCloudEvent
@@ -28,6 +28,7 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "CloudEventsWarning",
+    "HeaderBlock",
     "Mode",
     "NATSMessage",
     "SupportsNATSMessage",
@@ -60,6 +61,38 @@ class SupportsNATSMessage(Protocol):
 
     @property
     def data(self) -> bytes: ...
+
+
+def _forgets_block(method: Callable[..., Any]) -> Callable[..., Any]:
+    def changing(self: HeaderBlock, *args: Any, **kwargs: Any) -> Any:
+        self.block = None  # stale now: the transport encodes the headers as they are
+        return method(self, *args, **kwargs)
+
+    return changing
+
+
+class HeaderBlock(dict[str, str]):
+    """Headers whose NATS header block (``NATS/1.0`` line to blank line) is encoded already.
+
+    `to_binary` returns these for events `Event.of` made, whose header lines are shared per
+    type and source: the transport sends ``block`` as it is instead of encoding each header
+    again. Changing the headers drops the block (``None``), and they are encoded as usual.
+    """
+
+    __slots__ = ("block",)
+    block: bytes | None  # set right after construction: HeaderBlock(headers), then .block = ...
+
+    __setitem__ = _forgets_block(dict.__setitem__)
+    __delitem__ = _forgets_block(dict.__delitem__)
+    __ior__ = _forgets_block(dict.__ior__)
+    update = _forgets_block(dict.update)
+    pop = _forgets_block(dict.pop)
+    popitem = _forgets_block(dict.popitem)
+    clear = _forgets_block(dict.clear)
+    setdefault = _forgets_block(dict.setdefault)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy/pickle: a plain dict (the block stays behind)
+        return dict, (dict(self),)
 
 
 class NATSMessage(NamedTuple):

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from eventmicro import (
     BadRequest,
+    BreakerPolicy,
     Conflict,
     Connection,
     ConnectOptions,
@@ -269,6 +270,27 @@ async def test_no_responders_is_503_and_a_slow_service_504_within_the_capped_tim
         assert error_of(gone)["id"] == "eventmicro.gateway.NoResponders"
         again = await http.post(f"/api/{name}/stock", json={"sku": "a"})
         assert again.status_code == 404  # forgotten after no responders: discovery asked again
+
+
+async def test_an_open_circuit_is_503_with_retry_after_and_nothing_is_called(
+    nats_connection: Connection,
+) -> None:
+    name = unique("gw")
+    config = GatewayConfig(breaker=BreakerPolicy(failures=2, open_for=60))
+    async with (
+        stock_service(name).serving(nats_connection) as running,
+        gateway(nats_connection, config) as http,
+    ):
+        for _ in range(2):
+            assert (await http.post(f"/api/{name}/stock", json={"sku": "boom"})).status_code == 500
+        handled = running.stats["stock"].num_requests
+        failing_fast = await http.post(f"/api/{name}/stock", json={"sku": "a"})
+        assert failing_fast.status_code == 503
+        assert error_of(failing_fast)["id"] == "eventmicro.gateway.CircuitOpen"
+        assert 1 <= int(failing_fast.headers["retry-after"]) <= 60
+        assert running.stats["stock"].num_requests == handled  # not called
+        other = await http.post(f"/api/{name}/note", json={"text": "hi"})  # a circuit per endpoint
+        assert other.status_code == 200
 
 
 async def test_limits_body_size_and_media_type(nats_connection: Connection) -> None:

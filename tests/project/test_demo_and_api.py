@@ -96,6 +96,10 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "disable_tracing", "enable_tracing", "tracing_enabled",
         # delivery values and codecs
         "Broadcast", "Durable", "Ordered", "Shared", "Codec", "register_codec", "unregister_codec",
+        # resilience: retry policies and circuit breakers
+        "BreakerPolicy", "CircuitOpen", "CircuitState", "RetryBudget", "RetryPolicy",
+        # dependencies for handlers
+        "Dependency",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)
@@ -106,6 +110,7 @@ def test_every_error_derives_from_the_one_root() -> None:
     errors += [eventmicro.NoResponders, eventmicro.PayloadTooLarge, eventmicro.ServerNotFound]
     errors += [eventmicro.PermissionDenied]
     errors += [eventmicro.InvalidAttribute, eventmicro.MissingAttribute, eventmicro.ConnectionClosed]
+    errors += [eventmicro.CircuitOpen]
     for error in errors:
         assert issubclass(error, eventmicro.EventMicroError)
     assert issubclass(eventmicro.Timeout, TimeoutError)
