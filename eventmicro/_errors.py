@@ -23,6 +23,7 @@
     ├── PayloadTooLarge (ValueError)           headers + body exceed the server's max_payload  code 413
     ├── NoResponders                           nobody listens on the subject             code 503
     │   └── CircuitOpen                        the caller's breaker for the target is open: not sent  503
+    ├── PermissionDenied                       the server refused a publish or subscribe  code 403
     ├── Timeout (TimeoutError)                 no answer before the deadline             code 504
     └── JetStreamError                         a JetStream API error (err_code kept)      code 500
         ├── StreamConflict (ValueError)        a declared stream differs from the server's one  409
@@ -59,6 +60,7 @@ __all__ = [
     "PayloadEncodeError",
     "PayloadError",
     "PayloadTooLarge",
+    "PermissionDenied",
     "ServerNotFound",
     "ServerStartError",
     "StreamConflict",
@@ -244,6 +246,23 @@ class CircuitOpen(NoResponders):
         self.subject = target
         self.target = target
         self.retry_after = max(0.0, retry_after)
+
+
+class PermissionDenied(EventMicroError):
+    """The NATS server refused this connection's user a publish or a subscription on ``subject``.
+
+    ``operation`` is ``"publish"`` (a request or a publish) or ``"subscribe"``. A request
+    fails with it at once instead of timing out; a subscription (a handler, the reply inbox)
+    fails with it when made; a plain publish is fire-and-forget, so its refusal is logged
+    and counted instead (see ``docs/permissions.md``).
+    """
+
+    code = 403
+
+    def __init__(self, subject: str, operation: str = "publish") -> None:
+        super().__init__(f"permission denied: this connection's NATS user may not {operation} to '{subject}'")
+        self.subject = subject
+        self.operation = operation
 
 
 class Timeout(EventMicroError, TimeoutError):

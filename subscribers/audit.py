@@ -9,7 +9,9 @@ from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 from subscribers.shop import STREAM, main
 
-svc = Service("audit", version="1.0.0", description="Counts every event of the shop", streams=[STREAM])
+svc = Service(
+    "audit", version="1.0.0", description="Counts every event of the shop", streams=[STREAM], stores=["audit"]
+)
 
 ShopEvent = (
     orders.OrderPlaced

@@ -16,6 +16,7 @@ svc = Service(
     description="Charges orders",
     streams=[STREAM],
     publishes=[billing.PaymentCaptured, billing.PaymentFailed],
+    stores=["payments"],
 )
 
 

@@ -24,6 +24,7 @@ svc = Service(
     description="Stock levels and reservations",
     streams=[STREAM],
     publishes=[inventory.StockReserved, inventory.StockRejected, inventory.StockReleased],
+    stores=["stock", "reservations"],
 )
 
 

@@ -24,6 +24,7 @@ svc = Service(
     description="Takes orders and settles them",
     streams=[STREAM],
     publishes=[orders.OrderPlaced, orders.OrderConfirmed, orders.OrderCancelled],
+    stores=["orders"],
 )
 FINAL = (orders.ORDER_STATUS_CONFIRMED, orders.ORDER_STATUS_CANCELLED)
 CURRENCY: Final = re.compile(r"[A-Z]{3}")  # ISO 4217

@@ -31,6 +31,14 @@ from typing import Any, Final
 
 from eventmicro._errors import ConfigurationError, EventMicroError
 from eventmicro.cli.common import Subparsers, connection_env
+from eventmicro.cli.demo_secure import (
+    FORGERIES,
+    OPS,
+    WEB,
+    attempt_forgeries,
+    least_privilege,
+    without_credentials,
+)
 from eventmicro.service.client import Client
 from eventmicro.service.discovery import discover
 from eventmicro.transport.config import ConnectOptions
@@ -50,6 +58,7 @@ EXAMPLES: Final = """examples:
   eventmicro demo                         # starts its own nats-server; ends with "result OK"
   eventmicro demo --orders 20             # a shorter run
   eventmicro demo --url nats://127.0.0.1:4222   # on a server you run (eventmicro server)
+  eventmicro demo --secure                # every service its own least-privilege NATS user
 
 The shop's services run as separate processes (orders and inventory twice, billing,
 notifications and audit once); the demo places orders through the typed RPC client, waits until
@@ -68,11 +77,18 @@ def register(subparsers: Subparsers) -> None:
     )
     demo.add_argument("--url", default=None, help="use this NATS instead of starting one")
     demo.add_argument("--orders", type=int, default=200, help="how many orders to place (default 200)")
+    demo.add_argument(
+        "--secure",
+        action="store_true",
+        help="least privilege: each service as its own NATS user (eventmicro permissions), on its own server",
+    )
     demo.set_defaults(run=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(run_demo(args.url, orders_count=args.orders, auth=connection_env(args)))
+    return asyncio.run(
+        run_demo(args.url, orders_count=args.orders, auth=connection_env(args), secure=args.secure)
+    )
 
 
 def shop_root() -> Path:
@@ -131,30 +147,47 @@ class Run:
     retried: int = 0  # billing's charge attempts that failed and were redelivered
     unsettled: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    refusals: list[str] | None = None  # --secure: what notifications' user was refused
 
 
-async def run_demo(url: str | None, *, orders_count: int = 200, auth: dict[str, str] | None = None) -> int:
+async def run_demo(
+    url: str | None, *, orders_count: int = 200, auth: dict[str, str] | None = None, secure: bool = False
+) -> int:
     """Run the demo; returns the process exit code. ``auth``: EVENTMICRO_NATS_* variables for
-    a given server that needs credentials (handed to the services' processes too)."""
+    a given server that needs credentials (handed to the services' processes too).
+
+    ``secure``: the embedded server gets the account ``SHOP`` that ``eventmicro permissions``
+    derives from the services (`eventmicro.cli.demo_secure`); each service runs as its own user,
+    orders are placed by the client ``web`` (it may call orders only), the demo watches as ``ops``,
+    and shows that notifications' user can neither call billing nor publish PaymentCaptured."""
     root = shop_root()
     use_shop(root)
     environ = shop_environ(root, {**os.environ, **(auth or {})})
+    if secure and (url is not None or auth):
+        raise ConfigurationError("--secure starts its own nats-server: it takes no --url or credentials")
     server = None
+    users: dict[str, dict[str, str]] = {}
     if url is None:
         say("starting an embedded nats-server with JetStream ...")
-        server = await NatsServer().astart()
+        server = NatsServer()
+        if secure:
+            environ = without_credentials(environ)
+            users = least_privilege(server)
+        server = await server.astart()
         url = server.url
         say(f"  nats-server listening on {url} (store {server.store_dir})")
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        processes = _start_services(url, environ)
+        processes = _start_services(url, environ, users)
         run = Run()
-        async with Connection(
-            ConnectOptions.from_env(url, environ=environ, connect_attempts=5)
-        ) as connection:
+        watching = ConnectOptions.from_env(url, environ={**environ, **users.get(OPS, {})}, connect_attempts=5)
+        ordering = ConnectOptions.from_env(url, environ={**environ, **users.get(WEB, {})}, connect_attempts=5)
+        async with Connection(watching) as connection, Connection(ordering) as web:
             await _wait_for_services(connection, processes)
             before = await _snapshot(connection)  # a server given by --url may hold earlier runs
-            await _place_orders(Client(connection, source="/eventmicro/demo"), orders_count, run)
+            await _place_orders(Client(web, source="/eventmicro/demo"), orders_count, run)
+            if secure:
+                run.refusals = await attempt_forgeries(url, environ, users)
             await _publish_junk(connection)
             await _wait_until_settled(connection, run)
             await _collect(connection, run, before, expect_dead_letters=JUNK_LETTERS)
@@ -172,13 +205,17 @@ async def run_demo(url: str | None, *, orders_count: int = 200, auth: dict[str, 
 # --- the services ---------------------------------------------------------------------------
 
 
-def _start_services(url: str, environ: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+def _start_services(
+    url: str, environ: dict[str, str], users: dict[str, dict[str, str]]
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
     env = {**environ, "EVENTMICRO_NATS_URL": url, "SHOP_LOG_LEVEL": "ERROR"}
     started = []
     for name, count in SERVICES:
         for _ in range(count):
             # -P: the current directory is not first on the path (it may have its own schemas/)
-            process = subprocess.Popen([sys.executable, "-P", "-m", f"subscribers.{name}"], env=env)
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", f"subscribers.{name}"], env={**env, **users.get(name, {})}
+            )
             started.append((name, process))
     say("started " + ", ".join(f"{name} x{count}" for name, count in SERVICES))
     return started
@@ -413,6 +450,9 @@ def _summary(run: Run, count: int) -> int:
         ),
         ("services exit codes", ", ".join(map(str, run.exit_codes))),
     ]
+    if run.refusals is not None:
+        refused = f"notifications' user: {len(run.refusals)} of {len(FORGERIES)} forgeries refused"
+        rows += [("least privilege", refused), *(("  refused", refusal) for refusal in run.refusals)]
     for label, value in rows:
         say(f"  {label:<40} {value}")
     ok = (
@@ -422,6 +462,7 @@ def _summary(run: Run, count: int) -> int:
         and missing == 0
         and run.dead_letters == JUNK_LETTERS
         and all(code == 0 for code in run.exit_codes)
+        and (run.refusals is None or len(run.refusals) == len(FORGERIES))
     )
     say("  result" + " " * 35 + ("OK" if ok else "FAILED"))
     for message in run.failed_calls[:5]:

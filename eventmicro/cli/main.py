@@ -2,7 +2,7 @@
 
 Each verb is one module of `eventmicro.cli` with ``register(subparsers)``, listed once in
 `VERBS`: server, demo, deadletters, call, publish, tail, services, run, bench, new, gateway,
-dashboard, docs, completion.
+dashboard, docs, permissions, completion.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from eventmicro.cli import (
     docs,
     gateway,
     new,
+    permissions,
     publish,
     run,
     server,
@@ -58,6 +59,7 @@ VERBS: Final[tuple[tuple[str, Verb, bool], ...]] = (
     ("gateway", gateway, False),
     ("dashboard", dashboard, False),
     ("docs", docs, True),
+    ("permissions", permissions, True),
     ("completion", completion, False),
 )
 _QUIET: Final = frozenset(name for name, _, quiet in VERBS if quiet)
@@ -76,6 +78,7 @@ EXAMPLES = """examples:
   eventmicro bench rpc                    # eventmicro's throughput and latency
   eventmicro deadletters ls               # dead letters of durable handlers
   eventmicro new greeter                  # scaffold a service: .proto, generated code, a test
+  eventmicro permissions subscribers.billing --out secrets/   # its least-privilege NATS user
   eventmicro completion bash > ~/.local/share/bash-completion/completions/eventmicro
   eventmicro COMMAND -h                   # each command's options and examples
 """

@@ -12,6 +12,7 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_in_flight                     gauge      service, kind, handler
     eventmicro_redeliveries_total            counter    service, kind, handler  (durable, delivery > 1)
     eventmicro_dead_letters_total            counter    service, kind, handler  (stored dead letters)
+    eventmicro_permission_denied_total       counter    service, operation (publish|subscribe)
     eventmicro_circuit_state                 gauge      client, target, state (circuits in it: 1 or 0)
     eventmicro_circuit_opened_total          counter    client, target
     eventmicro_circuit_rejected_total        counter    client, target  (calls failed fast)
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
     from eventmicro.observability.instance import CircuitView, Instance, RetriesView
+    from eventmicro.transport.connection import ConnectionStats
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -84,6 +86,8 @@ class Metrics:
         self.registry = registry
         self.buckets = tuple(buckets)
         self.handlers: dict[tuple[str, str, str], HandlerMetrics] = {}
+        # service -> the stats of its instances' connections (by id: one connection counted once)
+        self.connections: dict[str, dict[int, ConnectionStats]] = {}
         self._collector: Any = None
 
     def handler(self, service: str, kind: str, name: str) -> HandlerMetrics:
@@ -160,6 +164,8 @@ def attach(running: Instance) -> None:
     if metrics is None:
         return
     service = running.service.name
+    stats_of_connection = running.connection.stats  # what the server refused it: permission_denied
+    metrics.connections.setdefault(service, {})[id(stats_of_connection)] = stats_of_connection
     for kind, table in (("rpc", running.stats), ("event", running.event_stats)):
         for name, stats in table.items():
             handler = metrics.handler(service, kind, name)

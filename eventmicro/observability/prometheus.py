@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from eventmicro.observability.instance import CircuitView, RetriesView
     from eventmicro.observability.stats import HandlerMetrics
+    from eventmicro.transport.connection import ConnectionStats
 
 __all__ = ["Collector", "Source"]
 
@@ -29,6 +30,8 @@ class Source(Protocol):
     def buckets(self) -> tuple[float, ...]: ...
     @property
     def handlers(self) -> Mapping[tuple[str, str, str], HandlerMetrics]: ...
+    @property
+    def connections(self) -> Mapping[str, Mapping[int, ConnectionStats]]: ...
     def circuits(self) -> list[CircuitView]: ...
     def retries(self) -> list[RetriesView]: ...
 
@@ -95,7 +98,19 @@ class Collector(_Collector):
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
         return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
-                     *self._circuits()])  # fmt: skip
+                     *self._circuits(), self._denied()])  # fmt: skip
+
+    def _denied(self) -> Metric:
+        denied = CounterMetricFamily(
+            "eventmicro_permission_denied",
+            "Publishes and subscriptions the NATS server refused the service's user (permissions violation).",
+            labels=["service", "operation"],
+        )
+        for service, connections in sorted(self.metrics.connections.items()):
+            refused = list(connections.values())
+            denied.add_metric([service, "publish"], sum(c.denied_publish for c in refused))
+            denied.add_metric([service, "subscribe"], sum(c.denied_subscribe for c in refused))
+        return denied
 
     def _circuits(self) -> list[Metric]:
         labels = ["client", "target"]

@@ -124,6 +124,9 @@ class Context:
             carts = await ctx.store("carts", Cart)
             entry = await carts.get(req.customer_id)
 
+        Declare the bucket in ``Service(stores=[...])``: a service's least-privilege NATS user
+        may use only those (``docs/permissions.md``; otherwise `PermissionDenied`).
+
         Raises `ConfigurationError` for an invalid bucket name or an unsupported value type.
         """
         if self._stores is None:

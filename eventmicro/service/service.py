@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, TypeVar, overload
@@ -70,6 +71,12 @@ _SHARED: Final = Shared()
 class Service:
     """A named, versioned service (ADR-32 rules) and its handlers.
 
+    What it reaches beyond its own handlers is declared too, so that its NATS user can be
+    given exactly that (``eventmicro permissions``, ``docs/permissions.md``): ``publishes``
+    the event types it emits, ``calls`` the services (``"billing"``: every endpoint on
+    ``billing.*``) or endpoint subjects (``"billing.get_payment"``) it calls, ``stores`` the
+    key-value buckets it opens with ``ctx.store``.
+
     ``reply_prefixes`` limits the subjects the service sends replies to (a request's reply
     subject is its caller's choice). By default a reply never goes to a subject starting with
     ``$`` (``$JS.API``, ``$SRV``, ``$KV``...), to an event or dead-letter subject, or to a
@@ -89,6 +96,8 @@ class Service:
         metadata: Mapping[str, str] | None = None,
         middleware: Sequence[Middleware] = (),
         publishes: Sequence[type] = (),
+        calls: Sequence[str] = (),
+        stores: Sequence[str] = (),
         streams: Sequence[Stream] = (),
         reply_prefixes: Sequence[str] | None = None,
         retry: RetryPolicy | None = None,
@@ -112,6 +121,8 @@ class Service:
         for cls in self.publishes:
             if not type_name_of(cls):
                 raise ConfigurationError(f"publishes: {cls.__name__} has no CloudEvent type")
+        self.calls: tuple[str, ...] = tuple(_called(target) for target in _strings(calls, "calls"))
+        self.stores: tuple[str, ...] = tuple(_bucket(bucket) for bucket in _strings(stores, "stores"))
         self.source = f"/{name}"
         self.streams: list[Stream] = list(streams)  # created or checked when the service starts
         if reply_prefixes is not None and not all(isinstance(p, str) and p for p in reply_prefixes):
@@ -376,6 +387,28 @@ class Service:
             on_stopping=lambda: log.info("service %s stopping", self.name),
         )
         return run_services(serve)
+
+
+_BUCKET: Final = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _strings(values: Sequence[str], what: str) -> Sequence[str]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ConfigurationError(f"{what}= takes a list of names, e.g. {what}=['billing']")
+    return values
+
+
+def _called(target: str) -> str:
+    """A service name, or the subject of one endpoint (``service.endpoint``, no wildcards)."""
+    if "." in target:
+        return check_subject(target)
+    return check_service_name(target)
+
+
+def _bucket(bucket: str) -> str:
+    if not _BUCKET.fullmatch(bucket):
+        raise ConfigurationError(f"stores: {bucket!r} is not a bucket name (letters, digits, '-' and '_')")
+    return bucket
 
 
 def _port(port: int | None, variable: str) -> int | None:

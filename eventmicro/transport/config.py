@@ -1,15 +1,20 @@
 """Connection settings: from arguments, then ``EVENTMICRO_*`` / ``NATS_URL`` environment, then defaults.
 
-========================  ====================================================
-environment variable      meaning
-========================  ====================================================
-EVENTMICRO_NATS_URL       comma-separated server URLs (wins over NATS_URL)
-NATS_URL                  comma-separated server URLs
-EVENTMICRO_NATS_USER      user name         EVENTMICRO_NATS_PASSWORD  password
-EVENTMICRO_NATS_TOKEN     token             EVENTMICRO_NATS_NKEY_SEED  nkey seed file
-EVENTMICRO_NATS_CREDS     .creds file       EVENTMICRO_NATS_NAME       connection name
-EVENTMICRO_NATS_TLS_CA    CA bundle         EVENTMICRO_NATS_TLS_CERT / _TLS_KEY  client cert
-========================  ====================================================
+============================  ================================================
+environment variable          meaning
+============================  ================================================
+EVENTMICRO_NATS_URL           comma-separated server URLs (wins over NATS_URL)
+NATS_URL                      comma-separated server URLs
+EVENTMICRO_NATS_USER          user name
+EVENTMICRO_NATS_PASSWORD      password
+EVENTMICRO_NATS_TOKEN         token
+EVENTMICRO_NATS_NKEY_SEED     nkey seed file
+EVENTMICRO_NATS_CREDS         .creds file
+EVENTMICRO_NATS_NAME          connection name
+EVENTMICRO_NATS_TLS_CA        CA bundle
+EVENTMICRO_NATS_TLS_CERT      client certificate (with EVENTMICRO_NATS_TLS_KEY)
+EVENTMICRO_NATS_INBOX_PREFIX  prefix of this connection's reply subjects
+============================  ================================================
 
 Secrets never appear in ``repr()`` or logs: `redact_url` strips passwords from URLs.
 """
@@ -17,6 +22,7 @@ Secrets never appear in ``repr()`` or logs: `redact_url` strips passwords from U
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,6 +34,7 @@ from eventmicro._errors import ConfigurationError
 __all__ = ["DEFAULT_URL", "ConnectOptions", "TLSOptions", "redact_url"]
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+_INBOX_PREFIX: Final = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,10 @@ class ConnectOptions:
     to a cluster node while still listing every node for failover. A server that vanishes
     without closing the socket (power loss, partition) is noticed after ``ping_interval`` x
     ``max_outstanding_pings`` seconds (30 s x 2; nats-py's own default is 120 s x 2), after
-    which the connection fails over to another server.
+    which the connection fails over to another server. ``inbox_prefix`` (default ``_INBOX``)
+    starts the subjects replies come back on: give each service user its own (``_INBOX_orders``)
+    and permit it only that one, and no service can read another's replies
+    (``docs/permissions.md``).
     """
 
     servers: tuple[str, ...] = (DEFAULT_URL,)
@@ -78,6 +88,7 @@ class ConnectOptions:
     no_randomize: bool = False
     ping_interval: float = 30.0
     max_outstanding_pings: int = 2
+    inbox_prefix: str = "_INBOX"
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -107,6 +118,11 @@ class ConnectOptions:
         for path in (self.nkey_seed_file, self.creds_file):
             if path is not None and not Path(path).is_file():
                 raise ConfigurationError(f"credentials file not found: {path}")
+        if not _INBOX_PREFIX.fullmatch(self.inbox_prefix):
+            raise ConfigurationError(
+                f"inbox_prefix {self.inbox_prefix!r} is not a subject prefix: tokens of letters, digits, "
+                "'-', '_' or '$' separated by dots, no wildcards"
+            )
         if self.connect_attempts < 1:
             raise ConfigurationError("connect_attempts must be at least 1")
         if self.connect_timeout <= 0 or self.drain_timeout <= 0:
@@ -137,6 +153,7 @@ class ConnectOptions:
             ("nkey_seed_file", "EVENTMICRO_NATS_NKEY_SEED"),
             ("creds_file", "EVENTMICRO_NATS_CREDS"),
             ("name", "EVENTMICRO_NATS_NAME"),
+            ("inbox_prefix", "EVENTMICRO_NATS_INBOX_PREFIX"),
         ):
             if env.get(var):
                 values[key] = env[var]

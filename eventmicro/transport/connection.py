@@ -50,6 +50,7 @@ from eventmicro._errors import (
     JetStreamError,
     NoResponders,
     PayloadTooLarge,
+    PermissionDenied,
     Timeout,
 )
 from eventmicro.transport.config import ConnectOptions, redact_url
@@ -61,7 +62,11 @@ from eventmicro.transport.natspy import (
     ConnectionStats,
     DirectHandler,
     MalformedHeaders,
+<<<<<<< HEAD
     drain_subscription,
+=======
+    PermissionViolation,
+>>>>>>> permissions
     fits,
     headers_size,
     parse_header_block,
@@ -198,6 +203,7 @@ class Connection:
         self.stats = ConnectionStats()
         self._jetstreams: dict[_NatsClient, dict[float, JetStreamContext]] = {}
         self._subscriptions: dict[int, Subscription] = {}  # nats-py sid -> ours, for drop counts
+        self._refusals_quiet = Quiet()  # one warning per 10 s about refused publishes
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -275,6 +281,7 @@ class Connection:
             "drain_timeout": opts.drain_timeout,
             "pending_size": opts.pending_size,
             "dont_randomize": opts.no_randomize,
+            "inbox_prefix": opts.inbox_prefix,
             "ping_interval": opts.ping_interval,
             "max_outstanding_pings": opts.max_outstanding_pings,
             "error_cb": self._on_error,
@@ -496,6 +503,7 @@ class Connection:
         nc = self._client
         counting = nc if isinstance(nc, Client) else None
         ours: Subscription | None = None
+        refusals = counting.refusals if counting is not None else 0
         try:
             sub = await nc.subscribe(
                 subject,
@@ -510,6 +518,10 @@ class Connection:
                 else:
                     counting.count_headers(sub._id)
             await round_trip(self._client, 5.0)
+            refused = counting.refused_since(refusals, "subscribe", subject) if counting is not None else None
+            if refused is not None:  # the server answered the SUB with -ERR before the PONG
+                await sub.unsubscribe()
+                raise refused
         except nats.errors.TimeoutError as exc:
             raise Timeout(subject, 5.0) from exc
         except nats.errors.Error as exc:
@@ -575,8 +587,32 @@ class Connection:
             return
         if isinstance(exc, nats.errors.SlowConsumerError):
             self._dropped(self._subscriptions.get(exc.sid), exc.subject)
+        elif isinstance(exc, PermissionViolation):
+            self._refused(exc)
         else:
             log.warning("NATS connection error (connection %s): %s", self._label, _describe(exc))
+
+    def _refused(self, violation: PermissionViolation) -> None:
+        """The server refused this connection's user a publish or a subscription (counted in
+        `stats` by the client): a request or a subscription raises `PermissionDenied` to its
+        caller; a plain publish has no caller waiting, so it is said here (rate-limited)."""
+        if violation.told:  # a request failed with it: its caller has the error
+            log.debug(
+                "NATS refused %s to '%s' (a request's caller was told)",
+                violation.operation,
+                violation.subject,
+            )
+            return
+        held = self._refusals_quiet.due()
+        if held >= 0:
+            log.error(
+                "NATS refused %s to '%s': the connection's user (connection %s) has no permission "
+                "for it (%d refusals so far; see docs/permissions.md)",
+                violation.operation,
+                violation.subject,
+                self._label,
+                self.stats.denied_publish + self.stats.denied_subscribe,
+            )
 
     async def _on_disconnected(self) -> None:
         if self._state is ConnectionState.CONNECTED:
@@ -654,6 +690,8 @@ def translate(
     ``jetstream`` marks a JetStream API call, where "no responders" means JetStream is not
     there (`JetStreamError` 503) rather than no service (`NoResponders`).
     """
+    if isinstance(exc, PermissionViolation):
+        return PermissionDenied(exc.subject, exc.operation)
     if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.js.errors.NoStreamResponseError):
         return JetStreamError(
             f"{what}: JetStream did not answer (disabled, or the stream is gone)", status=503

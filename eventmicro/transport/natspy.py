@@ -12,9 +12,12 @@ What is used, and why:
   a `Client.dispatch_directly` subscription go from the reader to their handler),
   ``_process_headers`` / ``_parse_header_lines`` (`parse_header_block`: never raises but
   `MalformedHeaders`), ``_build_message`` (arrival stamp), ``_read_loop`` (reconnect when the
-  reader dies), ``_send_publish`` (faster header encoding, same bytes); and reads ``_subs``,
-  ``_sid``, ``_resp_map``, ``_resp_sub_prefix``, ``_flush_queue``, ``_send_command``,
-  ``_process_op_err``, ``_transport``.
+  reader dies), ``_send_publish`` (faster header encoding, same bytes), ``_process_err``
+  (a permissions violation becomes a `PermissionViolation` naming the subject as sent, read
+  from the parser's ``_ps.buf`` since nats-py lower-cases the message; a pending request to
+  that subject fails with it at once); and reads ``_subs``, ``_sid``, ``_resp_map``,
+  ``_resp_sub_prefix``, ``_flush_queue``, ``_send_command``, ``_process_op_err``,
+  ``_error_cb``, ``_ps``, ``_transport``.
 - nats-py's ``Subscription``: ``_pending_size``, ``_pending_queue``, ``_jsi``, ``_id``,
   ``_closed``, ``_conn``, ``_wait_for_msgs_task`` (`subscription_active`), ``_stop_processing``
   (`drain_subscription`, which also calls the client's ``_send_unsubscribe`` and ``_remove_sub``).
@@ -24,6 +27,7 @@ What is used, and why:
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import math
@@ -51,6 +55,7 @@ __all__ = [
     "ConnectionStats",
     "DirectHandler",
     "MalformedHeaders",
+    "PermissionViolation",
     "StampedMsg",
     "drain_subscription",
     "fits",
@@ -72,6 +77,39 @@ _NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
 _MAX_CACHED_NAME: Final = 64  # longer header names are encoded each time, never cached
 
 _CACHED_NAMES: Final = 1024  # so the name cache holds at most ~70 KiB
+
+
+# nats-server's refusal: -ERR 'Permissions Violation for Publish to "x"' (Subscription to "x"
+# [using queue "q"]); nats-py hands `_process_err` the line lower-cased, the parser still holds it
+_VIOLATION: Final = re.compile(
+    rb"-ERR\s+'Permissions Violation for (Publish|Subscription) to \"([^\"]*)\"", re.I
+)
+_VIOLATION_TEXT: Final = re.compile(r"permissions violation for (publish|subscription) to \"([^\"]*)\"", re.I)
+_REFUSALS_KEPT: Final = 64
+
+
+class PermissionViolation(nats.errors.Error):
+    """The server refused a publish or a subscription of this connection's user."""
+
+    def __init__(self, operation: str, subject: str) -> None:
+        super().__init__(f"permissions violation for {operation} to '{subject}'")
+        self.operation = operation  # "publish" or "subscribe"
+        self.subject = subject
+        self.told = False  # a waiting request failed with it: its caller knows
+
+
+def violation_of(line: bytes, text: str) -> PermissionViolation | None:
+    """The permissions violation an ``-ERR`` reports: from the raw ``line`` (the subject as sent),
+    else from nats-py's lower-cased ``text``; None for any other error."""
+    found = _VIOLATION.match(line)
+    if found is not None:
+        operation, subject = found.group(1).decode("ascii").lower(), found.group(2).decode("utf-8", "replace")
+    else:
+        text_found = _VIOLATION_TEXT.search(text)
+        if text_found is None:
+            return None
+        operation, subject = text_found.group(1).lower(), text_found.group(2)
+    return PermissionViolation("publish" if operation == "publish" else "subscribe", subject)
 
 
 class MalformedHeaders(ValueError):
@@ -159,9 +197,18 @@ def _parse_any_header_lines(raw: bytes) -> dict[str, str]:
 class ConnectionStats:
     """What the connection dropped or survived; read by health, ``$SRV.STATS`` and metrics."""
 
-    __slots__ = ("_malformed_quiet", "malformed", "reader_restarts", "slow_consumer")
+    __slots__ = (
+        "_malformed_quiet",
+        "denied_publish",
+        "denied_subscribe",
+        "malformed",
+        "reader_restarts",
+        "slow_consumer",
+    )
 
     def __init__(self) -> None:
+        self.denied_publish = 0  # publishes the server refused (permissions violation)
+        self.denied_subscribe = 0  # subscriptions the server refused
         self.malformed = 0  # messages whose header block or subject could not be read
         self.reader_restarts = 0  # times the reader stopped while connected (then reconnected)
         self.slow_consumer = 0  # messages dropped because a subscription's buffer was full
@@ -250,6 +297,7 @@ class Client(_NatsClient):
         token = f"{next(self._tokens):x}{secrets.randbits(64):016x}"
         future: asyncio.Future[_NatsMsg] = asyncio.get_running_loop().create_future()
         self._resp_map[token] = future
+        self._asked[token] = subject  # a refusal to publish there fails it at once
         try:
             await self.publish(subject, payload, reply=prefix.decode() + token, headers=headers)
             timer = future.get_loop().call_later(timeout, _expire, future)
@@ -259,6 +307,7 @@ class Client(_NatsClient):
                 timer.cancel()
         finally:
             self._resp_map.pop(token, None)
+            del self._asked[token]
 
     _resp_sid: int = 0
     # Subscriptions (by sid) whose pending bytes count header blocks too: nats-py counts only
@@ -270,6 +319,45 @@ class Client(_NatsClient):
         super().__init__()
         self._counting: set[int] = set()
         self._direct: dict[int, DirectHandler] = {}
+        self._asked: dict[str, str] = {}  # token of a pending request -> its subject
+        self.refusals = 0  # permissions violations so far; the latest ones are in `refused`
+        self.refused: collections.deque[PermissionViolation] = collections.deque(maxlen=_REFUSALS_KEPT)
+
+    def refused_since(self, mark: int, operation: str, subject: str) -> PermissionViolation | None:
+        """The refusal of ``operation`` on ``subject`` among those after ``refusals`` was ``mark``."""
+        recent = min(self.refusals - mark, len(self.refused))
+        for violation in itertools.islice(reversed(self.refused), max(recent, 0)):
+            if violation.operation == operation and violation.subject == subject:
+                return violation
+        return None
+
+    async def _process_err(self, err_msg: str) -> None:
+        """A permissions violation: counted, kept, failing the pending requests it concerns,
+        and reported to the error callback as a `PermissionViolation`; the connection stays
+        open (the server keeps it). Any other error: nats-py's handling."""
+        line = bytes(self._ps.buf[:512]) if isinstance(self._ps.buf, bytes | bytearray) else b""
+        violation = violation_of(line, err_msg)
+        if violation is None:
+            await super()._process_err(err_msg)
+            return
+        self.refusals += 1
+        self.refused.append(violation)
+        if violation.operation == "publish":
+            self.counters.denied_publish += 1
+            pending = [token for token, subject in self._asked.items() if subject == violation.subject]
+        else:
+            self.counters.denied_subscribe += 1
+            prefix = self._resp_sub_prefix
+            inbox = prefix is not None and violation.subject == prefix.decode() + "*"
+            pending = list(self._asked) if inbox else []
+            if inbox:  # no reply can arrive: the next request subscribes (and is refused) again
+                self._resp_sub_prefix = None
+        for token in pending:
+            future = self._resp_map.get(token)
+            if future is not None and not future.done():
+                future.set_exception(violation)
+                violation.told = True
+        await self._error_cb(violation)
 
     def count_headers(self, sid: int) -> None:
         self._counting.add(sid)

@@ -33,6 +33,7 @@ __all__ = [
     "dead_letter_subject",
     "endpoint_subject",
     "event_subject",
+    "within",
 ]
 
 EVENT_PREFIX: Final = "events"
@@ -108,3 +109,18 @@ def consumer_name(service: str, handler: str) -> str:
 def dead_letter_subject(service: str, handler: str) -> str:
     """Where the dead letters of one durable handler are stored."""
     return f"{DEAD_LETTER_PREFIX}.{service}.{handler}"
+
+
+def within(subject: str, scope: str) -> bool:
+    """Whether every subject that ``subject`` matches is matched by ``scope`` too.
+
+    >>> within("events.shop.>", "events.>"), within("events.>", "events.*"), within("a.b", "events.>")
+    (True, False, False)
+    """
+    parts, allowed = subject.split("."), scope.split(".")
+    for i, part in enumerate(allowed):
+        if part == ">":
+            return len(parts) > i
+        if i >= len(parts) or parts[i] == ">" or part not in ("*", parts[i]):
+            return False
+    return len(parts) == len(allowed)

@@ -8,14 +8,19 @@ import sys
 import eventmicro
 
 
-def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "demo", "--orders", "50"],
+def eventmicro_command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m eventmicro ARGS``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventmicro", *args],
         check=False,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
+    result = eventmicro_command("demo", "--orders", "50")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     lines = {
@@ -37,14 +42,31 @@ def test_the_demo_runs_the_reference_shop_and_every_order_settles() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_the_secure_demo_runs_the_shop_with_least_privilege_users() -> None:
+    """``demo --secure``: every service as its own user from ``eventmicro permissions``; the
+    saga still settles every order, and notifications' user is refused billing's business."""
+    result = eventmicro_command("demo", "--secure", "--orders", "20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "least privilege: account SHOP, one nkey user per service" in out
+    assert "orders unsettled                         0" in out
+    assert "events missing                           0" in out
+    assert "least privilege                          notifications' user: 2 of 2 forgeries refused" in out
+    assert "refused                                call billing.get_payment" in out
+    assert "refused                                publish events.shop.billing.v1.PaymentCaptured" in out
+    assert "result                                   OK" in out
+    assert "Traceback" not in result.stderr
+    assert "NATS refused" not in result.stderr  # no service was refused anything it needs
+
+
+def test_secure_demo_takes_no_url() -> None:
+    result = eventmicro_command("demo", "--secure", "--url", "nats://127.0.0.1:1", timeout=60)
+    assert result.returncode == 2
+    assert "--secure starts its own nats-server" in result.stderr
+
+
 def test_help_shows_examples() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "eventmicro", "server", "--help"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = eventmicro_command("server", "--help", timeout=60)
     assert result.returncode == 0
     assert "eventmicro server --cluster 3" in result.stdout
 
@@ -61,7 +83,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "ConnectionClosed", "ConnectionState", "ContentTypeMismatch", "EnvelopeError", "Event",
         "EventMicroError", "HeaderDecodeError", "InvalidAttribute", "Message", "MissingAttribute",
         "NatsCluster", "NatsServer", "NoResponders", "Payload", "PayloadDecodeError", "PayloadEncodeError",
-        "PayloadError", "PayloadTooLarge", "ServerNotFound", "ServerStartError", "StructuredFormatError",
+        "PayloadError", "PayloadTooLarge", "PermissionDenied", "ServerNotFound", "ServerStartError",
+        "StructuredFormatError",
         "Subscription", "TLSOptions", "Timeout", "TypeRegistry", "UnexpectedType", "UnsupportedSpecVersion",
         "__version__", "connect", "decode_payload", "encode_payload", "event_type", "find_server_binary",
         "type_name_of",
@@ -85,6 +108,7 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
 def test_every_error_derives_from_the_one_root() -> None:
     errors = [getattr(eventmicro, n) for n in eventmicro.__all__ if n.endswith(("Error", "Timeout"))]
     errors += [eventmicro.NoResponders, eventmicro.PayloadTooLarge, eventmicro.ServerNotFound]
+    errors += [eventmicro.PermissionDenied]
     errors += [eventmicro.InvalidAttribute, eventmicro.MissingAttribute, eventmicro.ConnectionClosed]
     errors += [eventmicro.CircuitOpen]
     for error in errors:

@@ -144,7 +144,7 @@ def shop() -> Service:
         return Total(total=sum(req.numbers))
 
     svc.metadata["calls"] = ""  # visible in INFO
-    svc.calls = calls  # type: ignore[attr-defined]
+    svc.placed = calls  # type: ignore[attr-defined]
     return svc
 
 
@@ -225,7 +225,7 @@ async def test_a_request_that_does_not_decode_gets_400_and_the_handler_is_not_ca
                 "orders.place", orders.OrderAccepted(order_id="x"), returns=orders.OrderAccepted
             )
         assert wrong.headers["ce-type"] == "shop.orders.v1.OrderAccepted"
-    assert svc.calls == []  # type: ignore[attr-defined]
+    assert svc.placed == []  # type: ignore[attr-defined]
 
 
 async def test_no_responders_fails_fast_and_is_retried_a_bounded_number_of_times(

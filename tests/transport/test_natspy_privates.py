@@ -31,6 +31,7 @@ OVERRIDDEN = {
     "_send_command": ["self", "cmd", "priority"],
     "_send_unsubscribe": ["self", "sid"],
     "_remove_sub": ["self", "sid"],
+    "_process_err": ["self", "err_msg"],
 }
 CLIENT_FIELDS = [
     "_subs",
@@ -42,6 +43,7 @@ CLIENT_FIELDS = [
     "_server_info",
     "_reading_task",
     "_ps",
+    "_error_cb",
 ]
 SUBSCRIPTION_FIELDS = [
     "_pending_size",
@@ -93,3 +95,19 @@ def test_the_reader_loop_still_swallows_what_the_override_handles() -> None:
     source = inspect.getsource(NatsClient._read_loop)
     assert "except asyncio.CancelledError:" in source
     assert "except Exception" in source
+
+
+def test_the_parser_still_hands_an_err_line_to_process_err_before_dropping_it() -> None:
+    """`_natspy.Client._process_err` reads the ``-ERR`` line from ``_ps.buf`` (nats-py passes it
+    lower-cased, which would change the subject a `PermissionDenied` names)."""
+    source = inspect.getsource(Parser.parse)
+    call = source.index("await self.nc._process_err(")
+    assert call < source.index("del self.buf[: err.end()]", call)
+    assert _natspy.violation_of(b"""-ERR 'Permissions Violation for Publish to "A.B"'\r\n""", "") is not None
+
+
+def test_a_permissions_violation_still_reaches_only_the_error_callback() -> None:
+    """nats-py keeps the connection open on a permissions violation: `_process_err` returns after
+    the error callback for it (the override does the same, with its own error)."""
+    source = inspect.getsource(NatsClient._process_err)
+    assert "PERMISSIONS_ERR in m" in source

@@ -41,7 +41,7 @@ from eventmicro._errors import EventMicroError
 from eventmicro.gateway._problems import Problem, problem_response
 from eventmicro.gateway.dashboard._feed import MAX_QUEUE, Feed, TypeFilter
 from eventmicro.transport.connection import Connection, Subscription
-from eventmicro.wire.names import check_subject
+from eventmicro.wire.names import check_subject, within
 
 __all__ = [
     "HEARTBEAT",
@@ -69,21 +69,6 @@ _HEADERS: Final = [
 def error_response(status: int, kind: str, detail: str) -> JSONResponse:
     """The gateway's error answer (``{"error": {"code", "status", "id", "detail"}}``)."""
     return problem_response(Problem(status, kind, detail))
-
-
-def within(subject: str, scope: str) -> bool:
-    """Whether every subject that ``subject`` matches is matched by ``scope`` too.
-
-    >>> within("events.shop.>", "events.>"), within("events.>", "events.*"), within("a.b", "events.>")
-    (True, False, False)
-    """
-    parts, allowed = subject.split("."), scope.split(".")
-    for i, part in enumerate(allowed):
-        if part == ">":
-            return len(parts) > i
-        if i >= len(parts) or parts[i] == ">" or part not in ("*", parts[i]):
-            return False
-    return len(parts) == len(allowed)
 
 
 class StreamConnection:

@@ -1,0 +1,186 @@
+"""``eventmicro permissions``: least-privilege NATS users for services, from their declarations.
+
+::
+
+    eventmicro permissions subscribers.orders subscribers.billing          # what each may do
+    eventmicro permissions subscribers.orders ... --client web=orders --admin ops --out secrets/
+
+With ``--out DIR`` it writes, for nats-server's static configuration (one account):
+
+    DIR/accounts.conf     the account, its users (public nkeys only) and their permissions;
+                          include it from nats-server.conf: include "accounts.conf"
+    DIR/<user>.nk         each user's nkey seed (mode 0600): the secret its service holds
+    DIR/<user>.env        EVENTMICRO_NATS_NKEY_SEED and EVENTMICRO_NATS_INBOX_PREFIX for it
+
+A seed that exists is kept (running again after a change of code changes only permissions);
+``--rotate USER`` replaces that user's seed (then reload nats-server). Nothing secret is
+printed. The model, and operator mode (JWT), in docs/permissions.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Final
+
+from eventmicro._errors import ConfigurationError, EventMicroError
+from eventmicro.cli.common import Subparsers
+from eventmicro.cli.failures import ToolError
+from eventmicro.cli.run import load_services
+from eventmicro.cli.text import printable
+from eventmicro.service.permissions import Permissions, admin, for_client, for_service
+from eventmicro.service.serverconf import render
+from eventmicro.wire.documents import one_line
+
+__all__ = ["register", "user_seed"]
+
+CONFIG_FILE: Final = "accounts.conf"
+EXAMPLES: Final = """examples:
+  eventmicro permissions subscribers.orders subscribers.billing    # each service's subjects
+  eventmicro permissions subscribers.orders subscribers.inventory subscribers.billing \\
+      subscribers.notifications subscribers.audit --account SHOP \\
+      --client web=orders,inventory --admin ops --out secrets/
+  eventmicro permissions subscribers.billing --out secrets/ --rotate billing   # a new key
+
+Then nats-server.conf holds `include "secrets/accounts.conf"` (reload it after a change), and
+each service runs with its own secrets/<name>.env (EVENTMICRO_NATS_NKEY_SEED, _INBOX_PREFIX).
+exit: 0 ok, 2 bad input.
+"""
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``permissions`` to the ``eventmicro`` parser."""
+    parser = subparsers.add_parser(
+        "permissions",
+        help="derive least-privilege NATS users for services (nats-server config and nkeys)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("targets", metavar="MODULE[:ATTR]", nargs="+", help="modules of services (ATTR: svc)")
+    parser.add_argument("--account", default="APP", help="the NATS account of these users (default APP)")
+    parser.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME=SERVICE,...",
+        help="a user that only calls these services (and may discover services); repeatable",
+    )
+    parser.add_argument(
+        "--admin", action="append", default=[], metavar="NAME", help="a user with every subject"
+    )
+    parser.add_argument("--out", metavar="DIR", help="write accounts.conf, <user>.nk and <user>.env there")
+    parser.add_argument("--rotate", action="append", default=[], metavar="USER", help="a new seed for USER")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        users = _users(args)
+        if args.out is None:
+            if args.rotate:
+                raise ToolError("--rotate needs --out (the directory holding the seeds)")
+            sys.stdout.write(describe(users))
+            return 0
+        written = write(Path(args.out), args.account, users, rotate=set(args.rotate))
+    except ToolError as exc:
+        print(f"eventmicro: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for user in users:
+        print(f"{user.user}: {written / (user.user + '.env')} ({user.comment})")
+    print(f'nats-server.conf: include "{written / CONFIG_FILE}" (relative to nats-server.conf; then reload)')
+    return 0
+
+
+def _users(args: argparse.Namespace) -> list[Permissions]:
+    users: list[Permissions] = []
+    for target in args.targets:
+        try:
+            services = load_services(target)
+        except ConfigurationError as exc:
+            raise ToolError(exc.message) from exc
+        except Exception as exc:  # the module failed while importing: one line, no traceback
+            raise ToolError(f"cannot load {target}: {type(exc).__name__}: {one_line(exc)}") from exc
+        users += [for_service(service) for service in services]
+    try:
+        for spec in args.client:
+            name, sep, calls = spec.partition("=")
+            if not sep:
+                raise ToolError(f"--client {spec!r}: give NAME=SERVICE[,SERVICE...]")
+            users.append(for_client(name, calls=[c for c in calls.split(",") if c]))
+        users += [admin(name) for name in args.admin]
+    except EventMicroError as exc:
+        raise ToolError(exc.message) from exc
+    names = [user.user for user in users]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ToolError(f"more than one user named {', '.join(twice)}")
+    unknown = set(args.rotate) - set(names)
+    if unknown:
+        raise ToolError(f"--rotate: no user named {', '.join(sorted(unknown))}")
+    return users
+
+
+def describe(users: list[Permissions]) -> str:
+    """The users and their subjects as text (nothing secret: no keys are made)."""
+    lines = []
+    for user in users:
+        lines.append(f"{user.user}  ({user.comment}; inbox {user.inbox}.>)")
+        if user.admin:
+            lines.append("  every subject of the account")
+        for label, subjects in (("publish", user.publish), ("subscribe", user.subscribe)):
+            lines += [f"  {label:9}  {printable(subject)}" for subject in subjects]
+        if user.responses:
+            lines.append("  respond    to the requests it receives (allow_responses)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(folder: Path, account: str, users: list[Permissions], *, rotate: set[str]) -> Path:
+    """Write the account's configuration, each user's seed (kept unless rotated) and env file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        keyed = [(user, user_seed(folder / f"{user.user}.nk", renew=user.user in rotate)) for user in users]
+        header = (
+            f"generated by eventmicro permissions for account {account}; seeds: <user>.nk beside this file"
+        )
+        text = render(account, keyed, header=header)
+        for user in users:
+            seed = (folder / f"{user.user}.nk").resolve()
+            env = f"EVENTMICRO_NATS_NKEY_SEED={seed}\nEVENTMICRO_NATS_INBOX_PREFIX={user.inbox}\n"
+            (folder / f"{user.user}.env").write_text(env, encoding="utf-8")
+        (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ToolError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    except ConfigurationError as exc:
+        raise ToolError(exc.message) from exc
+    return folder
+
+
+def user_seed(path: Path, *, renew: bool = False) -> str:
+    """The public key of the user nkey whose seed is in ``path``, made there (mode 0600) when
+    missing or ``renew``. Needs the ``nkeys`` package (``pip install 'eventmicro[permissions]'``)."""
+    try:
+        import nkeys
+    except ImportError:
+        raise ToolError(
+            "making nkeys needs the nkeys package: pip install 'eventmicro[permissions]'"
+        ) from None
+    if renew or not path.exists():
+        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+        fresh = path.with_name(path.name + ".new")
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(seed + b"\n")
+        fresh.replace(path)
+    try:
+        pair = nkeys.from_seed(bytearray(path.read_bytes().strip()))
+        public: bytes = pair.public_key
+    except Exception as exc:  # nkeys raises its own errors for a broken seed: say which file
+        raise ToolError(
+            f"{path} does not hold a user nkey seed ({type(exc).__name__}); --rotate makes a new one"
+        ) from exc
+    if not public.startswith(b"U"):
+        raise ToolError(f"{path} holds a seed of another kind than a user's; --rotate makes a new one")
+    return public.decode("ascii")
