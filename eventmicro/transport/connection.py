@@ -62,11 +62,8 @@ from eventmicro.transport.natspy import (
     ConnectionStats,
     DirectHandler,
     MalformedHeaders,
-<<<<<<< HEAD
-    drain_subscription,
-=======
     PermissionViolation,
->>>>>>> permissions
+    drain_subscription,
     fits,
     headers_size,
     parse_header_block,
