@@ -10,16 +10,25 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from eventmicro.transport.quiet import Quiet
 from eventmicro.wire.service_errors import ERROR_CODE_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.transport.connection import Subscription
+    from eventmicro.observability.instance import Watched
     from eventmicro.wire.binding import NATSMessage
 
 __all__ = ["EndpointStats", "HandlerMetrics", "error_code"]
+
+
+class Membership(Protocol):
+    """An endpoint's place in its queue group (`eventmicro.service.balance.Balancer`)."""
+
+    @property
+    def out(self) -> bool: ...
+    @property
+    def left(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -35,7 +44,8 @@ class EndpointStats:
     shed: int = 0  # answered 503 Overloaded: the backlog was full
     expired: int = 0  # answered 504: the caller's deadline passed while the request waited
     refused: int = 0  # not handled: a reply subject the service does not send to
-    intake: Subscription | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
+    intake: Watched | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
+    group: Membership | None = None  # an endpoint with balance="room": in or out of its queue group
     plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro.wire.plain
     quiet: Quiet = field(default_factory=Quiet)
 

@@ -199,6 +199,9 @@ class DiscoveryResponder:
 
 def _endpoint_data(counts: EndpointStats) -> dict[str, Any]:
     data: dict[str, Any] = {"not_handled": counts.turned_away(), "plain": counts.plain}
+    group = counts.group
+    if group is not None:  # balance="room": whether it is out of its queue group now, how often it left
+        data["queue_group"] = {"out": group.out, "left": group.left}
     metrics = counts.metrics
     if metrics is not None:
         data["latency"] = {"le": list(metrics.bounds), "counts": list(metrics.buckets)}

@@ -39,6 +39,7 @@ from eventmicro.observability import tracing as _tracing
 from eventmicro.observability.logs import HANDLING
 from eventmicro.observability.metrics import attach as attach_metrics
 from eventmicro.observability.stats import EndpointStats, error_code
+from eventmicro.service.balance import Balancer
 from eventmicro.service.client import Client
 from eventmicro.service.context import Context
 from eventmicro.service.deadletters import dead_letter_stream
@@ -88,7 +89,7 @@ _OVERLOADED: Final = binding.NATSMessage(
 
 @dataclass(frozen=True, slots=True)
 class _Watching:
-    intake: Sequence[Subscription]
+    intake: Sequence[Subscription | Balancer]
     discovery: Sequence[Subscription]
     durables: Sequence[DurableIntake]
 
@@ -96,14 +97,20 @@ class _Watching:
 class _Gate:
     """An RPC endpoint's admission: ``limit`` requests run, up to ``room`` wait, in order."""
 
-    __slots__ = ("limit", "room", "running", "spec", "waiting")
+    __slots__ = ("balancer", "half", "limit", "room", "running", "spec", "waiting")
 
     def __init__(self, spec: HandlerSpec) -> None:
         self.spec = spec
         self.limit = spec.concurrency
+        self.half = spec.concurrency // 2
         self.room = spec.backlog
         self.running = 0
         self.waiting: deque[Message] = deque()
+        self.balancer: Balancer | None = None  # balance="room": leaves the queue group when full
+
+    def has_room(self) -> bool:
+        """Nothing waits and at most half the slots are taken: time to join the group again."""
+        return not self.waiting and self.running <= self.half
 
 
 class Running:
@@ -122,7 +129,8 @@ class Running:
             spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
         }
         attach_metrics(self)
-        self._intake: list[Subscription] = []
+        self._intake: list[Subscription | Balancer] = []
+        self._balancing: list[asyncio.Task[None]] = []  # balance="room" endpoints' group switches
         self._discovery: list[Subscription] = []
         self._group = asyncio.TaskGroup()
         self._registries = {
@@ -131,6 +139,7 @@ class Running:
         self._durables: list[DurableIntake] = []
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
+        self._rpc_entry: dict[str, Callable[[Message], Awaitable[None]]] = {}  # admission, per endpoint
         self._deadlines = Deadlines()  # callers' deadlines, one timer per 5 ms slot
         # the CloudEvent type a single-type handler takes (None: any, e.g. a dict)
         # by handler name, one table per kind: no enum hashing per message
@@ -164,9 +173,12 @@ class Running:
                     self._durables.append(intake)
                     await intake.start()
                     continue
-                subscription = await self._subscribe(spec)
-                self._intake.append(subscription)
+                subscribed = await self._subscribe(spec)
                 stats = self.stats if spec.kind is HandlerKind.RPC else self.event_stats
+                subscription = subscribed if spec.balance != "room" else self._balance(spec, subscribed)
+                if isinstance(subscription, Balancer):
+                    stats[spec.name].group = subscription
+                self._intake.append(subscription)
                 stats[spec.name].intake = subscription
             self._discovery = await DiscoveryResponder(self).subscribe()
         except BaseException:
@@ -189,6 +201,9 @@ class Running:
             return
         self._stopped = True
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
+        for task in self._balancing:  # no endpoint joins its queue group again
+            task.cancel()
+        await asyncio.gather(*self._balancing, return_exceptions=True)
         for gate in self._gates.values():  # waiting, not started: safe to retry elsewhere
             while gate.waiting:
                 await self._refuse(gate.spec, gate.waiting.popleft())
@@ -276,7 +291,7 @@ class Running:
         """
         invoke = compose(_plain(spec), self.service.middleware)
         if spec.kind is HandlerKind.RPC:
-            on_request = self._rpc_dispatcher(spec, invoke)
+            on_request = self._rpc_entry[spec.name] = self._rpc_dispatcher(spec, invoke)
             return await self.connection.subscribe(spec.subject, on_request, queue=spec.queue, direct=True)
 
         async def on_event(msg: Message) -> None:
@@ -292,6 +307,14 @@ class Running:
             concurrency=spec.concurrency,
             spawn=self._group.create_task,
         )
+
+    def _balance(self, spec: HandlerSpec, subscription: Subscription) -> Balancer:
+        """Take the endpoint out of its queue group while it is full (`eventmicro.service.balance`)."""
+        gate = self._gates[spec.name]
+        balancer = gate.balancer = Balancer(self.connection, subscription, self._rpc_entry[spec.name])
+        task = asyncio.create_task(balancer.run(gate.has_room), name=f"balance {spec.subject}")
+        self._balancing.append(task)
+        return balancer
 
     def _rpc_dispatcher(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
         """Admission of one endpoint's requests; never waits, so nats-py's buffer stays empty
@@ -311,6 +334,8 @@ class Running:
                 self._group.create_task(self._admitted(spec, invoke, gate, msg))
             elif len(waiting) < gate.room:
                 waiting.append(msg)
+                if gate.balancer is not None:
+                    gate.balancer.full.set()
             else:
                 self._turn_away(spec, stats, "shed")
                 if reply:
@@ -328,6 +353,9 @@ class Running:
                 self._group.create_task(self._admitted(spec, invoke, gate, gate.waiting.popleft()))
             else:
                 gate.running -= 1
+                balancer = gate.balancer
+                if balancer is not None and balancer.out and gate.running <= gate.half:
+                    balancer.roomy.set()
 
     def _may_reply_to(self, subject: str) -> bool:
         if subject.startswith(_NEVER_REPLY_TO) or "*" in subject or ">" in subject:

@@ -28,11 +28,12 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 from eventmicro._errors import ConfigurationError
 from eventmicro.observability.logs import SCOPE, Scope, configure
 from eventmicro.observability.metrics import enable as enable_metrics
+from eventmicro.service.balance import BALANCES
 from eventmicro.service.breaker import BreakerPolicy
 from eventmicro.service.declared import Hook
 from eventmicro.service.delivery import Broadcast, DeliveryOption, Durable, Ordered, Shared
@@ -149,6 +150,7 @@ class Service:
         concurrency: int = ...,
         idempotent: bool = ...,
         backlog: int | None = ...,
+        balance: Literal["random", "room"] = ...,
     ) -> Callable[[F], F]: ...
     def rpc(
         self,
@@ -159,6 +161,7 @@ class Service:
         concurrency: int = DEFAULT_CONCURRENCY,
         idempotent: bool = False,
         backlog: int | None = None,
+        balance: Literal["random", "room"] = "random",
     ) -> F | Callable[[F], F]:
         """Register an RPC endpoint (subject ``<service>.<name>``, queue group: the service name).
 
@@ -169,6 +172,12 @@ class Service:
         times ``concurrency``) wait for a slot, in arrival order. Beyond that a request is
         answered ``503 Overloaded`` at once without running the handler, and a request whose
         caller's deadline passed while it waited is answered 504 without running it.
+
+        ``balance``: how the instances of the service share the endpoint's requests.
+        ``"random"`` (default) is the NATS queue group's own: each request to a member picked
+        at random, busy or not. ``"room"``: an instance whose requests start to wait leaves
+        the queue group until it has room again (half its slots free, none waiting), so the
+        requests go to the instances that have room (`eventmicro.service.balance`).
         """
 
         def register(fn: F) -> F:
@@ -187,6 +196,7 @@ class Service:
                     concurrency=_positive(concurrency, fn),
                     idempotent=idempotent,
                     backlog=_backlog(backlog, concurrency, fn),
+                    balance=_balance(balance, fn),
                 )
             )
             return fn
@@ -431,6 +441,15 @@ def _backlog(backlog: int | None, concurrency: int, fn: Handler) -> int:
     if backlog < 0:
         raise ConfigurationError(f"handler {fn.__qualname__}: backlog must be 0 or more")
     return backlog
+
+
+def _balance(balance: str, fn: Handler) -> str:
+    if balance not in BALANCES:
+        raise ConfigurationError(
+            f"handler {fn.__qualname__}: balance must be one of "
+            f"{', '.join(map(repr, BALANCES))}, not {balance!r}"
+        )
+    return balance
 
 
 def _positive(concurrency: int, fn: Handler) -> int:
