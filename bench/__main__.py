@@ -20,7 +20,9 @@
     side in a process of its own, with its CPU per message (bench/peers.py; FastStream is the
     ``bench`` extra, skipped with a message when it is not installed);
 (j) workers, only with ``--suite workers``: 64-way RPC calls/s under ``eventmicro run --workers 1``
-    and ``--workers 2`` (bench/workers.py).
+    and ``--workers 2`` (bench/workers.py);
+(k) balance, only with ``--suite balance``: a slow and a fast instance of one endpoint, with
+    ``balance="random"`` and ``balance="room"`` (bench/balance.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -48,7 +50,7 @@ from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from nats.aio.msg import Msg
 
 import eventmicro
-from bench import durable, gateway, hotpath, overload, peers, services, workers
+from bench import balance, durable, gateway, hotpath, overload, peers, services, workers
 from bench.sample import SCHEMA, SOURCE, TYPE, handbuilt_event_headers, sample_event
 from eventmicro import cloudevents_nats as binding
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -208,10 +210,12 @@ def main() -> int:
             "observability",
             "overload",
             "workers",
+            "balance",
         ),
         default="all",
         help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off),"
-        " overload and workers (eventmicro run --workers 1 and 2) run only when named",
+        " overload, workers (eventmicro run --workers 1 and 2) and balance (a slow and a fast instance,"
+        " balance='random' and 'room') run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -289,6 +293,14 @@ def main() -> int:
                 callers=args.callers,
             )
         results["overload"] = {"rounds": burst, "medians": overload.report(burst)}
+    if args.suite == "balance":
+        print(
+            f"\n(k) balance: a slow (50 ms) and a fast (1 ms) instance, {balance.IN_FLIGHT} calls in flight,"
+            f" {args.calls:,} calls per variant ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            shares = balance.run(server, args.repeat, args.calls)
+        results["balance"] = {"rounds": shares, "medians": balance.report(shares)}
     if args.suite == "workers":
         print(
             f"\n(j) workers: {args.calls:,} calls {hotpath.CONCURRENCY} in flight, eventmicro run --workers 1"
