@@ -169,6 +169,7 @@ class _Recorder(Client):
         attempt_timeout: float | None = None,
         trace: Trace | None = None,
         retry: RetryPolicy | None = None,
+        version: int | None = None,
     ) -> T:
         self.calls.append((name, request))
         fake = self._fakes.get(name)
@@ -183,6 +184,7 @@ class _Recorder(Client):
                     attempt_timeout=attempt_timeout,
                     trace=trace,
                     retry=retry,
+                    version=version,
                 )
             raise NoResponders(name)  # what a call to a service that is not there raises
         reply = fake(request)

@@ -16,10 +16,16 @@ from eventmicro.transport.quiet import Quiet
 from eventmicro.wire.service_errors import ERROR_CODE_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eventmicro.observability.instance import Watched
     from eventmicro.wire.binding import NATSMessage
 
 __all__ = ["EndpointStats", "HandlerMetrics", "error_code"]
+
+
+class Dropping(Protocol):
+    """An endpoint's subscription, as far as its stats read it."""
+
+    @property
+    def dropped(self) -> int: ...
 
 
 class Membership(Protocol):
@@ -44,7 +50,7 @@ class EndpointStats:
     shed: int = 0  # answered 503 Overloaded: the backlog was full
     expired: int = 0  # answered 504: the caller's deadline passed while the request waited
     refused: int = 0  # not handled: a reply subject the service does not send to
-    intake: Watched | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
+    intake: Dropping | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
     group: Membership | None = None  # an endpoint with balance="room": in or out of its queue group
     plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro.wire.plain
     quiet: Quiet = field(default_factory=Quiet)

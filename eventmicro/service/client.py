@@ -35,7 +35,7 @@ from eventmicro.wire import binding
 from eventmicro.wire.attributes import ExtensionValue
 from eventmicro.wire.codecs import decode_payload, python_type_name
 from eventmicro.wire.event import Event
-from eventmicro.wire.names import event_subject
+from eventmicro.wire.names import event_subject, versioned_subject
 from eventmicro.wire.service_errors import ERROR_CODE_HEADER, ERROR_HEADER, DeadlineExceeded, error_from_reply
 from eventmicro.wire.trace import MAX_BUDGET_MS, TIMEOUT_EXTENSION, Trace
 
@@ -159,8 +159,12 @@ class Client:
         attempt_timeout: float | None = None,
         trace: Trace | None = None,
         retry: RetryPolicy | None = None,
+        version: int | None = None,
     ) -> T:
         """Call endpoint ``name`` (its subject, e.g. ``"orders.place"``) and decode the reply.
+
+        ``version``: only instances of that major version answer (``version=2``: a service
+        ``2.x.y``, on subject ``orders.v2.place``); without it any instance does.
 
         The deadline is ``timeout`` seconds from now, or what is left of the calling handler's
         deadline (``trace``), whichever comes first. Each attempt waits at most
@@ -170,6 +174,8 @@ class Client:
         nobody serves ``name``, `CircuitOpen` when the client's breaker for it is open, or
         `Timeout`.
         """
+        if version is not None:
+            name = _versioned(name, version)
         now = time.monotonic()
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
@@ -549,3 +555,14 @@ def _log_attempt(name: str, state: RetryCallState) -> None:
         error,
         state.upcoming_sleep,
     )
+
+
+def _versioned(name: str, version: int) -> str:
+    """``orders.place`` served by major ``version`` only: ``orders.v2.place``."""
+    service, dot, endpoint = name.partition(".")
+    if not dot or "." in endpoint or isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigurationError(
+            f"call({name[:60]!r}, version={version!r}): a version is a major number (0 or more) and "
+            "the name an endpoint's default subject, <service>.<endpoint>"
+        )
+    return versioned_subject(service, version, endpoint)

@@ -92,9 +92,11 @@ class Context:
         timeout: float | None = None,
         idempotent: bool = False,
         retry: RetryPolicy | None = None,
+        version: int | None = None,
     ) -> T:
         """Call another endpoint within what is left of this handler's deadline, with the
-        service's `RetryPolicy` and circuit breakers (``Service(retry=, breaker=)``), or ``retry``."""
+        service's `RetryPolicy` and circuit breakers (``Service(retry=, breaker=)``), or ``retry``;
+        ``version``: only instances of that major version (`Client.call`)."""
         return await self._client.call(
             name,
             request,
@@ -103,6 +105,7 @@ class Context:
             idempotent=idempotent,
             trace=self.trace,
             retry=retry,
+            version=version,
         )
 
     def get(self, dependency: Dependency[T]) -> T:

@@ -23,6 +23,8 @@ Endpoint metadata::
     eventmicro.reply_json_schema           document, its models under "$defs", at most 16 KiB each
                                            (left out when longer; ADR-33: 128 KB of metadata)
     eventmicro.idempotent                  "true" when retried after a lost attempt
+    eventmicro.versioned_subject           the subject only this major version serves
+                                           (``orders.v2.place``; `Client.call(..., version=2)`)
 
 STATS endpoint ``data``: ``not_handled`` (by reason) and, when metrics are on (`eventmicro.metrics`),
 ``latency``: ``{"le": [upper bounds in s], "counts": [per bucket, not cumulative, last +Inf]}``,
@@ -255,6 +257,8 @@ def _endpoint_metadata(spec: HandlerSpec) -> dict[str, str]:
             metadata[f"eventmicro.{role}_json_schema"] = schema
     if spec.idempotent:
         metadata["eventmicro.idempotent"] = "true"
+    if spec.versioned is not None:
+        metadata["eventmicro.versioned_subject"] = spec.versioned
     return metadata
 
 

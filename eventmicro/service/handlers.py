@@ -52,6 +52,7 @@ class HandlerSpec:
     idempotent: bool = False
     backlog: int = 0  # RPC: requests that may wait for a free slot; beyond, 503 Overloaded at once
     balance: str = "random"  # RPC: "room": a full instance leaves its queue group (service.balance)
+    versioned: str | None = None  # RPC: <service>.v<major>.<endpoint>, for callers asking for a major
     durable: Durable | None = None  # JetStream consumption policy of a durable event handler
     ordered: Ordered | None = None  # an ordered consumer per instance (projections, replays)
 

@@ -66,7 +66,7 @@ def inbox_prefix(user: str) -> str:
 def for_service(service: Declared) -> Permissions:
     """The permissions of ``service``'s NATS user (named like the service)."""
     name = service.name
-    publish: list[str] = [_call_subject(target) for target in service.calls]
+    publish: list[str] = [subject for target in service.calls for subject in _call_subjects(target)]
     publish += [_event_subject(cls) for cls in service.publishes]
     subscribe: list[str] = [f"{inbox_prefix(name)}.>"]
     subscribe += _discovery(name)
@@ -76,6 +76,8 @@ def for_service(service: Declared) -> Permissions:
     for spec in service.handlers:
         if spec.kind is HandlerKind.RPC or (spec.durable is None and spec.ordered is None):
             subscribe.append(spec.subject)
+            if spec.versioned is not None:
+                subscribe.append(spec.versioned)
         elif spec.durable is not None:
             source = spec.durable.stream or _stream_of(service, spec)
             publish += _consumer_api(source, consumer_name(name, spec.name))
@@ -113,7 +115,7 @@ def for_client(
     ``calls``: service names or endpoint subjects; ``publishes``: event types (classes or type
     names); ``discovery``: it may send ``$SRV`` requests (list, ping, describe services).
     """
-    publish = [_call_subject(target) for target in calls]
+    publish = [subject for target in calls for subject in _call_subjects(target)]
     publish += [_event_subject(cls) for cls in publishes]
     if discovery:
         publish += ["$SRV.*", "$SRV.*.*", "$SRV.*.*.*"]
@@ -139,8 +141,13 @@ def admin(user: str) -> Permissions:
     )
 
 
-def _call_subject(target: str) -> str:
-    return target if "." in target else f"{target}.*"  # a whole service: its default endpoints
+def _call_subjects(target: str) -> list[str]:
+    """A whole service: its default endpoints, of any major (``orders.v2.place``); one
+    endpoint: itself and its versioned subjects; any other subject: itself."""
+    if "." not in target:
+        return [f"{target}.*", f"{target}.*.*"]
+    service, _, endpoint = target.partition(".")
+    return [target] if "." in endpoint else [target, f"{service}.*.{endpoint}"]
 
 
 def _event_subject(cls: type | str) -> str:

@@ -174,6 +174,15 @@ class Running:
                     await intake.start()
                     continue
                 subscribed = await self._subscribe(spec)
+                if spec.versioned is not None:  # the same admission, for callers asking for this major
+                    self._intake.append(
+                        await self.connection.subscribe(
+                            spec.versioned,
+                            self._rpc_entry[spec.name],
+                            queue=spec.versioned.rsplit(".", 1)[0],
+                            direct=True,
+                        )
+                    )
                 stats = self.stats if spec.kind is HandlerKind.RPC else self.event_stats
                 subscription = subscribed if spec.balance != "room" else self._balance(spec, subscribed)
                 if isinstance(subscription, Balancer):

@@ -56,6 +56,8 @@ from eventmicro.wire.names import (
     check_version,
     endpoint_subject,
     event_subject,
+    major_of,
+    versioned_subject,
 )
 
 __all__ = ["DEFAULT_CONCURRENCY", "Service"]
@@ -106,6 +108,7 @@ class Service:
     ) -> None:
         self.name = check_service_name(name)
         self.version = check_version(version)
+        self._major = major_of(self.version)  # endpoints also serve <name>.v<major>.<endpoint>
         self.description = description
         self.metadata = dict(metadata or {})
         if any(key.startswith("_nats") for key in self.metadata):
@@ -192,6 +195,9 @@ class Service:
                     reply_type=reply,
                     takes_context=takes_ctx,
                     subject=check_subject(subject or endpoint_subject(self.name, endpoint)),
+                    versioned=None
+                    if subject
+                    else versioned_subject(self.name, major_of(self.version), endpoint),
                     queue=self.name,
                     concurrency=_positive(concurrency, fn),
                     idempotent=idempotent,

@@ -33,6 +33,8 @@ __all__ = [
     "dead_letter_subject",
     "endpoint_subject",
     "event_subject",
+    "major_of",
+    "versioned_subject",
     "within",
 ]
 
@@ -94,6 +96,17 @@ def check_subject(subject: str, *, wildcards: bool = False) -> str:
 def endpoint_subject(service: str, endpoint: str) -> str:
     """The default subject of an RPC endpoint."""
     return f"{service}.{endpoint}"
+
+
+def versioned_subject(service: str, major: int, endpoint: str) -> str:
+    """The subject of an RPC endpoint served by the instances of one major version only
+    (``orders.v2.place``); the unversioned `endpoint_subject` reaches every version."""
+    return f"{service}.v{major}.{endpoint}"
+
+
+def major_of(version: str) -> int:
+    """The major number of a semantic version: ``2`` for ``"2.1.0"``."""
+    return int(version.split(".", 1)[0])
 
 
 def event_subject(event_type: str) -> str:

@@ -59,9 +59,11 @@ def test_a_service_may_serve_consume_publish_call_and_store_what_it_declares() -
     assert grant.responses  # it answers requests on the caller's reply subject
     subscribe, publish = set(grant.subscribe), set(grant.publish)
     assert {"payments.charge", "events.shop.orders.v1.OrderPlaced", "_INBOX_payments.>"} <= subscribe
+    assert "payments.v1.charge" in subscribe  # its major version's subject (call(..., version=1))
     assert {"$SRV.PING", "$SRV.INFO.payments", "$SRV.STATS.payments.*"} <= subscribe
     assert "events.shop.inventory.v1.StockReserved" not in subscribe  # durable: pulled, not subscribed
     assert {"events.shop.billing.v1.PaymentCaptured", "inventory.*", "orders.get"} <= publish
+    assert {"inventory.*.*", "orders.*.get"} <= publish  # the same, asking for a major version
     assert {"$JS.API.STREAM.CREATE.SHOP", "$JS.API.STREAM.INFO.SHOP"} <= publish  # its declared stream
     assert {
         "$JS.API.CONSUMER.CREATE.SHOP.payments-on_reserved.>",
@@ -90,6 +92,7 @@ def test_a_client_calls_and_discovers_but_serves_nothing() -> None:
     assert not grant.responses
     assert set(grant.publish) == {
         "orders.*",
+        "orders.*.*",  # orders.v2.place: a call asking for a major version
         "events.shop.orders.v1.OrderCancelled",
         "events.shop.x.v1.Y",
         "$SRV.*",

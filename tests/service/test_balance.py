@@ -67,7 +67,7 @@ async def fill(
     gate = slow._gates["ask"]
 
     def arrived() -> int:  # the slow one finishes nothing while its gate is closed
-        return gate.running + len(gate.waiting) + (fast.stats["ask"].num_requests if fast else 0)
+        return int(gate.running + len(gate.waiting) + (fast.stats["ask"].num_requests if fast else 0))
 
     while not (gate.running == 2 and gate.waiting):
         assert len(calls) < 200, "the slow instance never filled up"
@@ -118,7 +118,7 @@ async def test_without_balance_a_full_instance_keeps_its_share(
         stats = slow.stats["ask"]
 
         def at_slow() -> int:  # it is full: what reaches it waits or is turned away
-            return len(gate_of.waiting) + stats.shed
+            return int(len(gate_of.waiting) + stats.shed)
 
         before, served = at_slow(), fast.stats["ask"].num_requests
         calls = [
@@ -154,8 +154,9 @@ async def test_a_stopping_instance_out_of_its_group_stops_cleanly(
 
 def test_balance_takes_only_its_values() -> None:
     svc = Service("balanced", version="1.0.0")
+    unknown: Any = "load"
     with pytest.raises(ConfigurationError, match="balance must be one of 'random', 'room'"):
 
-        @svc.rpc(balance="load")  # type: ignore[arg-type]
+        @svc.rpc(balance=unknown)
         async def ask(req: Ask) -> Answer:
             return Answer("x")
