@@ -108,3 +108,21 @@ def test_a_version_is_a_major_number_on_an_endpoint_name() -> None:
     for name, version in (("greeter.hello", -1), ("greeter.hello", "2"), ("greeter", 2), ("a.b.c", 1)):
         with pytest.raises(ConfigurationError, match="version"):
             _versioned(name, version)  # type: ignore[arg-type]
+
+
+async def test_when_the_last_instance_of_a_major_stops_its_callers_get_no_responders(
+    nats_server: NatsServer, conn: Connection
+) -> None:
+    """No silent fall-back to another major: a v2 caller is told nobody serves v2."""
+    v2_connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
+    try:
+        async with greeter("1.4.0").serving(conn):
+            async with greeter("2.0.1").serving(v2_connection):
+                assert await versions(Client(conn), 5, version=2) == {"2.0.1"}
+            client = Client(conn)
+            with pytest.raises(NoResponders):
+                await client.call("greeter.hello", Hello(), returns=Greeting, version=2, timeout=1)
+            assert await versions(client, 5) == {"1.4.0"}
+            assert await versions(client, 5, version=1) == {"1.4.0"}
+    finally:
+        await v2_connection.close()

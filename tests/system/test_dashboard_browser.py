@@ -23,7 +23,18 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Route, async_playwright, expect
 from prometheus_client import CollectorRegistry
 
-from eventmicro import Client, Connection, ConnectOptions, Message, NatsServer, Service
+from eventmicro import (
+    BreakerPolicy,
+    Client,
+    Connection,
+    ConnectOptions,
+    Context,
+    Message,
+    NatsServer,
+    RetryPolicy,
+    Service,
+    ServiceError,
+)
 from eventmicro import metrics as em_metrics
 from eventmicro.gateway import GatewayConfig, create_app, serving
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -459,7 +470,10 @@ async def test_a_foreign_services_odd_stats_data_leaves_the_live_stats_working(
     async def echo(text: str) -> str:
         return text
 
-    odd = {"events": {"orders": None, "payments": 7, "shipments": {"received": 2, "errors": 0}}}
+    odd = {
+        "events": {"orders": None, "payments": 7, "shipments": {"received": 2, "errors": 0}},
+        "circuits": {"a.b": "melted", "c.d": ["open"], "e.f": "half_open"},
+    }
     async with (
         svc.serving(nats_connection),
         foreign_stats_service(nats_connection, foreign, odd),
@@ -472,8 +486,40 @@ async def test_a_foreign_services_odd_stats_data_leaves_the_live_stats_working(
         card = page.locator(f'[data-testid="service"][data-service="{foreign}"]')
         events_cell = card.locator('[data-stat^="events:"]')
         await expect(events_cell).to_have_text("shipments: 2 / 0", timeout=WAIT)
+        circuits_cell = card.locator('[data-stat^="circuits:"]')
+        await expect(circuits_cell).to_have_text("e.f: half-open", timeout=WAIT)
+        await expect(circuits_cell).to_have_attribute("data-state", "warn")
         ours_card = page.locator(f'[data-testid="service"][data-service="{ours}"]')
         await expect(ours_card.locator('[data-stat^="health:"]')).to_have_text("ready", timeout=WAIT)
+
+
+async def test_an_open_circuit_shows_on_the_instance_that_holds_it(
+    nats_connection: Connection, browser: Browser
+) -> None:
+    """A service's handlers call a dependency that is gone: its circuit opens, the page says so."""
+    name = f"front{uuid.uuid4().hex[:6]}"
+    front = Service(
+        name, version="1.0.0", retry=RetryPolicy.NEVER, breaker=BreakerPolicy(failures=2, open_for=60)
+    )
+
+    @front.rpc
+    async def relay(text: str, ctx: Context) -> str:
+        return await ctx.call(f"gone{name}.ask", text, returns=str)
+
+    async with (
+        front.serving(nats_connection),
+        serving(create_app(nats_connection, GatewayConfig())) as base,
+        open_page(browser, f"{base}/dashboard/") as page,
+    ):
+        card = page.locator(f'[data-testid="service"][data-service="{name}"]')
+        circuits_cell = card.locator('[data-stat^="circuits:"]')
+        await expect(circuits_cell).to_have_text("–", timeout=WAIT)  # no call yet: no circuit
+        for _ in range(2):  # each fails (no responders): the second opens the circuit
+            with pytest.raises(ServiceError):
+                await Client(nats_connection).call(f"{name}.relay", "x", returns=str)
+        await expect(circuits_cell).to_have_text(f"gone{name}.ask: open", timeout=WAIT)
+        await expect(circuits_cell).to_have_attribute("data-state", "bad")
+        await expect(card.locator("table.instances th").last).to_have_text("circuits of its calls")
 
 
 @dataclasses.dataclass

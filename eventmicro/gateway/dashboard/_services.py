@@ -6,7 +6,7 @@ id into one JSON document (the shape the page renders)::
     {"services": [{"name", "version", "description", "metadata", "subscribes", "publishes",
                    "endpoints": [{"name", "subject", "queue_group", "request", "reply",
                                   "request_type", "reply_type", "idempotent"}],
-                   "instances": [{"id", "version", "started", "health", "events",
+                   "instances": [{"id", "version", "started", "health", "events", "circuits",
                                   "endpoints": [{"name", "num_requests", "num_errors",
                                                  "average_processing_time", "last_error",
                                                  "latency": {"le", "counts"} | null}]}]}]}
@@ -20,6 +20,7 @@ It raises the `EventMicroError` of a failed discovery (no NATS connection), not 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,8 @@ __all__ = ["ServiceOverview", "overview"]
 
 WINDOW: Final = 0.3  # seconds to collect $SRV answers
 MAX_BUCKETS: Final = 64  # latency buckets of one endpoint passed on to the page
+MAX_CIRCUITS: Final = 64  # circuits of one instance passed on to the page
+CIRCUIT_STATES: Final = frozenset({"closed", "open", "half_open"})
 
 
 class ServiceOverview:
@@ -102,6 +105,7 @@ def overview(infos: Iterable[Mapping[str, Any]], stats: Iterable[Mapping[str, An
         instance["events"] = (
             {str(k): v for k, v in events.items() if isinstance(v, dict)} if isinstance(events, dict) else {}
         )
+        instance["circuits"] = _circuits(data.get("circuits"))
         instance["endpoints"] = [_endpoint_stats(e) for e in _dicts(answer.get("endpoints"))]
     for service in services.values():
         versions = Counter(i["version"] for i in service["instances"] if i["version"])
@@ -170,6 +174,19 @@ def _endpoint_info(endpoint: Mapping[str, Any]) -> dict[str, Any]:
         "reply_type": _full_name(metadata.get("eventmicro.reply_schema")),
         "idempotent": metadata.get("eventmicro.idempotent") == "true",
     }
+
+
+def _circuits(value: object) -> dict[str, str]:
+    """``data.circuits`` of an instance with a breaker (target -> state), at most `MAX_CIRCUITS`
+    entries with a known state: what a foreign or odd answer holds beyond that is left out."""
+    if not isinstance(value, dict):
+        return {}
+    circuits = (
+        (str(target)[:200], state)
+        for target, state in value.items()
+        if isinstance(state, str) and state in CIRCUIT_STATES
+    )
+    return dict(itertools.islice(circuits, MAX_CIRCUITS))
 
 
 def _endpoint_stats(endpoint: Mapping[str, Any]) -> dict[str, Any]:

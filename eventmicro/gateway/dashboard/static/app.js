@@ -339,12 +339,14 @@
         el("td", { text: instance.started ? new Date(instance.started).toLocaleString() : "?" }),
         stat("health:" + key, "health"),
         stat("calls:" + key, "calls"),
-        stat("events:" + key, "calls")));
+        stat("events:" + key, "calls"),
+        stat("circuits:" + key, "circuits")));
     }
     return el("table", { class: "instances" },
       el("caption", { text: "Instances" }),
       el("thead", {}, el("tr", {}, ...["instance", "version", "started", "health",
-        "per endpoint: requests / errors / average / last error", "per event handler: received / errors / last error"]
+        "per endpoint: requests / errors / average / last error", "per event handler: received / errors / last error",
+        "circuits of its calls"]
         .map((h) => el("th", { text: h })))),
       body);
   }
@@ -356,6 +358,13 @@
     if (health.ready) return ["ready", "ok"];
     if (health.live) return [`not ready (${health.state || "?"})`, "warn"];
     return [`not live (${health.state || "?"})`, "bad"];
+  }
+
+  // an open circuit is a dependency failing fast; half-open is one being tried again
+  function circuitState(circuits) {
+    if (circuits.some(([, state]) => state === "open")) return "bad";
+    if (circuits.some(([, state]) => state === "half_open")) return "warn";
+    return circuits.length ? "ok" : undefined;
   }
 
   function setStat(key, text, state) {
@@ -377,6 +386,9 @@
           (e.last_error ? ` / ${e.last_error}` : "")).join("\n") || "–");
         setStat("events:" + key, Object.entries(instance.events || {}).map(([name, e]) =>
           `${name}: ${e.received} / ${e.errors}` + (e.last_error ? ` / ${e.last_error}` : "")).join("\n") || "–");
+        const circuits = Object.entries(instance.circuits || {});
+        setStat("circuits:" + key, circuits.map(([target, state]) => `${target}: ${state.replace("_", "-")}`)
+          .join("\n") || "–", circuitState(circuits));
         for (const e of instance.endpoints) {
           const t = totals.get(e.name) || { requests: 0, errors: 0, time: 0 };
           t.requests += e.num_requests;
