@@ -27,7 +27,7 @@ from tenacity import (
 from eventmicro._errors import ConfigurationError, EventMicroError, NotStored, PayloadError, Timeout
 from eventmicro.observability import tracing as _tracing
 from eventmicro.service.breaker import BreakerPolicy, Circuit, CircuitState
-from eventmicro.service.retry import Retried, RetryBudget, RetryPolicy, Tokens
+from eventmicro.service.retry import Retried, RetryBudget, RetryPolicy, Tokens, remember
 from eventmicro.transport import jetstream
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
@@ -263,7 +263,7 @@ class Client:
         key = (name.partition(".")[0], budget)  # one budget per target service
         found = self._tokens.get(key)
         if found is None:
-            found = self._tokens[key] = Tokens(budget)
+            found = remember(self._tokens, key, Tokens(budget))
         return found
 
     async def _call_guarded(
@@ -282,7 +282,12 @@ class Client:
         target = policy.target(name)
         circuit = self._circuits.get(target)
         if circuit is None:
-            circuit = self._circuits[target] = Circuit(policy, target, owner=self.source)
+            circuit = remember(
+                self._circuits,
+                target,
+                Circuit(policy, target, owner=self.source),
+                forget_first=lambda kept: kept.state is CircuitState.CLOSED,
+            )
         probe = circuit.admit()
         try:
             result = await self._call_once(

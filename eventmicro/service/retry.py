@@ -20,14 +20,33 @@ failed call is not retried — so a dependency that is down costs one attempt pe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 from eventmicro._errors import CircuitOpen, ConfigurationError, NoResponders, Timeout
 from eventmicro.observability.metrics import watch_retries
 from eventmicro.wire.service_errors import DeadlineExceeded, Overloaded, ServiceUnavailable
 
-__all__ = ["DEFAULT_RETRY_ON", "Retried", "RetryBudget", "RetryPolicy", "Tokens"]
+__all__ = ["DEFAULT_RETRY_ON", "MAX_TARGETS", "Retried", "RetryBudget", "RetryPolicy", "Tokens", "remember"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# circuits, retry budgets and retry counts one client keeps: a client whose callers name
+# endpoints without end (names from requests) forgets the oldest rather than grow
+MAX_TARGETS: Final = 1024
+
+
+def remember(kept: dict[K, V], key: K, value: V, *, forget_first: Callable[[V], bool] | None = None) -> V:
+    """``kept[key] = value``, forgetting one entry first when `MAX_TARGETS` are kept: the oldest
+    for which ``forget_first`` holds, else the oldest."""
+    if len(kept) >= MAX_TARGETS:
+        victim = next((k for k, v in kept.items() if forget_first is not None and forget_first(v)), None)
+        del kept[victim if victim is not None else next(iter(kept))]
+    kept[key] = value
+    return value
+
 
 DEFAULT_RETRY_ON: Final[tuple[type[Exception], ...]] = (
     NoResponders,
@@ -96,7 +115,7 @@ class Retried:
         watch_retries(self)
 
     def count(self, target: str) -> None:
-        self.retried[target] = self.retried.get(target, 0) + 1
+        remember(self.retried, target, self.retried.get(target, 0) + 1)
 
 
 @dataclass(frozen=True, slots=True)

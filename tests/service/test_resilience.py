@@ -34,6 +34,7 @@ from eventmicro import (
     discover,
 )
 from eventmicro import metrics as em_metrics
+from eventmicro.service import retry
 from eventmicro.service.breaker import Circuit
 from eventmicro.service.retry import Tokens
 
@@ -314,6 +315,28 @@ async def test_a_circuit_opens_after_its_threshold_fails_fast_then_probes_and_cl
         await eventually(lambda: client.circuit("breaks.ask") is CircuitState.HALF_OPEN)
         assert await client.call("breaks.ask", Ask(5), returns=Answer) == Answer(5)
         assert client.circuits() == {"breaks.ask": "closed"}
+
+
+async def test_a_client_calling_endless_names_keeps_a_bounded_number_of_circuits(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names can come from requests (a gateway, a router): the oldest closed circuits are
+    forgotten, an open one is kept, so the client's memory stays bounded and fails fast still."""
+    assert retry.MAX_TARGETS == 1024
+    monkeypatch.setattr(retry, "MAX_TARGETS", 16)
+    client = Client(conn, retry=RetryPolicy.NEVER, breaker=BreakerPolicy(failures=2, open_for=60))
+    for _ in range(2):
+        with pytest.raises(NoResponders):
+            await client.call("held.ask", Ask(), returns=Answer)
+    for n in range(40):  # one failure each: closed circuits
+        with pytest.raises(NoResponders):
+            await client.call(f"gone{n}.ask", Ask(), returns=Answer)
+    circuits = client.circuits()
+    assert len(circuits) == 16
+    assert circuits["held.ask"] == "open"
+    assert set(circuits) - {"held.ask"} == {f"gone{n}.ask" for n in range(25, 40)}  # the newest
+    with pytest.raises(CircuitOpen):
+        await client.call("held.ask", Ask(), returns=Answer)
 
 
 async def test_a_circuit_opening_during_retries_ends_them(conn: Connection) -> None:
