@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -42,6 +42,7 @@ __all__ = [
     "Servable",
     "Serve",
     "drain_timeout_from_env",
+    "loop_factory",
     "run_services",
 ]
 
@@ -53,6 +54,8 @@ FORCE_GRACE: Final = 2.0  # after cancelling an overdue stop, before giving up o
 CANCEL_AGAIN: Final = 0.1  # seconds between cancels of work that took one for a failure
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 DRAIN_TIMEOUT_VARIABLE: Final = "EVENTMICRO_DRAIN_TIMEOUT"
+LOOP_VARIABLE: Final = "EVENTMICRO_LOOP"
+LOOPS: Final = ("auto", "asyncio", "uvloop")
 
 
 def drain_timeout_from_env(value: float | None = None) -> float:
@@ -68,6 +71,29 @@ def drain_timeout_from_env(value: float | None = None) -> float:
     if not 0 < value < 86400:
         raise ConfigurationError("the drain timeout must be a positive number of seconds (under a day)")
     return value
+
+
+def loop_factory(environ: Mapping[str, str] = os.environ) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a process runs its services on: uvloop when it is installed (the
+    ``uvloop`` extra), else asyncio's own; ``EVENTMICRO_LOOP=asyncio`` or ``uvloop`` chooses.
+
+    ``None`` means asyncio's default loop. Raises `ConfigurationError` for another value, or
+    for ``uvloop`` when it is not installed.
+    """
+    choice = environ.get(LOOP_VARIABLE, "").strip().lower() or "auto"
+    if choice not in LOOPS:
+        raise ConfigurationError(f"{LOOP_VARIABLE} must be one of {', '.join(LOOPS)}, not {choice[:40]!r}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigurationError(
+                f"{LOOP_VARIABLE}=uvloop, but uvloop is not installed: pip install 'eventmicro[uvloop]'"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 class Servable(Protocol):
@@ -98,9 +124,11 @@ def run_services(serve: Serve) -> int:
     128 + the signal's number when a second signal cut it short (the process exits then).
     Start failures (e.g. `ConnectError`) are raised.
     """
+    factory = loop_factory()
     guard = _Guard(serve.drain_timeout)
     try:
-        return asyncio.run(_serve(serve, guard))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_serve(serve, guard))
     finally:
         guard.close()
 
@@ -163,7 +191,9 @@ def _last_words(text: str) -> None:
 
 async def _serve(serve: Serve, guard: _Guard) -> int:
     started, stop = asyncio.Event(), asyncio.Event()
-    guard.install(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    log.info("event loop: %s", "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")
+    guard.install(loop)
     work = asyncio.create_task(_work(serve, started, stop))
     asked = asyncio.create_task(guard.requested.wait())
     try:

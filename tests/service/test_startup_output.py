@@ -201,3 +201,33 @@ def test_a_configuration_error_is_not_restarted(nats_server: NatsServer, workers
     if workers == "2":
         assert "stopped on a configuration error (exit code 78), giving up" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("chosen", "loop"), [("", "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_a_process_serves_on_uvloop_when_installed_unless_told_otherwise(
+    nats_server: NatsServer, chosen: str, loop: str
+) -> None:
+    """The dev extra installs uvloop (the ``uvloop`` extra): ``eventmicro run`` picks it up, and
+    a call is answered on whichever loop the process says it runs."""
+    command = [sys.executable, "-m", "eventmicro", "run", APP, "--url", nats_server.url]
+    with running(command, environment(EVENTMICRO_LOOP=chosen)) as output:
+        lines = output.wait_for("serving startup-greeter 1.2.3")
+        assert f"event loop: {loop}" in "\n".join(lines)
+        call = ["call", "startup-greeter.greet", '{"name": "loop"}', "--url", nats_server.url]
+        reply = subprocess.run(
+            [sys.executable, "-m", "eventmicro", *call],
+            cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert reply.returncode == 0, reply.stderr
+        assert "hello loop" in reply.stdout
+
+
+def test_an_unknown_event_loop_is_a_configuration_error(nats_server: NatsServer) -> None:
+    command = [sys.executable, "-m", "eventmicro", "run", APP, "--url", nats_server.url]
+    result = subprocess.run(
+        command, cwd=ROOT, env=environment(EVENTMICRO_LOOP="trio"), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 78, result.stderr
+    assert "EVENTMICRO_LOOP must be one of auto, asyncio, uvloop, not 'trio'" in result.stderr
+    assert "Traceback" not in result.stderr
