@@ -97,7 +97,7 @@ def plan(teams: Sequence[Team]) -> list[Account]:
     for team in teams:
         links += _service_links(team, endpoints)
         links += _stream_links(team, events)
-    links = list(dict.fromkeys(links))
+    links = sorted(dict.fromkeys(links), key=lambda link: (link.kind.value, link.many))  # calls first
     return [
         Account(
             name=team.account,
