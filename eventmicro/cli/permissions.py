@@ -129,7 +129,9 @@ def _accounts(args: argparse.Namespace) -> list[Account]:
         for spec in args.client:
             who, sep, calls = spec.partition("=")
             if not sep:
-                raise ToolError(f"--client {spec!r}: give NAME=SERVICE[,SERVICE...] (NAME@ACCOUNT=... for another account)")
+                raise ToolError(
+                    f"--client {spec!r}: give NAME=SERVICE[,SERVICE...] (NAME@ACCOUNT=... elsewhere)"
+                )
             name, account = _placed(who, args.account)
             others.setdefault(account, []).append(for_client(name, calls=[c for c in calls.split(",") if c]))
         for who in args.admin:

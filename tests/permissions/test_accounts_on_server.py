@@ -17,13 +17,15 @@ client, the ``ops`` administrator) and ``BILLING`` (billing, its administrator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from eventmicro import Client, Connection, NatsServer, NoResponders, NotFound
+from eventmicro import Client, Connection, ConnectOptions, NatsServer, NoResponders, NotFound
 from eventmicro.cli.main import main
 from eventmicro.service.discovery import discover
 from eventmicro.transport.message import Message
@@ -32,11 +34,11 @@ from schemas.shop.orders.v1 import orders_pb2 as orders
 from subscribers import audit, inventory, notifications, shop
 from subscribers import billing as billing_service
 from subscribers import orders as orders_service
-from tests.permissions.test_shop_least_privilege import options, serving, settled
 
 SHOP_TEAM = (orders_service, inventory, notifications, audit)
 NOT_EXPORTED = "events.shop.billing.v1.PaymentRefunded"  # a type billing does not declare
 CAPTURED = "events.shop.billing.v1.PaymentCaptured"
+FINAL = (orders.ORDER_STATUS_CONFIRMED, orders.ORDER_STATUS_CANCELLED)
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +60,40 @@ def server(secrets: Path) -> Iterator[NatsServer]:
         yield srv
 
 
+def user(server: NatsServer, secrets: Path, name: str) -> Connection:
+    """A connection as ``name``, with the environment its ``<name>.env`` file gives."""
+    environ = dict(line.split("=", 1) for line in (secrets / f"{name}.env").read_text().splitlines())
+    return Connection(ConnectOptions.from_env(server.url, environ=environ, connect_attempts=1))
+
+
+@contextlib.asynccontextmanager
+async def running(server: NatsServer, secrets: Path, *modules: Any) -> AsyncIterator[list[Connection]]:
+    """The services of ``modules``, each on a connection of its own user."""
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [await stack.enter_async_context(user(server, secrets, m.svc.name)) for m in modules]
+        for module, conn in zip(modules, connections, strict=True):
+            await stack.enter_async_context(module.svc.serving(conn))
+        yield connections
+
+
 async def place_orders(client: Client, count: int) -> list[orders.Order]:
-    """``count`` orders placed by the front end, once each has settled."""
-    accepted = []
+    """``count`` orders placed by the front end, once all have settled (asked by ``orders.get``)."""
+    ids = []
     for n in range(count):
         item = orders.LineItem(sku="sku-002", quantity=1, unit_price_cents=shop.PRICE_CENTS)
         placed = orders.PlaceOrder(customer_id=f"customer-{n}", items=[item], currency="EUR")
-        accepted.append(await client.call("orders.place", placed, returns=orders.OrderAccepted, timeout=5))
-    return [await settled(client, a.order_id) for a in accepted]
+        ids.append(
+            (await client.call("orders.place", placed, returns=orders.OrderAccepted, timeout=5)).order_id
+        )
+    async with asyncio.timeout(30):
+        while True:
+            found = [
+                await client.call("orders.get", orders.GetOrder(order_id=i), returns=orders.Order)
+                for i in ids
+            ]
+            if all(order.status in FINAL for order in found):
+                return found
+            await asyncio.sleep(0.05)  # a front end polls; the shop has no "settled" event
 
 
 async def test_orders_settle_across_the_two_accounts(
@@ -74,8 +102,8 @@ async def test_orders_settle_across_the_two_accounts(
     monkeypatch.setattr(shop, "FLAKY_PERCENT", 0)
     monkeypatch.setattr(shop, "FAIL_PERCENT", 50)  # both outcomes among 8 orders
     async with (
-        serving(server, secrets, *SHOP_TEAM, billing_service) as connections,
-        Connection(options(server, secrets, "web")) as web,
+        running(server, secrets, *SHOP_TEAM, billing_service) as connections,
+        user(server, secrets, "web") as web,
     ):
         client = Client(web, source="/web")
         final = await place_orders(client, 8)
@@ -105,8 +133,8 @@ async def test_discovery_by_name_crosses_the_import_the_unnamed_ping_does_not(
     server: NatsServer, secrets: Path
 ) -> None:
     async with (
-        serving(server, secrets, orders_service, billing_service),
-        Connection(options(server, secrets, "web")) as web,
+        running(server, secrets, orders_service, billing_service),
+        user(server, secrets, "web") as web,
     ):
         info = await discover(web, "INFO", "billing")
         assert [answer["name"] for answer in info] == ["billing"]
@@ -132,8 +160,8 @@ async def test_what_billing_does_not_export_does_not_reach_shop(server: NatsServ
         await billing_admin.publish(msg.reply, b"internal")
 
     async with (
-        Connection(options(server, secrets, "ops-billing")) as billing_admin,
-        Connection(options(server, secrets, "ops")) as shop_admin,
+        user(server, secrets, "ops-billing") as billing_admin,
+        user(server, secrets, "ops") as shop_admin,
     ):
         await billing_admin.subscribe("internal.ledger", answer)  # served in BILLING, not exported
         await shop_admin.subscribe("events.shop.billing.>", hear)
