@@ -138,24 +138,3 @@ def test_the_command_describes_what_crosses(capsys: pytest.CaptureFixture[str]) 
     assert "account BILLING" in out
     assert f"exports stream   {CAPTURED}  to SHOP" in out
     assert f"imports stream   {CAPTURED}  from BILLING" in out
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--team", "SHOP"], "give ACCOUNT=MODULE"),
-        (["--team", "SHOP=subscribers.nothing_here"], "cannot import"),
-        (
-            ["--team", "SHOP=subscribers.billing", "--team", "BILLING=subscribers.billing"],
-            "more than one service",
-        ),
-        ([], "give the modules of services"),
-    ],
-)
-def test_bad_teams_are_one_line_and_exit_2(
-    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["permissions", *arguments]) == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,9 +53,7 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(secrets: Path) -> Iterator[NatsServer]:
-    srv = NatsServer()
-    srv.extra_config = f'include "{os.path.relpath(secrets / "accounts.conf", srv.directory)}"'
-    with srv.start():
+    with NatsServer(extra_config=(secrets / "accounts.conf").read_text()).start() as srv:
         yield srv
 
 
