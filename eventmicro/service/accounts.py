@@ -15,7 +15,8 @@ already declare, so no subject is shared that no one uses::
   service of team B: a **service** import of that grant's subject (``billing.*``, or one
   endpoint), and of B's service's ``$SRV.PING/INFO/STATS.<name>[.<id>]`` discovery subjects;
 - an event handler of team A whose subject takes in an event type a service of team B
-  `publishes`: a **stream** import of that event's subject.
+  `publishes`, or the dead letters of one of B's durable handlers: a **stream** import of
+  that subject.
 
 Subjects keep their names across the import (no ``to:`` mapping): an endpoint's subject is
 already its service's name, an event's subject its type, so ``client.call("billing.x")`` and a
@@ -35,7 +36,7 @@ from eventmicro.service.declared import Declared
 from eventmicro.service.handlers import HandlerKind
 from eventmicro.service.permissions import Permissions, for_service
 from eventmicro.wire.codecs import type_name_of
-from eventmicro.wire.names import check_service_name, event_subject, within
+from eventmicro.wire.names import check_service_name, dead_letter_subject, event_subject, within
 
 __all__ = ["Account", "Link", "LinkKind", "Team", "plan"]
 
@@ -139,14 +140,18 @@ def _endpoints(teams: Sequence[Team]) -> dict[str, tuple[str, str]]:
 
 
 def _published(teams: Sequence[Team]) -> list[tuple[str, str]]:
-    """Every (event subject, account) a service of a team declares it publishes."""
+    """Every (subject, account) a service of a team publishes on: the event types it declares,
+    and the dead letters of its durable handlers (another team may watch them)."""
     published = []
     for team in teams:
         for service in team.services:
-            for cls in service.publishes:
-                name = type_name_of(cls)
-                if name:
-                    published.append((event_subject(name), team.account))
+            subjects = [event_subject(name) for cls in service.publishes if (name := type_name_of(cls))]
+            subjects += [
+                dead_letter_subject(service.name, spec.name)
+                for spec in service.handlers
+                if spec.durable is not None and spec.durable.dead_letter
+            ]
+            published += [(subject, team.account) for subject in subjects]
     return published
 
 

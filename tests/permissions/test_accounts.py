@@ -15,6 +15,8 @@ from eventmicro.service.permissions import admin, for_client
 from schemas.shop.billing.v1 import billing_pb2 as billing
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
+from subscribers import inventory as inventory_service
+from subscribers import orders as orders_service
 
 CAPTURED = "events.shop.billing.v1.PaymentCaptured"
 
@@ -76,6 +78,13 @@ def test_calls_and_event_handlers_across_teams_become_exports_and_imports() -> N
     assert {link.subject for link in money.exports} == {link.subject for link in shop.imports}
     assert all(link.importer == "SHOP" for link in money.exports)  # open to SHOP only
     assert [user.user for user in shop.users] == ["checkout", "web", "ops"]  # ops imports nothing
+
+
+def test_a_handler_of_another_teams_dead_letters_imports_them() -> None:
+    shop, stock = plan([Team("SHOP", [orders_service.svc]), Team("STOCK", [inventory_service.svc])])
+    dead = Link(LinkKind.STREAM, "deadletter.inventory.on_order_placed", "STOCK", "SHOP")
+    assert dead in shop.imports  # orders watches inventory's dead letters (to cancel the order)
+    assert dead in stock.exports
 
 
 def test_one_team_shares_nothing() -> None:
