@@ -18,7 +18,9 @@ already declare, so no subject is shared that no one uses::
   `publishes`, or the dead letters of one of B's durable handlers: a **stream** import of
   that subject.
 
-Subjects keep their names across the import (no ``to:`` mapping): an endpoint's subject is
+One import per call: a grant inside a wider one between the same accounts is left out (a
+request matching two service imports reaches the service twice). Subjects keep their names
+across the import (no ``to:`` mapping): an endpoint's subject is
 already its service's name, an event's subject its type, so ``client.call("billing.x")`` and a
 handler of ``PaymentCaptured`` work unchanged in the importing account. Every export names the
 accounts that import it, so no other account can. Administrators (`admin`) get imports of
@@ -98,7 +100,7 @@ def plan(teams: Sequence[Team]) -> list[Account]:
     for team in teams:
         links += _service_links(team, endpoints)
         links += _stream_links(team, events)
-    links = sorted(dict.fromkeys(links), key=lambda link: (link.kind.value, link.many))  # calls first
+    links = sorted(_widest(dict.fromkeys(links)), key=lambda link: (link.kind.value, link.many))
     return [
         Account(
             name=team.account,
@@ -107,6 +109,23 @@ def plan(teams: Sequence[Team]) -> list[Account]:
             imports=tuple(link for link in links if link.importer == team.account),
         )
         for team in teams
+    ]
+
+
+def _widest(links: Iterable[Link]) -> list[Link]:
+    """The links without those another link between the same accounts takes in: nats-server
+    hands a request to every service import it matches, so ``billing.get_payment`` imported
+    beside ``billing.*`` would run each such call twice."""
+    links = list(links)
+    return [
+        link
+        for link in links
+        if not any(
+            other != link
+            and (other.kind, other.exporter, other.importer) == (link.kind, link.exporter, link.importer)
+            and within(link.subject, other.subject)
+            for other in links
+        )
     ]
 
 

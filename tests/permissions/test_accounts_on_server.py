@@ -46,6 +46,7 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shop_modules = ",".join(f"subscribers.{module.svc.name}" for module in SHOP_TEAM)
     arguments = ["--team", f"SHOP={shop_modules}", "--team", "BILLING=subscribers.billing"]
     arguments += ["--client", "web@SHOP=orders,inventory,notifications,billing"]
+    arguments += ["--client", "desk@SHOP=billing.get_payment"]  # one endpoint, inside web's billing.*
     arguments += ["--admin", "ops@SHOP", "--admin", "ops-billing@BILLING", "--out", str(folder)]
     assert main(["permissions", *arguments]) == 0
     return folder
@@ -142,6 +143,21 @@ async def test_discovery_by_name_crosses_the_import_the_unnamed_ping_does_not(
         everyone = await discover(web, "PING")  # SHOP's own services only
         assert "orders" in {answer["name"] for answer in everyone}
         assert "billing" not in {answer["name"] for answer in everyone}
+
+
+async def test_a_call_runs_once_though_two_grants_reach_its_endpoint(
+    server: NatsServer, secrets: Path
+) -> None:
+    """``desk`` may call ``billing.get_payment``, ``web`` all of billing: one import serves both
+    (nats-server hands a request to every import it matches: two imports, two runs)."""
+    async with running(server, secrets, billing_service), user(server, secrets, "desk") as desk:
+        with pytest.raises(NotFound):
+            await Client(desk).call(
+                "billing.get_payment", billing.GetPaymentRequest(order_id="o-1"), returns=billing.Payment
+            )
+        (stats,) = await discover(desk, "STATS", "billing")
+        counts = {endpoint["name"]: endpoint["num_requests"] for endpoint in stats["endpoints"]}
+        assert counts["get_payment"] == 1
 
 
 async def test_what_billing_does_not_export_does_not_reach_shop(server: NatsServer, secrets: Path) -> None:
