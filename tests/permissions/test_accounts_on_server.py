@@ -131,14 +131,16 @@ async def test_discovery_by_name_crosses_the_import_the_unnamed_ping_does_not(
     server: NatsServer, secrets: Path
 ) -> None:
     async with (
-        running(server, secrets, orders_service, billing_service),
+        running(server, secrets, orders_service, billing_service, billing_service),  # billing twice
         user(server, secrets, "web") as web,
     ):
-        info = await discover(web, "INFO", "billing")
-        assert [answer["name"] for answer in info] == ["billing"]
+        async with asyncio.timeout(10):  # both instances answer through the import
+            while len(info := await discover(web, "INFO", "billing")) < 2:
+                pass
+        assert [answer["name"] for answer in info] == ["billing", "billing"]
         assert "billing.get_payment" in {endpoint["subject"] for endpoint in info[0]["endpoints"]}
-        instance = info[0]["id"]
-        stats = await discover(web, "STATS", f"billing.{instance}")
+        instance = info[1]["id"]
+        stats = await discover(web, "STATS", f"billing.{instance}")  # one instance, by its id
         assert [answer["id"] for answer in stats] == [instance]
         everyone = await discover(web, "PING")  # SHOP's own services only
         assert "orders" in {answer["name"] for answer in everyone}
