@@ -5,9 +5,13 @@
     eventmicro permissions subscribers.orders subscribers.billing          # what each may do
     eventmicro permissions subscribers.orders ... --client web=orders --admin ops --out secrets/
 
-With ``--out DIR`` it writes, for nats-server's static configuration (one account):
+    eventmicro permissions --team SHOP=subscribers.orders --team BILLING=subscribers.billing ...
 
-    DIR/accounts.conf     the account, its users (public nkeys only) and their permissions;
+With ``--team`` each team's services get an account of their own, with the exports and imports
+their calls and event handlers need (`eventmicro.service.accounts`). With ``--out DIR`` it
+writes, for nats-server's static configuration:
+
+    DIR/accounts.conf     the accounts, their users (public nkeys only) and their permissions;
                           include it from nats-server.conf: include "accounts.conf"
     DIR/<user>.nk         each user's nkey seed (mode 0600): the secret its service holds
     DIR/<user>.env        EVENTMICRO_NATS_NKEY_SEED and EVENTMICRO_NATS_INBOX_PREFIX for it
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -30,8 +35,10 @@ from eventmicro.cli.common import Subparsers
 from eventmicro.cli.failures import ToolError
 from eventmicro.cli.run import load_services
 from eventmicro.cli.text import printable
-from eventmicro.service.permissions import Permissions, admin, for_client, for_service
-from eventmicro.service.serverconf import render
+from eventmicro.service.accounts import Account, Team, plan
+from eventmicro.service.declared import Declared
+from eventmicro.service.permissions import Permissions, admin, for_client
+from eventmicro.service.serverconf import render, render_accounts
 from eventmicro.wire.documents import one_line
 
 __all__ = ["register", "user_seed"]
@@ -58,17 +65,28 @@ def register(subparsers: Subparsers) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("targets", metavar="MODULE[:ATTR]", nargs="+", help="modules of services (ATTR: svc)")
+    parser.add_argument("targets", metavar="MODULE[:ATTR]", nargs="*", help="modules of services (ATTR: svc)")
     parser.add_argument("--account", default="APP", help="the NATS account of these users (default APP)")
+    parser.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        metavar="ACCOUNT=MODULE,...",
+        help="a team's services, in an account of their own (exports and imports derived); repeatable",
+    )
     parser.add_argument(
         "--client",
         action="append",
         default=[],
-        metavar="NAME=SERVICE,...",
+        metavar="NAME[@ACCOUNT]=SERVICE,...",
         help="a user that only calls these services (and may discover services); repeatable",
     )
     parser.add_argument(
-        "--admin", action="append", default=[], metavar="NAME", help="a user with every subject"
+        "--admin",
+        action="append",
+        default=[],
+        metavar="NAME[@ACCOUNT]",
+        help="a user with every subject of its account",
     )
     parser.add_argument("--out", metavar="DIR", help="write accounts.conf, <user>.nk and <user>.env there")
     parser.add_argument("--rotate", action="append", default=[], metavar="USER", help="a new seed for USER")
@@ -77,13 +95,17 @@ def register(subparsers: Subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        users = _users(args)
+        accounts = _accounts(args)
+        users = [user for account in accounts for user in account.users]
+        unknown = set(args.rotate) - {user.user for user in users}
+        if unknown:
+            raise ToolError(f"--rotate: no user named {', '.join(sorted(unknown))}")
         if args.out is None:
             if args.rotate:
                 raise ToolError("--rotate needs --out (the directory holding the seeds)")
-            sys.stdout.write(describe(users))
+            sys.stdout.write(describe_accounts(accounts) if len(accounts) > 1 else describe(users))
             return 0
-        written = write(Path(args.out), args.account, users, rotate=set(args.rotate))
+        written = write(Path(args.out), args.account, users, rotate=set(args.rotate), accounts=accounts)
     except ToolError as exc:
         print(f"eventmicro: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -93,36 +115,57 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _users(args: argparse.Namespace) -> list[Permissions]:
-    users: list[Permissions] = []
-    for target in args.targets:
+def _accounts(args: argparse.Namespace) -> list[Account]:
+    """The accounts to configure: ``--account`` with the positional modules, one per ``--team``,
+    and the clients and administrators placed in them (``NAME@ACCOUNT``)."""
+    services: dict[str, list[Declared]] = {args.account: _load(args.targets)}
+    for spec in args.team:
+        account, sep, modules = spec.partition("=")
+        if not sep or not modules:
+            raise ToolError(f"--team {spec!r}: give ACCOUNT=MODULE[,MODULE...]")
+        services.setdefault(account, []).extend(_load(m for m in modules.split(",") if m))
+    others: dict[str, list[Permissions]] = {}
+    try:
+        for spec in args.client:
+            who, sep, calls = spec.partition("=")
+            if not sep:
+                raise ToolError(
+                    f"--client {spec!r}: give NAME=SERVICE[,SERVICE...] (NAME@ACCOUNT=... elsewhere)"
+                )
+            name, account = _placed(who, args.account)
+            others.setdefault(account, []).append(for_client(name, calls=[c for c in calls.split(",") if c]))
+        for who in args.admin:
+            name, account = _placed(who, args.account)
+            others.setdefault(account, []).append(admin(name))
+        names = [
+            name for name in dict.fromkeys([*services, *others]) if services.get(name) or others.get(name)
+        ]
+        if not names:
+            raise ToolError("give the modules of services, or --team ACCOUNT=MODULE,...")
+        return plan([Team(name, services.get(name, []), others.get(name, [])) for name in names])
+    except EventMicroError as exc:
+        raise ToolError(exc.message) from exc
+
+
+def _placed(who: str, default: str) -> tuple[str, str]:
+    """``NAME@ACCOUNT`` as (name, account); a bare name is in the ``--account`` account."""
+    name, _, account = who.partition("@")
+    return name, account or default
+
+
+def _load(targets: Iterable[str]) -> list[Declared]:
+    services: list[Declared] = []
+    for target in targets:
         try:
-            services = load_services(target)
+            services += load_services(target)
         except ConfigurationError as exc:
             raise ToolError(exc.message) from exc
         except Exception as exc:  # the module failed while importing: one line, no traceback
             raise ToolError(f"cannot load {target}: {type(exc).__name__}: {one_line(exc)}") from exc
-        users += [for_service(service) for service in services]
-    try:
-        for spec in args.client:
-            name, sep, calls = spec.partition("=")
-            if not sep:
-                raise ToolError(f"--client {spec!r}: give NAME=SERVICE[,SERVICE...]")
-            users.append(for_client(name, calls=[c for c in calls.split(",") if c]))
-        users += [admin(name) for name in args.admin]
-    except EventMicroError as exc:
-        raise ToolError(exc.message) from exc
-    names = [user.user for user in users]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ToolError(f"more than one user named {', '.join(twice)}")
-    unknown = set(args.rotate) - set(names)
-    if unknown:
-        raise ToolError(f"--rotate: no user named {', '.join(sorted(unknown))}")
-    return users
+    return services
 
 
-def describe(users: list[Permissions]) -> str:
+def describe(users: Sequence[Permissions]) -> str:
     """The users and their subjects as text (nothing secret: no keys are made)."""
     lines = []
     for user in users:
@@ -137,15 +180,41 @@ def describe(users: list[Permissions]) -> str:
     return "\n".join(lines)
 
 
-def write(folder: Path, account: str, users: list[Permissions], *, rotate: set[str]) -> Path:
-    """Write the account's configuration, each user's seed (kept unless rotated) and env file."""
+def describe_accounts(accounts: Sequence[Account]) -> str:
+    """Each account: what it exports to whom, what it imports from whom, then its users."""
+    parts = []
+    for account in accounts:
+        lines = [f"account {account.name}", ""]
+        lines += [
+            f"  exports {x.kind.value:7}  {printable(x.subject)}  to {x.importer}" for x in account.exports
+        ]
+        lines += [
+            f"  imports {x.kind.value:7}  {printable(x.subject)}  from {x.exporter}" for x in account.imports
+        ]
+        parts.append("\n".join(lines) + ("\n\n" if len(lines) > 2 else "") + describe(account.users))
+    return "\n".join(parts)
+
+
+def write(
+    folder: Path,
+    account: str,
+    users: Sequence[Permissions],
+    *,
+    rotate: set[str],
+    accounts: Sequence[Account] = (),
+) -> Path:
+    """Write the configuration (of ``account`` with ``users``, or of ``accounts`` when given),
+    each user's seed (kept unless rotated) and env file."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        keyed = [(user, user_seed(folder / f"{user.user}.nk", renew=user.user in rotate)) for user in users]
-        header = (
-            f"generated by eventmicro permissions for account {account}; seeds: <user>.nk beside this file"
-        )
-        text = render(account, keyed, header=header)
+        keys = {user.user: user_seed(folder / f"{user.user}.nk", renew=user.user in rotate) for user in users}
+        names = ", ".join(a.name for a in accounts) or account
+        plural = "s" if len(accounts) > 1 else ""
+        header = f"generated by eventmicro permissions for account{plural} {names}; seeds: <user>.nk here"
+        if accounts:
+            text = render_accounts(accounts, keys, header=header)
+        else:
+            text = render(account, [(user, keys[user.user]) for user in users], header=header)
         for user in users:
             seed = (folder / f"{user.user}.nk").resolve()
             env = f"EVENTMICRO_NATS_NKEY_SEED={seed}\nEVENTMICRO_NATS_INBOX_PREFIX={user.inbox}\n"

@@ -197,6 +197,10 @@ def test_listing_without_out_shows_each_users_subjects(capsys: pytest.CaptureFix
         (["subscribers.billing", "--client", "web"], "NAME=SERVICE"),
         (["subscribers.billing", "--admin", "billing"], "more than one user named billing"),
         (["subscribers.billing", "--rotate", "billing"], "--rotate needs --out"),
+        (["--team", "SHOP"], "give ACCOUNT=MODULE"),  # teams as accounts (test_accounts.py)
+        (["--team", "SHOP=subscribers.nothing_here"], "cannot import"),
+        (["--team", "A=subscribers.billing", "--team", "B=subscribers.billing"], "more than one service"),
+        ([], "give the modules of services"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
