@@ -65,6 +65,7 @@ from eventmicro.transport.natspy import (
     PermissionViolation,
     drain_subscription,
     fits,
+    forget_unsent,
     headers_size,
     parse_header_block,
     round_trip,
@@ -374,10 +375,20 @@ class Connection:
                 if nc.is_connected:
                     await nc.drain()
                 else:
+                    if unsent := forget_unsent(nc):  # no server to send them to: say so
+                        log.warning(
+                            "closing while disconnected: %d bytes of buffered messages not sent", unsent
+                        )
                     await nc.close()
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
+        except (
+            nats.errors.Error,
+            OSError,
+            TimeoutError,
+            RuntimeError,
+        ) as exc:  # RuntimeError: uvloop's lost socket
             log.warning("error while draining the connection: %s", _describe(exc))
             if nc is not None and not nc.is_closed:
+                forget_unsent(nc)
                 await nc.close()
         finally:
             self._state = ConnectionState.CLOSED

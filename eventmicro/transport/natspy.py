@@ -21,7 +21,8 @@ What is used, and why:
 - nats-py's ``Subscription``: ``_pending_size``, ``_pending_queue``, ``_jsi``, ``_id``,
   ``_closed``, ``_conn``, ``_wait_for_msgs_task`` (`subscription_active`), ``_stop_processing``
   (`drain_subscription`, which also calls the client's ``_send_unsubscribe`` and ``_remove_sub``).
-- `round_trip` calls ``_flush_pending``; `server_info` reads ``_server_info``.
+- `round_trip` calls ``_flush_pending``; `server_info` reads ``_server_info``; `forget_unsent`
+  empties ``_pending`` and ``_pending_data_size``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "StampedMsg",
     "drain_subscription",
     "fits",
+    "forget_unsent",
     "headers_size",
     "parse_header_block",
     "round_trip",
@@ -508,6 +510,19 @@ class Client(_NatsClient):
             parts.append("\r\n")
         parts.append("\r\n")
         return "".join(parts).encode()
+
+
+def forget_unsent(nc: _NatsClient) -> int:
+    """Empty the buffer of a client that is not connected, before closing it; the bytes forgotten.
+
+    What a disconnected client buffered waits for a reconnect that a close ends. nats-py 2.16's
+    ``close()`` writes it to the socket that was lost all the same: asyncio's transport drops
+    it quietly, uvloop's raises ``RuntimeError`` and leaves the close half done.
+    """
+    forgotten = nc._pending_data_size
+    nc._pending = []
+    nc._pending_data_size = 0
+    return forgotten
 
 
 async def round_trip(nc: _NatsClient, timeout: float) -> None:

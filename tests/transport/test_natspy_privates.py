@@ -34,6 +34,8 @@ OVERRIDDEN = {
     "_process_err": ["self", "err_msg"],
 }
 CLIENT_FIELDS = [
+    "_pending",
+    "_pending_data_size",
     "_subs",
     "_sid",
     "_resp_map",
