@@ -1,7 +1,9 @@
 """``eventmicro gateway``: the HTTP gateway, with or without its dashboard (``eventmicro dashboard`` too).
 
 The token is never a command-line flag (it would show in ``ps``): it comes from
-``EVENTMICRO_GATEWAY_TOKEN`` or ``--token-file``.
+``EVENTMICRO_GATEWAY_TOKEN`` or ``--token-file``. A token per client, with scopes and rates,
+comes from a clients file (``--clients`` or ``EVENTMICRO_GATEWAY_CLIENTS``; see
+``eventmicro gateway-client`` to make an entry).
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from eventmicro._errors import ConfigurationError
 from eventmicro.cli.common import Subparsers, add_nats_options, connection
 from eventmicro.cli.failures import ToolError, runner
 
+if TYPE_CHECKING:  # pragma: no cover
+    from eventmicro.gateway import GatewayClient
+
 __all__ = ["add_gateway_parser", "register"]
 
 TOKEN_VARIABLE: Final = "EVENTMICRO_GATEWAY_TOKEN"  # noqa: S105 - the variable's name, not a token
+CLIENTS_VARIABLE: Final = "EVENTMICRO_GATEWAY_CLIENTS"
 EXAMPLES: Final = f"""examples:
   eventmicro gateway                                  # http://127.0.0.1:8080, NATS from the environment
   eventmicro gateway --host 0.0.0.0 --port 8000 --cors https://app.example.com
   {TOKEN_VARIABLE}=s3cret eventmicro gateway      # every data route asks for Authorization: Bearer s3cret
+  eventmicro gateway --clients clients.toml       # a token per client, with scopes and a rate
   curl -X POST localhost:8080/api/orders/get -d '{{"orderId": "o-1"}}'
   curl -X POST localhost:8080/events/shop.orders.v1.OrderCancelled -d '{{"orderId": "o-1"}}'
   curl localhost:8080/openapi.json                    # the discovered services as OpenAPI 3.1
@@ -56,6 +63,12 @@ def add_gateway_parser(subparsers: Subparsers, name: str, help_text: str) -> Non
     )
     parser.add_argument("--token-file", type=Path, help=f"bearer token in a file (or set {TOKEN_VARIABLE})")
     parser.add_argument(
+        "--clients",
+        type=Path,
+        metavar="FILE",
+        help=f"a TOML clients file: a token per client, its scopes and rate (or set {CLIENTS_VARIABLE})",
+    )
+    parser.add_argument(
         "--max-body", type=int, default=1024 * 1024, help="largest request body in bytes (default 1 MiB)"
     )
     parser.add_argument(
@@ -82,6 +95,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_timeout=args.max_timeout,
             cors_origins=tuple(args.cors),
             token=_token(args),
+            clients=_clients(args),
             schemas=tuple(args.schemas or ()),
             dashboard=args.dashboard_command or not args.no_dashboard,
         )
@@ -90,7 +104,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         where = f"{url}/dashboard/" if args.dashboard_command else url
-        auth = " (bearer token required)" if config.token else ""
+        auth = f" ({len(config.clients)} clients)" if config.clients else ""
+        auth = " (bearer token required)" if config.token else auth
         print(
             f"eventmicro {'dashboard' if args.dashboard_command else 'gateway'} ready: {where}{auth}",
             flush=True,
@@ -119,3 +134,10 @@ def _token(args: argparse.Namespace) -> str | None:
             raise ToolError(f"the token file {args.token_file} is empty")
         return token
     return os.environ.get(TOKEN_VARIABLE, "").strip() or None  # HTTP strips a header's edges too
+
+
+def _clients(args: argparse.Namespace) -> tuple[GatewayClient, ...]:
+    from eventmicro.gateway import load_clients  # imported by _serve already: the extra is there
+
+    path = args.clients or (Path(os.environ[CLIENTS_VARIABLE]) if os.environ.get(CLIENTS_VARIABLE) else None)
+    return () if path is None else load_clients(path)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
+from eventmicro.gateway._access import refuse_events
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
     Problem,
@@ -82,6 +83,7 @@ class Events:
         else:
             messages = [self._build(path_type, media, body)]
         events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
+        refuse_events(request, (event.get_type() for event in events))
         if binary:
             messages = [_forwarded(request, events[0])]
         durable = request.query_params.get("durable", "").lower() in _TRUE
