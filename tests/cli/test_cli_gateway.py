@@ -77,12 +77,35 @@ def test_the_token_comes_from_the_environment_or_a_file(nats_url: str, tmp_path:
         assert authorized.status_code == 200
 
 
+def test_gateway_client_mints_an_entry_the_gateway_accepts(nats_url: str, tmp_path: Path) -> None:
+    minted = subprocess.run(
+        [sys.executable, "-m", "eventmicro", "gateway-client", "ops", "--discovery", "--rate", "50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = minted.stderr.split()[-1]  # "the token of ops (shown once, not stored): <token>"
+    assert token not in minted.stdout  # the entry holds its hash only
+    clients = tmp_path / "clients.toml"
+    clients.write_text(minted.stdout, encoding="utf-8")
+    for extra, env in (([], {"EVENTMICRO_GATEWAY_CLIENTS": str(clients)}), (["--clients", str(clients)], {})):
+        with gateway_process(nats_url, *extra, env=env) as (base, _):
+            anonymous = httpx.get(f"{base}/openapi.json", timeout=10)
+            authorized = httpx.get(
+                f"{base}/openapi.json", headers={"authorization": f"Bearer {token}"}, timeout=10
+            )
+        assert (anonymous.status_code, authorized.status_code) == (401, 200)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--token-file", "/nonexistent/token"], "cannot read the token file"),
         (["--timeout", "60", "--max-timeout", "30"], "default_timeout <= max_timeout"),
         (["--port", "{taken}"], "cannot listen on 127.0.0.1:{taken}"),
+        (["--clients", "/nonexistent/clients.toml"], "cannot read the clients file"),
     ],
 )
 def test_bad_options_are_one_line_errors(nats_url: str, extra: list[str], message: str) -> None:

@@ -1,0 +1,357 @@
+"""Gateway clients over a real HTTP socket against a real NATS: a token per client, its scopes
+(endpoints, event types, discovery), its rate (429 with Retry-After), its id in logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from eventmicro import ConfigurationError, Connection, Message, Service
+from eventmicro import metrics as em_metrics
+from eventmicro.gateway import (
+    GatewayClient,
+    GatewayConfig,
+    create_app,
+    load_clients,
+    mint_token,
+    serving,
+    token_digest,
+)
+from schemas.shop.inventory.v1 import inventory_pb2 as inventory
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def stock_service(name: str) -> Service:
+    svc = Service(name, version="1.0.0", description="stock for the gateway client tests")
+
+    @svc.rpc
+    async def stock(req: inventory.GetStockRequest) -> inventory.StockLevel:
+        return inventory.StockLevel(sku=req.sku, available=len(req.sku))
+
+    @svc.rpc
+    async def forget(req: inventory.GetStockRequest) -> None:
+        return None
+
+    return svc
+
+
+@asynccontextmanager
+async def gateway(connection: Connection, *clients: GatewayClient) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with ``clients`` on a free port, and an HTTP client pointed at it."""
+    config = GatewayConfig(clients=clients)
+    async with (
+        serving(create_app(connection, config)) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+        yield http
+
+
+def client(**scopes: object) -> tuple[GatewayClient, dict[str, str]]:
+    """A client with a fresh token and ``scopes``, and the headers that present its token."""
+    token, digest = mint_token()
+    made = GatewayClient(id=unique("c-"), token_sha256=digest, **scopes)  # type: ignore[arg-type]
+    return made, {"authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def received(connection: Connection, subject: str) -> AsyncIterator[list[Message]]:
+    messages: list[Message] = []
+
+    async def collect(msg: Message) -> None:
+        messages.append(msg)
+
+    subscription = await connection.subscribe(subject, collect)
+    await connection.flush()
+    try:
+        yield messages
+    finally:
+        await subscription.unsubscribe()
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """Metrics on, in a registry of the test's own; off again afterwards."""
+    registry = CollectorRegistry()
+    em_metrics.enable(registry)
+    yield registry
+    em_metrics.disable()
+
+
+async def test_each_client_calls_only_the_endpoints_in_its_scope(nats_connection: Connection) -> None:
+    name = unique("gwc")
+    narrow, narrow_auth = client(services=(f"{name}.stock",))
+    wide, wide_auth = client(services=(f"{name}.*",))
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection, narrow, wide) as http:
+        allowed = await http.post(f"/api/{name}/stock", json={"sku": "abc"}, headers=narrow_auth)
+        refused = await http.post(f"/api/{name}/forget", json={"sku": "abc"}, headers=narrow_auth)
+        unknown = await http.post(f"/api/{name}x/stock", json={}, headers=narrow_auth)
+        other = await http.post(f"/api/{name}/forget", json={"sku": "abc"}, headers=wide_auth)
+    assert (allowed.status_code, allowed.json()) == (200, {"sku": "abc", "available": 3})
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {
+        "code": 403,
+        "status": "Forbidden",
+        "id": "eventmicro.gateway.Forbidden",
+        "detail": f"client {narrow.id} may not call {name}.forget",
+    }
+    assert unknown.status_code == 403  # out of scope is refused before discovery: no 404 to probe with
+    assert other.status_code == 204
+
+
+async def test_a_missing_or_unknown_token_is_401_with_a_challenge(nats_connection: Connection) -> None:
+    known, _ = client(services=("*",), discovery=True)
+    async with gateway(nats_connection, known) as http:
+        missing = await http.get("/openapi.json")
+        unknown = await http.get("/openapi.json", headers={"authorization": f"Bearer {mint_token()[0]}"})
+        basic = await http.get("/openapi.json", headers={"authorization": "Basic dXNlcjpwdw=="})
+        page = await http.get("/dashboard/")
+        health = await http.get("/healthz")
+    for answer in (missing, unknown, basic):
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == 'Bearer realm="eventmicro"'
+        assert answer.json()["error"]["id"] == "eventmicro.gateway.Unauthorized"
+    assert (page.status_code, health.status_code) == (200, 200)  # public: they carry no data
+
+
+async def test_each_client_publishes_only_the_event_types_in_its_scope(
+    nats_connection: Connection, eventually: Eventually
+) -> None:
+    family = unique("com.example.t")
+    publisher, auth = client(events=(f"{family}.allowed.*",))
+    batch = [
+        {"specversion": "1.0", "id": "b-1", "source": "/t", "type": f"{family}.allowed.one"},
+        {"specversion": "1.0", "id": "b-2", "source": "/t", "type": f"{family}.secret"},
+    ]
+    async with (
+        received(nats_connection, f"events.{family}.>") as messages,
+        gateway(nats_connection, publisher) as http,
+    ):
+        refused = await http.post(f"/events/{family}.secret", json={"n": 1}, headers=auth)
+        half = await http.post(
+            "/events",
+            content=json.dumps(batch).encode(),
+            headers={**auth, "content-type": "application/cloudevents-batch+json"},
+        )
+        allowed = await http.post(f"/events/{family}.allowed.one", json={"n": 2}, headers=auth)
+        await eventually(lambda: len(messages) >= 1)
+        await nats_connection.flush()
+    assert refused.status_code == 403
+    assert (
+        refused.json()["error"]["detail"]
+        == f"client {publisher.id} may not publish events of type {family}.secret"
+    )
+    assert half.status_code == 403  # one event out of scope: the whole batch is refused, none sent
+    assert allowed.status_code == 202
+    # the refused ones were asked first on the same connection: had they been sent, they would be here
+    assert [json.loads(m.data) for m in messages] == [{"n": 2}]
+
+
+async def test_discovery_and_the_dashboard_data_need_the_discovery_scope(nats_connection: Connection) -> None:
+    caller, caller_auth = client(services=("*",))
+    reader, reader_auth = client(discovery=True)
+    async with gateway(nats_connection, caller, reader) as http:
+        refused = [
+            await http.get(path, headers=caller_auth) for path in ("/openapi.json", "/dashboard/services")
+        ]
+        allowed = [
+            await http.get(path, headers=reader_auth) for path in ("/openapi.json", "/dashboard/services")
+        ]
+        calls = await http.post("/api/nothere/stock", json={}, headers=reader_auth)
+    assert [answer.status_code for answer in refused] == [403, 403]
+    assert (
+        refused[0].json()["error"]["detail"] == f"client {caller.id} may not read discovery (/openapi.json)"
+    )
+    assert [answer.status_code for answer in allowed] == [200, 200]
+    assert calls.status_code == 403  # discovery is not calling
+
+
+async def test_a_burst_over_the_rate_gets_429_with_retry_after_then_succeeds(
+    nats_connection: Connection,
+) -> None:
+    name = unique("gwc")
+    limited, auth = client(services=("*",), rate=1.0, burst=2)
+    other, other_auth = client(services=("*",), rate=1.0, burst=2)
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection, limited, other) as http:
+
+        async def call(headers: dict[str, str]) -> httpx.Response:
+            return await http.post(f"/api/{name}/stock", json={"sku": "a"}, headers=headers)
+
+        burst = [await call(auth) for _ in range(2)]
+        answers = [await call(auth) for _ in range(10)]  # 1 per second: a 429 comes long before 10 are done
+        neighbour = await call(other_auth)
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        async with asyncio.timeout(10):  # a client that waits as told gets through
+            later = await call(auth)
+            while later.status_code == 429:
+                await asyncio.sleep(int(later.headers["retry-after"]))
+                later = await call(auth)
+    assert [answer.status_code for answer in burst] == [200, 200]
+    assert refused.headers["retry-after"] == "1"  # whole seconds, rounded up: a token every second
+    assert refused.json()["error"]["id"] == "eventmicro.gateway.RateLimited"
+    assert neighbour.status_code == 200  # each client has a bucket of its own
+    assert later.status_code == 200
+
+
+async def test_each_request_is_logged_with_the_client_id_and_never_the_token(
+    nats_connection: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("gwc")
+    token, digest = mint_token()
+    known = GatewayClient(id=unique("shop-web-"), token_sha256=digest, services=(f"{name}.stock",))
+    wrong = mint_token()[0]
+    caplog.set_level(logging.INFO, logger="eventmicro.gateway")
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection, known) as http:
+        ok = await http.post(
+            f"/api/{name}/stock", json={"sku": "a"}, headers={"authorization": f"Bearer {token}"}
+        )
+        refused = await http.post(
+            f"/api/{name}/forget", json={}, headers={"authorization": f"Bearer {token}"}
+        )
+        stranger = await http.post(
+            f"/api/{name}/stock", json={}, headers={"authorization": f"Bearer {wrong}"}
+        )
+    lines = [record.getMessage() for record in caplog.records if record.name == "eventmicro.gateway.access"]
+    assert lines == [
+        f"gateway: client {known.id} POST /api/{name}/stock: 200",
+        f"gateway: client {known.id} POST /api/{name}/forget: 403",
+        f"gateway: client - POST /api/{name}/stock: 401",
+    ]
+    everything = caplog.text + ok.text + refused.text + stranger.text
+    assert token not in everything
+    assert wrong not in everything
+    assert digest not in everything
+
+
+async def test_outcomes_are_counted_per_client_in_the_metrics(
+    nats_connection: Connection, registry: CollectorRegistry
+) -> None:
+    name = unique("gwc")
+    counted, auth = client(services=(f"{name}.stock",), rate=1.0, burst=1)
+
+    def count(who: str, outcome: str) -> float | None:
+        return registry.get_sample_value(
+            "eventmicro_gateway_requests_total", {"client": who, "outcome": outcome}
+        )
+
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection, counted) as http:
+        nobody_before = count("-", "unauthorized") or 0
+        answers = [await http.post(f"/api/{name}/stock", json={"sku": "a"}, headers=auth) for _ in range(10)]
+        await http.post(f"/api/{name}/stock", json={})
+        assert answers[0].status_code == 200
+        assert 429 in {answer.status_code for answer in answers}
+        async with asyncio.timeout(10):  # waits as told until the bucket has room: then out of scope
+            forbidden = await http.post(f"/api/{name}/forget", json={}, headers=auth)
+            while forbidden.status_code == 429:
+                await asyncio.sleep(int(forbidden.headers["retry-after"]))
+                forbidden = await http.post(f"/api/{name}/forget", json={}, headers=auth)
+        assert forbidden.status_code == 403
+        statuses = [answer.status_code for answer in answers]
+        assert count(counted.id, "ok") == statuses.count(200)
+        assert count(counted.id, "forbidden") == 1
+        assert (count(counted.id, "rate_limited") or 0) >= statuses.count(429)
+        assert count("-", "unauthorized") == nobody_before + 1
+
+
+async def test_the_shared_token_is_still_the_simple_default(
+    nats_connection: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("gwc")
+    caplog.set_level(logging.INFO, logger="eventmicro.gateway")
+    config = GatewayConfig(token="s3cret-shared")
+    async with (
+        stock_service(name).serving(nats_connection),
+        serving(create_app(nats_connection, config)) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+        auth = {"authorization": "Bearer s3cret-shared"}
+        calls = [await http.post(f"/api/{name}/stock", json={"sku": "a"}, headers=auth) for _ in range(20)]
+        document = await http.get("/openapi.json", headers=auth)
+        event = await http.post("/events/com.example.anything", json={}, headers=auth)
+        missing = await http.post(f"/api/{name}/stock", json={"sku": "a"})
+    assert {answer.status_code for answer in calls} == {200}  # every scope, no rate limit
+    assert (document.status_code, event.status_code, missing.status_code) == (200, 202, 401)
+    assert f"gateway: client shared POST /api/{name}/stock: 200" in caplog.text
+    assert "s3cret-shared" not in caplog.text
+
+
+# --- the clients file ----------------------------------------------------------------------
+
+
+def test_a_clients_file_is_read_with_its_scopes_and_rates(tmp_path: Path) -> None:
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        f"""
+[[client]]
+id = "shop-web"
+token_sha256 = "{token_digest("t-1")}"
+services = ["orders.*", "inventory.get_stock"]
+events = ["shop.orders.v1.*"]
+discovery = true
+rate = 10
+burst = 20
+
+[[client]]
+id = "batch"
+token_sha256 = "{token_digest("t-2")}"
+services = ["*"]
+rate = 0.5
+""",
+        encoding="utf-8",
+    )
+    web, batch = load_clients(path)
+    assert (web.id, web.rate, web.burst, web.discovery) == ("shop-web", 10.0, 20, True)
+    assert web.may_call("orders", "place")
+    assert web.may_call("inventory", "get_stock")
+    assert not web.may_call("inventory", "reserve")
+    assert not web.may_call("ordersx", "place")
+    assert web.may_publish("shop.orders.v1.OrderPlaced")
+    assert not web.may_publish("shop.billing.v1.Paid")
+    assert (batch.rate, batch.burst, batch.discovery, batch.events) == (0.5, 1, False, ())
+    assert token_digest("t-1") not in repr(web)
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ('id = "a"\ntoken_sha256 = "abc"', "token_sha256 is 64 lower-case hex digits"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nservics = ["x.*"]', "unknown keys ['servics']"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nservices = ["orders"]', "'orders.*' for all of them"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nevents = ["a..b"]', "is not a dotted name"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nrate = -1', "rate is a positive number"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nrate = 1\nburst = 0', "burst is a whole number"),
+        ('id = "a b"\ntoken_sha256 = "{d}"', "a client id is"),
+        ('token_sha256 = "{d}"', "id and token_sha256 are required"),
+        ('id = "a"\ntoken_sha256 = "{d}"\n[[client]]\nid = "a"\ntoken_sha256 = "{e}"', "the same id"),
+        ('id = "a"\ntoken_sha256 = "{d}"\ndiscovery = "yes"', "discovery is true or false"),
+    ],
+)
+def test_a_wrong_clients_file_is_refused_with_a_clear_error(tmp_path: Path, entry: str, says: str) -> None:
+    path = tmp_path / "clients.toml"
+    text = entry.replace("{d}", token_digest("one")).replace("{e}", token_digest("two"))
+    path.write_text(f"[[client]]\n{text}\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        load_clients(path)
+
+
+def test_a_shared_token_and_clients_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        GatewayConfig(token="t", clients=(GatewayClient(id="a", token_sha256=token_digest("x")),))
+    path = tmp_path / "clients.toml"
+    path.write_text("[[client]\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="is not TOML"):
+        load_clients(path)
