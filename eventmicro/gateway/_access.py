@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventmicro.gateway._clients import GatewayClient, token_digest
 from eventmicro.gateway._problems import Problem, problem_response
+from eventmicro.wire.names import EVENT_PREFIX
 
 __all__ = ["Counters", "Gate", "refuse_call", "refuse_events", "route_path", "shared_client"]
 
@@ -181,15 +182,18 @@ def refuse_call(request: Request, service: str, endpoint: str) -> None:
         _forbid(request, f"client {client.id} may not call {_printable(f'{service}.{endpoint}')}")
 
 
-def refuse_events(request: Request, event_types: Iterable[str]) -> None:
-    """403 unless the calling client may publish every one of ``event_types``, naming the first
-    it may not (a batch is refused whole, before any event is sent)."""
+def refuse_events(request: Request, events: Iterable[tuple[str, str]]) -> None:
+    """403 unless the calling client may publish every one of ``events`` (type, subject): its
+    type, and its subject below ``events.`` (a ``?subject=`` too), each covered by an event
+    pattern. Names the first refused; a batch is refused whole, before any event is sent."""
     client: GatewayClient | None = request.scope.get(CLIENT_KEY)
     if client is None:
         return
-    for event_type in event_types:
+    for event_type, subject in events:
         if not client.may_publish(event_type):
             _forbid(request, f"client {client.id} may not publish events of type {_printable(event_type)}")
+        if not client.may_publish(subject.removeprefix(f"{EVENT_PREFIX}.")):
+            _forbid(request, f"client {client.id} may not publish on the subject {_printable(subject)}")
 
 
 def _forbid(request: Request, detail: str) -> None:

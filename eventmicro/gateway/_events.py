@@ -83,11 +83,13 @@ class Events:
         else:
             messages = [self._build(path_type, media, body)]
         events = [_checked(message, path_type) for message in messages]  # all checked before any is sent
-        refuse_events(request, (event.get_type() for event in events))
         if binary:
             messages = [_forwarded(request, events[0])]
         durable = request.query_params.get("durable", "").lower() in _TRUE
         subjects = [_subject(request, event.get_type()) for event in events]
+        refuse_events(
+            request, [(event.get_type(), subject) for event, subject in zip(events, subjects, strict=True)]
+        )
         answers: list[dict[str, Any]] = []
         for message, event, subject in zip(messages, events, subjects, strict=True):
             try:

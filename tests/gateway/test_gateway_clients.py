@@ -147,7 +147,12 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(
             content=json.dumps(batch).encode(),
             headers={**auth, "content-type": "application/cloudevents-batch+json"},
         )
-        allowed = await http.post(f"/events/{family}.allowed.one", json={"n": 2}, headers=auth)
+        elsewhere = await http.post(
+            f"/events/{family}.allowed.one?subject=events.{family}.secret.x", json={"n": 3}, headers=auth
+        )
+        allowed = await http.post(
+            f"/events/{family}.allowed.one?subject=events.{family}.allowed.o-1", json={"n": 2}, headers=auth
+        )
         await eventually(lambda: len(messages) >= 1)
         await nats_connection.flush()
     assert refused.status_code == 403
@@ -156,6 +161,10 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(
         == f"client {publisher.id} may not publish events of type {family}.secret"
     )
     assert half.status_code == 403  # one event out of scope: the whole batch is refused, none sent
+    assert elsewhere.status_code == 403  # an allowed type, but on a subject out of scope
+    assert elsewhere.json()["error"]["detail"].endswith(
+        f"may not publish on the subject events.{family}.secret.x"
+    )
     assert allowed.status_code == 202
     # the refused ones were asked first on the same connection: had they been sent, they would be here
     assert [json.loads(m.data) for m in messages] == [{"n": 2}]
