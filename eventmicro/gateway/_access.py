@@ -14,7 +14,8 @@ The shared token (``GatewayConfig.token``) is one client, ``shared``, that may d
 at any rate. The token is hashed (sha256) and compared with every client's hash in constant
 time, none skipped, so the time taken says nothing about which hash came close. Public paths
 (the dashboard's page and static files, /healthz) ask for nothing and are neither logged nor
-counted. A refused request takes nothing from the client's bucket.
+counted. A 401 or a 429 takes nothing from a bucket (a client that waits as told gets
+through); a 403 was a request, and counts.
 """
 
 from __future__ import annotations
