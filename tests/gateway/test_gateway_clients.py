@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,8 +16,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventmicro import ConfigurationError, Connection, Message, Service
-from eventmicro import metrics as em_metrics
+from eventmicro import ConfigurationError, Connection, Service
 from eventmicro.gateway import (
     GatewayClient,
     GatewayConfig,
@@ -27,9 +26,8 @@ from eventmicro.gateway import (
     serving,
     token_digest,
 )
+from eventmicro.pytest_plugin import capture
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
-
-Eventually = Callable[..., Awaitable[None]]
 
 
 def unique(prefix: str) -> str:
@@ -68,30 +66,6 @@ def client(**scopes: object) -> tuple[GatewayClient, dict[str, str]]:
     return made, {"authorization": f"Bearer {token}"}
 
 
-@asynccontextmanager
-async def received(connection: Connection, subject: str) -> AsyncIterator[list[Message]]:
-    messages: list[Message] = []
-
-    async def collect(msg: Message) -> None:
-        messages.append(msg)
-
-    subscription = await connection.subscribe(subject, collect)
-    await connection.flush()
-    try:
-        yield messages
-    finally:
-        await subscription.unsubscribe()
-
-
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    """Metrics on, in a registry of the test's own; off again afterwards."""
-    registry = CollectorRegistry()
-    em_metrics.enable(registry)
-    yield registry
-    em_metrics.disable()
-
-
 async def test_each_client_calls_only_the_endpoints_in_its_scope(nats_connection: Connection) -> None:
     name = unique("gwc")
     narrow, narrow_auth = client(services=(f"{name}.stock",))
@@ -128,9 +102,7 @@ async def test_a_missing_or_unknown_token_is_401_with_a_challenge(nats_connectio
     assert (page.status_code, health.status_code) == (200, 200)  # public: they carry no data
 
 
-async def test_each_client_publishes_only_the_event_types_in_its_scope(
-    nats_connection: Connection, eventually: Eventually
-) -> None:
+async def test_each_client_publishes_only_the_event_types_in_its_scope(nats_connection: Connection) -> None:
     family = unique("com.example.t")
     publisher, auth = client(events=(f"{family}.allowed.*",))
     batch = [
@@ -138,7 +110,7 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(
         {"specversion": "1.0", "id": "b-2", "source": "/t", "type": f"{family}.secret"},
     ]
     async with (
-        received(nats_connection, f"events.{family}.>") as messages,
+        capture(nats_connection, f"events.{family}.>") as captured,
         gateway(nats_connection, publisher) as http,
     ):
         refused = await http.post(f"/events/{family}.secret", json={"n": 1}, headers=auth)
@@ -153,8 +125,7 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(
         allowed = await http.post(
             f"/events/{family}.allowed.one?subject=events.{family}.allowed.o-1", json={"n": 2}, headers=auth
         )
-        await eventually(lambda: len(messages) >= 1)
-        await nats_connection.flush()
+        await captured.wait_for(count=1)
     assert refused.status_code == 403
     assert (
         refused.json()["error"]["detail"]
@@ -167,7 +138,7 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(
     )
     assert allowed.status_code == 202
     # the refused ones were asked first on the same connection: had they been sent, they would be here
-    assert [json.loads(m.data) for m in messages] == [{"n": 2}]
+    assert [event.data_as(dict) for event in captured.events] == [{"n": 2}]
 
 
 async def test_discovery_and_the_dashboard_data_need_the_discovery_scope(nats_connection: Connection) -> None:
@@ -247,13 +218,13 @@ async def test_each_request_is_logged_with_the_client_id_and_never_the_token(
 
 
 async def test_outcomes_are_counted_per_client_in_the_metrics(
-    nats_connection: Connection, registry: CollectorRegistry
+    nats_connection: Connection, metrics_registry: CollectorRegistry
 ) -> None:
     name = unique("gwc")
     counted, auth = client(services=(f"{name}.stock",), rate=1.0, burst=1)
 
     def count(who: str, outcome: str) -> float | None:
-        return registry.get_sample_value(
+        return metrics_registry.get_sample_value(
             "eventmicro_gateway_requests_total", {"client": who, "outcome": outcome}
         )
 
