@@ -142,22 +142,57 @@ async def test_each_client_publishes_only_the_event_types_in_its_scope(nats_conn
 
 
 async def test_discovery_and_the_dashboard_data_need_the_discovery_scope(nats_connection: Connection) -> None:
+    name = unique("gwc")
     caller, caller_auth = client(services=("*",))
     reader, reader_auth = client(discovery=True)
-    async with gateway(nats_connection, caller, reader) as http:
-        refused = [
-            await http.get(path, headers=caller_auth) for path in ("/openapi.json", "/dashboard/services")
-        ]
-        allowed = [
-            await http.get(path, headers=reader_auth) for path in ("/openapi.json", "/dashboard/services")
-        ]
-        calls = await http.post("/api/nothere/stock", json={}, headers=reader_auth)
+    paths = ("/openapi.json", "/dashboard/services")
+    async with stock_service(name).serving(nats_connection), gateway(nats_connection, caller, reader) as http:
+        refused = [await http.get(path, headers=caller_auth) for path in paths]
+        allowed = [await http.get(path, headers=reader_auth) for path in paths]
+        calls = await http.post(f"/api/{name}/stock", json={}, headers=reader_auth)
     assert [answer.status_code for answer in refused] == [403, 403]
     assert (
         refused[0].json()["error"]["detail"] == f"client {caller.id} may not read discovery (/openapi.json)"
     )
     assert [answer.status_code for answer in allowed] == [200, 200]
     assert calls.status_code == 403  # discovery is not calling
+    document = allowed[0].json()
+    assert document["security"] == [{"bearer": []}]
+    responses = document["paths"][f"/api/{name}/stock"]["post"]["responses"]
+    assert {"401", "403", "429"} <= set(responses)  # the document says what a client may meet
+
+
+async def raw_status(base: str, authorization: bytes) -> int:
+    """The status of GET /openapi.json with ``authorization`` sent as raw bytes (no client
+    library tidies it)."""
+    url = httpx.URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(
+            b"GET /openapi.json HTTP/1.1\r\nhost: x\r\nauthorization: " + authorization + b"\r\n\r\n"
+        )
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_hostile_authorization_headers_are_401_never_a_crash(nats_connection: Connection) -> None:
+    known, _ = client(services=("*",), discovery=True)
+    hostile = [
+        b"Bearer",
+        b"Bearer ",
+        b"bearer \t ",
+        b"Bearer " + b"A" * 12_000,  # under the gateway's 16 KiB head
+        b"Bearer a b c",
+        b"Bearer \xff\xfe\x80",
+        f"Bearer {known.token_sha256}".encode(),  # the hash is not the token
+    ]
+    async with serving(create_app(nats_connection, GatewayConfig(clients=(known,)))) as base:
+        statuses = [await raw_status(base, value) for value in hostile]
+        control = await raw_status(base, b"Bearer \x01\x7f")
+    assert statuses == [401] * len(hostile)
+    assert control == 400  # control characters: the HTTP parser refuses the request before any route
 
 
 async def test_a_burst_over_the_rate_gets_429_with_retry_after_then_succeeds(
