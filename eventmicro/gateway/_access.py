@@ -11,8 +11,12 @@ logged with the client's id and counted per client.
     otherwise                            the route's answer
 
 The shared token (``GatewayConfig.token``) is one client, ``shared``, that may do everything
-at any rate. The token is hashed (sha256) and compared with every client's hash in constant
-time, none skipped, so the time taken says nothing about which hash came close. Public paths
+at any rate. The token presented is hashed (sha256); the first 8 bytes of the hash pick the
+candidate clients (a dict), and the whole hash is compared with theirs in constant time. The
+lookup's timing could only tell how the sha256 of a guess relates to a stored hash, which
+brings a guess no closer to a token (that would take a preimage of sha256); it costs the
+same for 1 or 10,000 clients, where comparing with every client's hash in turn took 0.6 ms
+a request at 10,000. Public paths
 (the dashboard's page and static files, /healthz) ask for nothing and are neither logged nor
 counted. A 401 or a 429 takes nothing from a bucket (a client that waits as told gets
 through); a 403 was a request, and counts.
@@ -47,6 +51,7 @@ REFUSED_KEY: Final = "eventmicro.gateway.refused"  # in the ASGI scope: set when
 PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/dashboard", "/dashboard/"})
 PUBLIC_PREFIX: Final = "/dashboard/static/"
 _DISCOVERY_PATHS: Final = frozenset({"/openapi.json", "/asyncapi.json"})
+_PREFIX: Final = 8  # bytes of a token's hash that pick the clients it is compared with
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="eventmicro"'}
 
 
@@ -101,7 +106,10 @@ class Gate:
     ) -> None:
         listed = tuple(clients)
         self.app = app
-        self.clients = tuple((bytes.fromhex(c.token_sha256), c) for c in listed)
+        self.clients: dict[bytes, list[tuple[bytes, GatewayClient]]] = {}
+        for c in listed:
+            digest = bytes.fromhex(c.token_sha256)
+            self.clients.setdefault(digest[:_PREFIX], []).append((digest, c))
         self.counters = counters
         self.clock = clock
         now = clock()  # one bucket per limited client: memory bounded by the clients file
@@ -129,10 +137,10 @@ class Gate:
         scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
-        # the bytes sent (Starlette decoded them as Latin-1); every client compared, none skipped
+        # the bytes sent (Starlette decoded them as Latin-1), hashed: see the module docstring
         given = hashlib.sha256(credentials.strip().encode("latin-1")).digest()
         found = None
-        for digest, client in self.clients:
+        for digest, client in self.clients.get(given[:_PREFIX], ()):
             if hmac.compare_digest(given, digest):
                 found = client
         return found

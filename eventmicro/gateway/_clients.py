@@ -31,7 +31,7 @@ from eventmicro._errors import ConfigurationError
 
 __all__ = ["GatewayClient", "check_clients", "load_clients", "mint_token", "parse_clients", "token_digest"]
 
-MAX_CLIENTS: Final = 10_000  # every request compares its token with each client's (constant time)
+MAX_CLIENTS: Final = 10_000  # clients in one file: their hashes and buckets stay in memory
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")  # printable, safe in logs and labels
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 _NAME_TOKEN: Final = re.compile(r"[^\s.*>]+")
