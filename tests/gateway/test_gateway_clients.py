@@ -26,6 +26,7 @@ from eventmicro.gateway import (
     serving,
     token_digest,
 )
+from eventmicro.gateway._access import _Bucket
 from eventmicro.pytest_plugin import capture
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 
@@ -370,3 +371,14 @@ def test_a_shared_token_and_clients_together_are_refused(tmp_path: Path) -> None
     path.write_text("[[client]\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match="is not TOML"):
         load_clients(path)
+
+
+def test_the_token_bucket_gives_a_burst_then_the_rate() -> None:
+    """The bucket's arithmetic on a clock of the test's own (the socket tests cannot pick times)."""
+    bucket = _Bucket(rate=0.4, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == pytest.approx(2.5)  # a token every 2.5 s: Retry-After 3
+    assert bucket.take(101.0) == pytest.approx(1.5)  # a refused request takes nothing
+    assert bucket.take(102.5) == 0.0
+    assert bucket.take(1_000.0) == 0.0  # a long pause refills to the burst, not beyond
+    assert [bucket.take(1_000.0) for _ in range(3)][-1] > 0
