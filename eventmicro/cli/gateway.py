@@ -3,7 +3,8 @@
 The token is never a command-line flag (it would show in ``ps``): it comes from
 ``EVENTMICRO_GATEWAY_TOKEN`` or ``--token-file``. A token per client, with scopes and rates,
 comes from a clients file (``--clients`` or ``EVENTMICRO_GATEWAY_CLIENTS``; see
-``eventmicro gateway-client`` to make an entry).
+``eventmicro gateway-client`` to make an entry); ``EVENTMICRO_GATEWAY_JWT_SECRET`` also takes
+HS256 JWTs naming those clients.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["add_gateway_parser", "register"]
 
 TOKEN_VARIABLE: Final = "EVENTMICRO_GATEWAY_TOKEN"  # noqa: S105 - the variable's name, not a token
 CLIENTS_VARIABLE: Final = "EVENTMICRO_GATEWAY_CLIENTS"
+JWT_VARIABLE: Final = "EVENTMICRO_GATEWAY_JWT_SECRET"
 EXAMPLES: Final = f"""examples:
   eventmicro gateway                                  # http://127.0.0.1:8080, NATS from the environment
   eventmicro gateway --host 0.0.0.0 --port 8000 --cors https://app.example.com
@@ -96,6 +98,7 @@ async def _serve(args: argparse.Namespace) -> int:
             cors_origins=tuple(args.cors),
             token=_token(args),
             clients=_clients(args),
+            jwt_secret=os.environ.get(JWT_VARIABLE) or None,
             schemas=tuple(args.schemas or ()),
             dashboard=args.dashboard_command or not args.no_dashboard,
         )

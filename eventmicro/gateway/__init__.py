@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from eventmicro.gateway._app import create_app, serve, serving
 from eventmicro.gateway._clients import GatewayClient, load_clients, mint_token, token_digest
 from eventmicro.gateway._config import GatewayConfig
+from eventmicro.gateway._jwt import sign as sign_jwt
 
 __all__ = [
     "GatewayClient",
@@ -35,5 +36,6 @@ __all__ = [
     "mint_token",
     "serve",
     "serving",
+    "sign_jwt",
     "token_digest",
 ]

@@ -11,15 +11,17 @@ logged with the client's id and counted per client.
     otherwise                            the route's answer
 
 The shared token (``GatewayConfig.token``) is one client, ``shared``, that may do everything
-at any rate. The token presented is hashed (sha256); the first 8 bytes of the hash pick the
-candidate clients (a dict), and the whole hash is compared with theirs in constant time. The
-lookup's timing could only tell how the sha256 of a guess relates to a stored hash, which
-brings a guess no closer to a token (that would take a preimage of sha256); it costs the
-same for 1 or 10,000 clients, where comparing with every client's hash in turn took 0.6 ms
-a request at 10,000. Public paths
-(the dashboard's page and static files, /healthz) ask for nothing and are neither logged nor
-counted. A 401 or a 429 takes nothing from a bucket (a client that waits as told gets
-through); a 403 was a request, and counts.
+at any rate. With ``GatewayConfig.jwt_secret``, an HS256 JWT whose ``sub`` names a client
+stands for that client's token (see _jwt). A token is hashed (sha256); the first 8 bytes of
+the hash pick the candidate clients (a dict), and the whole hash is compared with theirs in
+constant time. The lookup's timing could only tell how the sha256 of a guess relates to a
+stored hash, which brings a guess no closer to a token (that would take a preimage of
+sha256); it costs the same for 1 or 10,000 clients, where comparing with every client's hash
+in turn took 0.6 ms a request at 10,000 (``python -m bench.gateway_clients``).
+
+Public paths (the dashboard's page and static files, /healthz) ask for nothing and are
+neither logged nor counted. A 401 or a 429 takes nothing from a bucket (a client that waits
+as told gets through); a 403 was a request, and counts.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventmicro.gateway._clients import GatewayClient, token_digest
+from eventmicro.gateway._jwt import JwtVerifier
 from eventmicro.gateway._problems import Problem, problem_response
 from eventmicro.wire.names import EVENT_PREFIX
 
@@ -102,6 +105,7 @@ class Gate:
         app: ASGIApp,
         clients: Iterable[GatewayClient],
         counters: Counters,
+        jwt_secret: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         listed = tuple(clients)
@@ -110,6 +114,7 @@ class Gate:
         for c in listed:
             digest = bytes.fromhex(c.token_sha256)
             self.clients.setdefault(digest[:_PREFIX], []).append((digest, c))
+        self.jwt = None if jwt_secret is None else JwtVerifier(jwt_secret, {c.id: c for c in listed})
         self.counters = counters
         self.clock = clock
         now = clock()  # one bucket per limited client: memory bounded by the clients file
@@ -137,8 +142,13 @@ class Gate:
         scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return None
+        token = credentials.strip()
+        if self.jwt is not None and token.count(".") == 2:  # a JWT; else (or when not valid) a token
+            named = self.jwt.client_of(token, time.time())
+            if named is not None:
+                return named
         # the bytes sent (Starlette decoded them as Latin-1), hashed: see the module docstring
-        given = hashlib.sha256(credentials.strip().encode("latin-1")).digest()
+        given = hashlib.sha256(token.encode("latin-1")).digest()
         found = None
         for digest, client in self.clients.get(given[:_PREFIX], ()):
             if hmac.compare_digest(given, digest):

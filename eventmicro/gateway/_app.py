@@ -115,7 +115,7 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
     if clients:
         counters = Counters()
         watch_gateway(counters)
-        middleware.append(Middleware(Gate, clients=clients, counters=counters))
+        middleware.append(Middleware(Gate, clients=clients, counters=counters, jwt_secret=config.jwt_secret))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -8,6 +8,7 @@ from typing import Final
 
 from eventmicro._errors import ConfigurationError
 from eventmicro.gateway._clients import GatewayClient, check_clients
+from eventmicro.gateway._jwt import check_secret
 from eventmicro.service.breaker import BreakerPolicy
 
 __all__ = ["GatewayConfig"]
@@ -23,7 +24,8 @@ class GatewayConfig:
     ``token``: when set, every data route asks for ``Authorization: Bearer <token>`` (the
     dashboard's page and static files do not: they carry no data). ``clients``: instead of one
     shared token, a token per client with its scopes and rate (`GatewayClient`, or
-    ``load_clients(path)`` of a clients file); not both. ``cors_origins``: origins allowed to
+    ``load_clients(path)`` of a clients file); not both. ``jwt_secret``: with clients, HS256
+    JWTs whose ``sub`` names a client are taken too. ``cors_origins``: origins allowed to
     call from a browser (``("*",)`` for any); none by default.
     """
 
@@ -38,6 +40,7 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)  # a secret: never in logs or tracebacks
     clients: tuple[GatewayClient, ...] = ()  # a token per client, with scopes and a rate (see _clients)
+    jwt_secret: str | None = field(default=None, repr=False)  # HS256 tokens naming a client (see _jwt)
     schemas: tuple[str, ...] = ()  # packages of protobuf modules to load (default: schemas)
     dashboard: bool = True  # serve the dashboard under /dashboard
     events_subject: str = "events.>"  # what the dashboard's live stream subscribes to at most
@@ -77,6 +80,10 @@ class GatewayConfig:
                 "give a shared token or clients, not both (a client with every scope stands for the token)"
             )
         check_clients(self.clients)
+        if self.jwt_secret is not None:
+            if not self.clients:
+                raise ConfigurationError("jwt_secret needs clients: a token's sub names one of them")
+            check_secret(self.jwt_secret)
 
     def replace(self, **changes: object) -> GatewayConfig:
         """A copy with ``changes`` applied (and checked)."""

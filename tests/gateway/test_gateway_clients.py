@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gc
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +27,7 @@ from eventmicro.gateway import (
     load_clients,
     mint_token,
     serving,
+    sign_jwt,
     token_digest,
 )
 from eventmicro.gateway._access import _Bucket
@@ -265,6 +269,7 @@ async def test_outcomes_are_counted_per_client_in_the_metrics(
         )
 
     async with stock_service(name).serving(nats_connection), gateway(nats_connection, counted) as http:
+        gc.collect()  # the gateways of earlier tests, whose counts of "-" would vanish midway
         nobody_before = count("-", "unauthorized") or 0
         answers = [await http.post(f"/api/{name}/stock", json={"sku": "a"}, headers=auth) for _ in range(10)]
         await http.post(f"/api/{name}/stock", json={})
@@ -382,3 +387,59 @@ def test_the_token_bucket_gives_a_burst_then_the_rate() -> None:
     assert bucket.take(102.5) == 0.0
     assert bucket.take(1_000.0) == 0.0  # a long pause refills to the burst, not beyond
     assert [bucket.take(1_000.0) for _ in range(3)][-1] > 0
+
+
+# --- HS256 JWTs naming a client --------------------------------------------------------------
+
+JWT_SECRET = "a-secret-of-the-gateway-only-32-bytes-or-more"
+
+
+async def test_an_hs256_jwt_naming_a_client_acts_as_that_client(
+    nats_connection: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("gwc")
+    known, _ = client(services=(f"{name}.stock",))
+    now = time.time()
+    good = sign_jwt({"sub": known.id, "exp": now + 300}, JWT_SECRET)
+    header, payload, signature = good.split(".")
+    forged_payload = sign_jwt({"sub": known.id, "exp": now + 300, "x": 1}, JWT_SECRET).split(".")[1]
+    unsigned = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+    refused = {
+        "expired": sign_jwt({"sub": known.id, "exp": now - 3600}, JWT_SECRET),
+        "not yet": sign_jwt({"sub": known.id, "exp": now + 7200, "nbf": now + 3600}, JWT_SECRET),
+        "no exp": sign_jwt({"sub": known.id}, JWT_SECRET),
+        "other secret": sign_jwt({"sub": known.id, "exp": now + 300}, "another-secret-" * 3),
+        "unknown client": sign_jwt({"sub": "nobody", "exp": now + 300}, JWT_SECRET),
+        "alg none": f"{unsigned}.{payload}.",
+        "tampered": f"{header}.{forged_payload}.{signature}",
+        "garbage": "a.b.c",
+        "huge exp": sign_jwt({"sub": known.id, "exp": 10**400}, JWT_SECRET),
+    }
+    caplog.set_level(logging.INFO, logger="eventmicro.gateway")
+    config = GatewayConfig(clients=(known,), jwt_secret=JWT_SECRET)
+    async with (
+        stock_service(name).serving(nats_connection),
+        serving(create_app(nats_connection, config)) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+
+        async def call(token: str, endpoint: str = "stock") -> int:
+            answer = await http.post(
+                f"/api/{name}/{endpoint}", json={}, headers={"authorization": f"Bearer {token}"}
+            )
+            return answer.status_code
+
+        assert (await call(good), await call(good, "forget")) == (200, 403)  # the client's own scopes
+        statuses = {why: await call(token) for why, token in refused.items()}
+    assert statuses == dict.fromkeys(refused, 401)
+    assert f"gateway: client {known.id} POST /api/{name}/stock: 200" in caplog.text
+    assert good not in caplog.text
+    assert signature not in caplog.text
+
+
+def test_a_jwt_secret_needs_clients_and_256_bits() -> None:
+    known = GatewayClient(id="a", token_sha256=token_digest("x"))
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        GatewayConfig(clients=(known,), jwt_secret="short")
+    with pytest.raises(ConfigurationError, match="needs clients"):
+        GatewayConfig(jwt_secret=JWT_SECRET)
