@@ -62,7 +62,11 @@ class GatewayClient:
         if not isinstance(self.token_sha256, str) or not _DIGEST.fullmatch(self.token_sha256):
             raise ConfigurationError(f"client {self.id}: token_sha256 is 64 lower-case hex digits")
         for key in ("services", "events"):
-            for pattern in getattr(self, key):
+            patterns = getattr(self, key)
+            if isinstance(patterns, str) or not isinstance(patterns, tuple | list):
+                raise ConfigurationError(f"client {self.id}: {key} is a tuple of patterns, not {patterns!r}")
+            object.__setattr__(self, key, tuple(patterns))  # frozen: a list given is kept as a tuple
+            for pattern in self.services if key == "services" else self.events:
                 _check_pattern(self.id, key, pattern)
         if self.rate is not None and (isinstance(self.rate, bool) or not 0 < self.rate < float("inf")):
             raise ConfigurationError(f"client {self.id}: rate is a positive number of requests per second")

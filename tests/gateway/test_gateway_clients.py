@@ -437,6 +437,13 @@ async def test_an_hs256_jwt_naming_a_client_acts_as_that_client(
     assert signature not in caplog.text
 
 
+def test_scopes_given_as_one_string_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="services is a tuple of patterns"):
+        GatewayClient(id="a", token_sha256=token_digest("x"), services="orders.*")  # type: ignore[arg-type]
+    listed = GatewayClient(id="a", token_sha256=token_digest("x"), events=["shop.*"])  # type: ignore[arg-type]
+    assert listed.events == ("shop.*",)
+
+
 def test_a_jwt_secret_needs_clients_and_256_bits() -> None:
     known = GatewayClient(id="a", token_sha256=token_digest("x"))
     with pytest.raises(ConfigurationError, match="at least 32 bytes"):
