@@ -10,6 +10,7 @@ HS256 JWTs naming those clients.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -114,6 +115,8 @@ async def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    if config.clients:  # each request's line names its client: the access log is on with them
+        logging.getLogger("eventmicro.gateway.access").setLevel(logging.INFO)
     async with connection(args) as conn:
         for sig in (signal.SIGINT, signal.SIGTERM):
             # uvicorn catches these while it serves, shuts down gracefully, then raises them

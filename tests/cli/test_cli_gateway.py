@@ -91,12 +91,19 @@ def test_gateway_client_mints_an_entry_the_gateway_accepts(nats_url: str, tmp_pa
     clients = tmp_path / "clients.toml"
     clients.write_text(minted.stdout, encoding="utf-8")
     for extra, env in (([], {"EVENTMICRO_GATEWAY_CLIENTS": str(clients)}), (["--clients", str(clients)], {})):
-        with gateway_process(nats_url, *extra, env=env) as (base, _):
+        with gateway_process(nats_url, *extra, env=env) as (base, process):
             anonymous = httpx.get(f"{base}/openapi.json", timeout=10)
             authorized = httpx.get(
                 f"{base}/openapi.json", headers={"authorization": f"Bearer {token}"}, timeout=10
             )
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+            assert process.stderr is not None
+            log = process.stderr.read()  # the process has exited: all of it
         assert (anonymous.status_code, authorized.status_code) == (401, 200)
+        assert "gateway: client - GET /openapi.json: 401" in log
+        assert "gateway: client ops GET /openapi.json: 200" in log
+        assert token not in log
 
 
 @pytest.mark.parametrize(
