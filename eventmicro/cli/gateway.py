@@ -10,10 +10,12 @@ HS256 JWTs naming those clients.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -29,6 +31,7 @@ __all__ = ["add_gateway_parser", "register"]
 TOKEN_VARIABLE: Final = "EVENTMICRO_GATEWAY_TOKEN"  # noqa: S105 - the variable's name, not a token
 CLIENTS_VARIABLE: Final = "EVENTMICRO_GATEWAY_CLIENTS"
 JWT_VARIABLE: Final = "EVENTMICRO_GATEWAY_JWT_SECRET"
+METRICS_VARIABLE: Final = "EVENTMICRO_METRICS_PORT"
 EXAMPLES: Final = f"""examples:
   eventmicro gateway                                  # http://127.0.0.1:8080, NATS from the environment
   eventmicro gateway --host 0.0.0.0 --port 8000 --cors https://app.example.com
@@ -72,6 +75,12 @@ def add_gateway_parser(subparsers: Subparsers, name: str, help_text: str) -> Non
         help=f"a TOML clients file: a token per client, its scopes and rate (or set {CLIENTS_VARIABLE})",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help=f"serve Prometheus /metrics on PORT, requests per client among them (or {METRICS_VARIABLE})",
+    )
+    parser.add_argument(
         "--max-body", type=int, default=1024 * 1024, help="largest request body in bytes (default 1 MiB)"
     )
     parser.add_argument(
@@ -106,18 +115,18 @@ async def _serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         raise ToolError(str(exc)) from exc
 
-    def ready(url: str) -> None:
-        where = f"{url}/dashboard/" if args.dashboard_command else url
-        auth = f" ({len(config.clients)} clients)" if config.clients else ""
-        auth = " (bearer token required)" if config.token else auth
-        print(
-            f"eventmicro {'dashboard' if args.dashboard_command else 'gateway'} ready: {where}{auth}",
-            flush=True,
-        )
-
     if config.clients:  # each request's line names its client: the access log is on with them
         logging.getLogger("eventmicro.gateway.access").setLevel(logging.INFO)
-    async with connection(args) as conn:
+    async with connection(args) as conn, _metrics(args) as metrics_url:
+
+        def ready(url: str) -> None:
+            where = f"{url}/dashboard/" if args.dashboard_command else url
+            auth = f" ({len(config.clients)} clients)" if config.clients else ""
+            auth = " (bearer token required)" if config.token else auth
+            scrape = f" metrics: {metrics_url}/metrics" if metrics_url else ""
+            verb = "dashboard" if args.dashboard_command else "gateway"
+            print(f"eventmicro {verb} ready: {where}{auth}{scrape}", flush=True)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             # uvicorn catches these while it serves, shuts down gracefully, then raises them
             # again for the handler it found: this one, so the connection is closed and we exit 0
@@ -128,6 +137,31 @@ async def _serve(args: argparse.Namespace) -> int:
             raise ToolError(str(exc)) from exc
     print("stopped", file=sys.stderr, flush=True)
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _metrics(args: argparse.Namespace) -> AsyncIterator[str | None]:
+    """``/metrics`` on ``--metrics-port`` (or ``EVENTMICRO_METRICS_PORT``) while the gateway
+    serves: requests per client among them. Yields its base URL, or None when not asked for."""
+    port = args.metrics_port
+    if port is None and os.environ.get(METRICS_VARIABLE):
+        try:
+            port = int(os.environ[METRICS_VARIABLE])
+        except ValueError:
+            raise ToolError(f"{METRICS_VARIABLE} is not a port number") from None
+    if port is None:
+        yield None
+        return
+    from eventmicro.observability.http import serve as serve_metrics
+
+    try:
+        endpoint = await serve_metrics(port, args.host, metrics=True)
+    except (OSError, OverflowError) as exc:
+        raise ToolError(f"cannot serve metrics on {args.host}:{port}: {exc}") from exc
+    try:
+        yield endpoint.url
+    finally:
+        await endpoint.close()
 
 
 def _token(args: argparse.Namespace) -> str | None:
