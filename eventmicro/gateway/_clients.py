@@ -72,6 +72,8 @@ class GatewayClient:
             raise ConfigurationError(f"client {self.id}: rate is a positive number of requests per second")
         if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
             raise ConfigurationError(f"client {self.id}: burst is a whole number of requests, at least 1")
+        if self.rate is None and self.burst != 1:
+            raise ConfigurationError(f"client {self.id}: burst without rate limits nothing: give rate too")
 
     def may_call(self, service: str, endpoint: str) -> bool:
         """Whether a service pattern covers ``service.endpoint``."""

@@ -355,6 +355,7 @@ rate = 0.5
         ('id = "a"\ntoken_sha256 = "{d}"\nevents = ["a..b"]', "is not a dotted name"),
         ('id = "a"\ntoken_sha256 = "{d}"\nrate = -1', "rate is a positive number"),
         ('id = "a"\ntoken_sha256 = "{d}"\nrate = 1\nburst = 0', "burst is a whole number"),
+        ('id = "a"\ntoken_sha256 = "{d}"\nburst = 5', "burst without rate"),
         ('id = "a b"\ntoken_sha256 = "{d}"', "a client id is"),
         ('token_sha256 = "{d}"', "id and token_sha256 are required"),
         ('id = "a"\ntoken_sha256 = "{d}"\n[[client]]\nid = "a"\ntoken_sha256 = "{e}"', "the same id"),
