@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
 from eventmicro import Connection, ConnectOptions, NatsServer
+from eventmicro import metrics as em_metrics
 
 pytest_plugins = ("pytester",)
 
@@ -26,6 +28,15 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 10) -> Non
 def eventually() -> Eventually:
     """``await eventually(lambda: ...)``: wait for a condition that has no event of its own."""
     return _eventually
+
+
+@pytest.fixture
+def metrics_registry() -> Iterator[CollectorRegistry]:
+    """Metrics on, in a registry of the test's own; off again afterwards."""
+    registry = CollectorRegistry()
+    em_metrics.enable(registry)
+    yield registry
+    em_metrics.disable()
 
 
 @pytest_asyncio.fixture

@@ -9,9 +9,10 @@ Routes::
     GET  /healthz                    200 while connected to NATS, else 503
     GET  /dashboard/...              the web dashboard (eventmicro.gateway.dashboard), when enabled
 
-Middleware, outermost first: CORS (when origins are configured), bearer-token authentication
-(when a token is configured; the dashboard's page and static files and /healthz are public,
-they carry no data; paths are read below the mount point, as the router reads them). The app
+Middleware, outermost first: CORS (when origins are configured), the client gate (when a
+shared token or clients are configured, see _access: a client per bearer token, its rate and
+scopes; the dashboard's page and static files and /healthz are public, they carry no data;
+paths are read below the mount point, as the router reads them). The app
 is an ordinary ASGI app: mount it in another Starlette or FastAPI app, or run it under any ASGI
 server; it does not own the NATS connection it is given.
 """
@@ -20,26 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import math
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from eventmicro._errors import ConfigurationError, ConnectionClosed
 from eventmicro._version import __version__
+from eventmicro.gateway._access import Counters, Gate, shared_client
 from eventmicro.gateway._calls import Calls
 from eventmicro.gateway._catalog import INFO_TIMEOUT, Catalog
 from eventmicro.gateway._config import GatewayConfig
@@ -47,6 +47,7 @@ from eventmicro.gateway._events import Events
 from eventmicro.gateway._guard import HeaderLimits, guarded
 from eventmicro.gateway._openapi import openapi_document
 from eventmicro.gateway._problems import Problem, problem_response, require_nats, unavailable
+from eventmicro.observability.metrics import watch_gateway
 from eventmicro.service.client import Client
 from eventmicro.transport.connection import Connection
 from eventmicro.wire.types import load_schemas
@@ -54,9 +55,6 @@ from eventmicro.wire.types import load_schemas
 __all__ = ["create_app", "serve", "serving"]
 
 log = logging.getLogger("eventmicro.gateway")
-
-_PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/dashboard", "/dashboard/"})
-_PUBLIC_PREFIX: Final = "/dashboard/static/"
 
 
 def create_app(connection: Connection, config: GatewayConfig | None = None) -> Starlette:
@@ -113,8 +111,11 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
                 max_age=600,
             )
         )
-    if config.token is not None:
-        middleware.append(Middleware(BearerAuth, token=config.token))
+    clients = config.clients or ((shared_client(config.token),) if config.token is not None else ())
+    if clients:
+        counters = Counters()
+        watch_gateway(counters)
+        middleware.append(Middleware(Gate, clients=clients, counters=counters, jwt_secret=config.jwt_secret))
     return Starlette(
         routes=routes,
         middleware=middleware,
@@ -126,48 +127,6 @@ def create_app(connection: Connection, config: GatewayConfig | None = None) -> S
             Exception: _internal,
         },
     )
-
-
-class BearerAuth:
-    """Asks for ``Authorization: Bearer <token>`` on every route but the public ones."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode("utf-8")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
-            await self.app(scope, receive, send)
-            return
-        problem = Problem(
-            401,
-            "Unauthorized",
-            "send Authorization: Bearer <token>",
-            headers={"WWW-Authenticate": 'Bearer realm="eventmicro"'},
-        )
-        await problem_response(problem)(scope, receive, send)
-
-    @staticmethod
-    def _public(scope: Scope) -> bool:
-        path = _route_path(scope)
-        return scope["method"] in ("GET", "HEAD") and (
-            path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIX)
-        )
-
-    def _authorized(self, scope: Scope) -> bool:
-        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
-        given = credentials.strip().encode("latin-1")  # the bytes sent (Starlette decoded them as Latin-1)
-        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.token)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point (``root_path``): what its router matches, as Starlette's
-    ``get_route_path`` computes it."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :]
-    return path
 
 
 async def _to_dashboard(request: Request) -> Response:

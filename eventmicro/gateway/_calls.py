@@ -12,6 +12,8 @@ Status mapping::
     service error reply            its code (400, 404, 409, 500, ...) when 400-599, else 500
     no responders                  503        deadline passed           504
     circuit open (config.breaker)  503, Retry-After
+    no or unknown token            401        out of the client's scope 403 (see _access)
+    over the client's rate         429, Retry-After
     unknown service or endpoint    404        request type not installed 501
     bad JSON, body not the type    400        reply not decodable       502
     request over NATS max_payload  413        endpoint subject not callable 502
@@ -32,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from eventmicro._errors import CircuitOpen, NoResponders, PayloadError, PayloadTooLarge, Timeout
+from eventmicro.gateway._access import refuse_call
 from eventmicro.gateway._catalog import Catalog
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
@@ -81,6 +84,7 @@ class Calls:
     async def handle(self, request: Request) -> Response:
         service = request.path_params["service"]
         endpoint = request.path_params["endpoint"]
+        refuse_call(request, service, endpoint)  # before discovery: out of scope says nothing of what exists
         timeout = call_timeout(request, self.config.default_timeout, self.config.max_timeout)
         protobuf_reply = wants_protobuf(request)
         body = await read_body(request, self.config.max_body)

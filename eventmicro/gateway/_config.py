@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.gateway._clients import GatewayClient, check_clients
+from eventmicro.gateway._jwt import check_secret
 from eventmicro.service.breaker import BreakerPolicy
 
 __all__ = ["GatewayConfig"]
@@ -20,8 +22,11 @@ class GatewayConfig:
     """How the gateway serves HTTP.
 
     ``token``: when set, every data route asks for ``Authorization: Bearer <token>`` (the
-    dashboard's page and static files do not: they carry no data). ``cors_origins``: origins
-    allowed to call from a browser (``("*",)`` for any); none by default.
+    dashboard's page and static files do not: they carry no data). ``clients``: instead of one
+    shared token, a token per client with its scopes and rate (`GatewayClient`, or
+    ``load_clients(path)`` of a clients file); not both. ``jwt_secret``: with clients, HS256
+    JWTs whose ``sub`` names a client are taken too. ``cors_origins``: origins allowed to
+    call from a browser (``("*",)`` for any); none by default.
     """
 
     max_body: int = 1 * MIB  # bytes of a request body; larger is 413
@@ -34,6 +39,8 @@ class GatewayConfig:
     max_timeout: float = 30.0  # a caller's X-Timeout (or ?timeout=) is capped at this
     cors_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)  # a secret: never in logs or tracebacks
+    clients: tuple[GatewayClient, ...] = ()  # a token per client, with scopes and a rate (see _clients)
+    jwt_secret: str | None = field(default=None, repr=False)  # HS256 tokens naming a client (see _jwt)
     schemas: tuple[str, ...] = ()  # packages of protobuf modules to load (default: schemas)
     dashboard: bool = True  # serve the dashboard under /dashboard
     events_subject: str = "events.>"  # what the dashboard's live stream subscribes to at most
@@ -59,12 +66,24 @@ class GatewayConfig:
             raise ConfigurationError("timeouts must be positive, default_timeout <= max_timeout")
         if self.token is not None and not self.token.strip():
             raise ConfigurationError("token must not be empty (leave it unset for no authentication)")
+        self._check_clients()
         if self.max_streams < 1:
             raise ConfigurationError("max_streams must be at least 1")
         if self.discovery_ttl < 0:
             raise ConfigurationError("discovery_ttl must not be negative")
         if self.breaker is not None and not isinstance(self.breaker, BreakerPolicy):
             raise ConfigurationError(f"breaker must be a BreakerPolicy, not {self.breaker!r}")
+
+    def _check_clients(self) -> None:
+        if self.clients and self.token is not None:
+            raise ConfigurationError(
+                "give a shared token or clients, not both (a client with every scope stands for the token)"
+            )
+        check_clients(self.clients)
+        if self.jwt_secret is not None:
+            if not self.clients:
+                raise ConfigurationError("jwt_secret needs clients: a token's sub names one of them")
+            check_secret(self.jwt_secret)
 
     def replace(self, **changes: object) -> GatewayConfig:
         """A copy with ``changes`` applied (and checked)."""

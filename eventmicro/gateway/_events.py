@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from eventmicro._errors import EnvelopeError, JetStreamError, PayloadTooLarge
+from eventmicro.gateway._access import refuse_events
 from eventmicro.gateway._config import GatewayConfig
 from eventmicro.gateway._problems import (
     Problem,
@@ -86,6 +87,9 @@ class Events:
             messages = [_forwarded(request, events[0])]
         durable = request.query_params.get("durable", "").lower() in _TRUE
         subjects = [_subject(request, event.get_type()) for event in events]
+        refuse_events(
+            request, [(event.get_type(), subject) for event, subject in zip(events, subjects, strict=True)]
+        )
         answers: list[dict[str, Any]] = []
         for message, event, subject in zip(messages, events, subjects, strict=True):
             try:

@@ -40,6 +40,12 @@ _ERRORS: Final = {
     "504": "the service did not answer in time",
 }
 
+_CLIENT_ERRORS: Final = {  # with a clients file (GatewayConfig.clients)
+    "401": "no bearer token, or not a client's",
+    "403": "out of the client's scope",
+    "429": "over the client's rate: try again after Retry-After seconds",
+}
+
 
 def openapi_document(
     infos: Sequence[Mapping[str, Any]], config: GatewayConfig, *, version: str
@@ -67,7 +73,7 @@ def openapi_document(
         "paths": paths,
         "components": components,
     }
-    if config.token is not None:
+    if config.token is not None or config.clients:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]
     return document
@@ -125,7 +131,8 @@ def _operation(
             "description": f"the reply ({reply_label or 'any JSON'})",
             "content": reply_content,
         }
-    for status, description in _ERRORS.items():
+    errors = {**_ERRORS, **_CLIENT_ERRORS} if config.clients else _ERRORS
+    for status, description in sorted(errors.items()):
         responses[status] = {"description": description, "content": _error_content()}
     idempotent = metadata.get("eventmicro.idempotent") == "true"
     return {

@@ -18,6 +18,7 @@ __all__ = [
     "CircuitView",
     "ConsumerProbe",
     "DurableState",
+    "GatewayView",
     "Instance",
     "Named",
     "RetriesView",
@@ -89,6 +90,13 @@ class Instance(Protocol):
     def event_stats(self) -> Mapping[str, EndpointStats]: ...
     def accepting(self) -> bool: ...
     def watching(self) -> Watching: ...
+
+
+class GatewayView(Protocol):
+    """A gateway's requests per (client id, outcome), as metrics read them."""
+
+    @property
+    def counts(self) -> dict[tuple[str, str], int]: ...
 
 
 class CircuitView(Protocol):

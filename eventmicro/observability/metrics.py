@@ -17,6 +17,8 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_circuit_opened_total          counter    client, target
     eventmicro_circuit_rejected_total        counter    client, target  (calls failed fast)
     eventmicro_client_retries_total          counter    client, target  (attempts after the first)
+    eventmicro_gateway_requests_total        counter    client, outcome (ok|error|unauthorized|
+                                                        forbidden|rate_limited)
 
 ``kind`` is ``rpc`` or ``event``. Instances of one service in one process add up (a process is
 one scrape target). Circuits are the callers' breakers (``eventmicro.BreakerPolicy``): ``client``
@@ -24,7 +26,8 @@ is the calling client's source (``/<service>/<instance>`` for a service's handle
 duration is the handler's, from the start of handling (decode included) until the reply is
 ready or the event is settled. An RPC's outcome is its reply: an error reply counts as an
 error with its code; ``in_flight`` is computed when scraped (started − finished), so it needs
-no hook when a message starts.
+no hook when a message starts. A gateway that asks for tokens counts its requests by its
+client's id (``-`` for requests without a known token).
 
 This module does not import prometheus-client; `enable` does, and says how to install it.
 """
@@ -41,7 +44,7 @@ from eventmicro.observability.stats import HandlerMetrics
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from eventmicro.observability.instance import CircuitView, Instance, RetriesView
+    from eventmicro.observability.instance import CircuitView, GatewayView, Instance, RetriesView
     from eventmicro.transport.connection import ConnectionStats
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "disable",
     "enable",
     "watch_circuit",
+    "watch_gateway",
     "watch_retries",
 ]
 
@@ -76,6 +80,14 @@ _retries: weakref.WeakSet[Any] = weakref.WeakSet()  # the retry counts of every 
 def watch_retries(retries: RetriesView) -> None:
     """Show a client's retry counts in the metrics (called at its first retry)."""
     _retries.add(retries)
+
+
+_gateways: weakref.WeakSet[Any] = weakref.WeakSet()  # the request counts of every live gateway app
+
+
+def watch_gateway(counters: GatewayView) -> None:
+    """Show a gateway's requests per client in the metrics while it lives (called once per app)."""
+    _gateways.add(counters)
 
 
 class Metrics:
@@ -104,6 +116,10 @@ class Metrics:
     def retries(self) -> list[RetriesView]:
         """The retry counts of the live clients that have retried."""
         return list(_retries)
+
+    def gateways(self) -> list[GatewayView]:
+        """The request counts of the live gateway apps that ask for tokens."""
+        return list(_gateways)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry's metrics in the format ``accept`` asks for (text 0.0.4 by default)."""

@@ -12,7 +12,7 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client.metrics_core import Metric
 
-    from eventmicro.observability.instance import CircuitView, RetriesView
+    from eventmicro.observability.instance import CircuitView, GatewayView, RetriesView
     from eventmicro.observability.stats import HandlerMetrics
     from eventmicro.transport.connection import ConnectionStats
 
@@ -34,6 +34,7 @@ class Source(Protocol):
     def connections(self) -> Mapping[str, Mapping[int, ConnectionStats]]: ...
     def circuits(self) -> list[CircuitView]: ...
     def retries(self) -> list[RetriesView]: ...
+    def gateways(self) -> list[GatewayView]: ...
 
 
 class Collector(_Collector):
@@ -98,7 +99,7 @@ class Collector(_Collector):
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
         return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
-                     *self._circuits(), self._denied()])  # fmt: skip
+                     *self._circuits(), self._denied(), self._gateway()])  # fmt: skip
 
     def _denied(self) -> Metric:
         denied = CounterMetricFamily(
@@ -111,6 +112,21 @@ class Collector(_Collector):
             denied.add_metric([service, "publish"], sum(c.denied_publish for c in refused))
             denied.add_metric([service, "subscribe"], sum(c.denied_subscribe for c in refused))
         return denied
+
+    def _gateway(self) -> Metric:
+        requests = CounterMetricFamily(
+            "eventmicro_gateway_requests",
+            "Gateway requests by client id (- without a known token) and outcome: ok, error, "
+            "unauthorized (401), forbidden (403, out of scope), rate_limited (429).",
+            labels=["client", "outcome"],
+        )
+        totals: dict[tuple[str, str], int] = {}  # gateways of one process add up
+        for gateway in self.metrics.gateways():
+            for key, count in list(gateway.counts.items()):
+                totals[key] = totals.get(key, 0) + count
+        for (client, outcome), count in sorted(totals.items()):
+            requests.add_metric([client, outcome], count)
+        return requests
 
     def _circuits(self) -> list[Metric]:
         labels = ["client", "target"]

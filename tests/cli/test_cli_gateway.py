@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def gateway_process(
-    url: str, *extra: str, env: dict[str, str] | None = None
+    url: str, *extra: str, env: dict[str, str] | None = None, ready: list[str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The gateway in a process of its own and its base URL; its ready line appended to ``ready``."""
     with subprocess.Popen(
         [sys.executable, "-m", "eventmicro", "gateway", "--port", "0", "--url", url, *extra],
         cwd=ROOT,
@@ -30,7 +31,10 @@ def gateway_process(
         env={**os.environ, **(env or {})},
     ) as process:
         try:
-            yield _ready(process), process
+            line = _ready(process)
+            if ready is not None:
+                ready.append(line)
+            yield line.split()[3], process
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -38,7 +42,7 @@ def gateway_process(
 
 
 def _ready(process: subprocess.Popen[str]) -> str:
-    """The gateway's base URL, read from its ready line."""
+    """The gateway's ready line (its base URL is the fourth word)."""
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # the ready line, or nothing when it failed to start
@@ -48,7 +52,7 @@ def _ready(process: subprocess.Popen[str]) -> str:
     except BaseException:
         process.kill()
         raise
-    return line.split()[3]
+    return line
 
 
 def test_the_gateway_serves_until_sigterm(nats_url: str) -> None:
@@ -77,12 +81,49 @@ def test_the_token_comes_from_the_environment_or_a_file(nats_url: str, tmp_path:
         assert authorized.status_code == 200
 
 
+def test_gateway_client_mints_an_entry_the_gateway_accepts(nats_url: str, tmp_path: Path) -> None:
+    minted = subprocess.run(
+        [sys.executable, "-m", "eventmicro", "gateway-client", "ops", "--discovery", "--rate", "50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = minted.stderr.split()[-1]  # "the token of ops (shown once, not stored): <token>"
+    assert token not in minted.stdout  # the entry holds its hash only
+    clients = tmp_path / "clients.toml"
+    clients.write_text(minted.stdout, encoding="utf-8")
+    for extra, env in (([], {"EVENTMICRO_GATEWAY_CLIENTS": str(clients)}), (["--clients", str(clients)], {})):
+        ready: list[str] = []
+        with gateway_process(nats_url, "--metrics-port", "0", *extra, env=env, ready=ready) as (
+            base,
+            process,
+        ):
+            anonymous = httpx.get(f"{base}/openapi.json", timeout=10)
+            authorized = httpx.get(
+                f"{base}/openapi.json", headers={"authorization": f"Bearer {token}"}, timeout=10
+            )
+            scraped = httpx.get(ready[0].split("metrics: ")[1].strip(), timeout=10).text
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+            assert process.stderr is not None
+            log = process.stderr.read()  # the process has exited: all of it
+        assert (anonymous.status_code, authorized.status_code) == (401, 200)
+        assert "gateway: client - GET /openapi.json: 401" in log
+        assert "gateway: client ops GET /openapi.json: 200" in log
+        assert 'eventmicro_gateway_requests_total{client="ops",outcome="ok"} 1.0' in scraped
+        assert 'eventmicro_gateway_requests_total{client="-",outcome="unauthorized"} 1.0' in scraped
+        assert token not in log
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--token-file", "/nonexistent/token"], "cannot read the token file"),
         (["--timeout", "60", "--max-timeout", "30"], "default_timeout <= max_timeout"),
         (["--port", "{taken}"], "cannot listen on 127.0.0.1:{taken}"),
+        (["--clients", "/nonexistent/clients.toml"], "cannot read the clients file"),
     ],
 )
 def test_bad_options_are_one_line_errors(nats_url: str, extra: list[str], message: str) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -41,14 +41,6 @@ class SmallBuffers(Connection):
         return await super().subscribe(subject, handler, **options)
 
 
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    registry = CollectorRegistry()
-    em_metrics.enable(registry)
-    yield registry
-    em_metrics.disable()
-
-
 @pytest_asyncio.fixture
 async def small(nats_server: NatsServer) -> AsyncIterator[Connection]:
     connection = await SmallBuffers(ConnectOptions.from_env(nats_server.url, environ={})).open()
@@ -67,7 +59,7 @@ async def test_dropped_events_are_counted_reported_and_logged_once(
     nats_connection: Connection,
     eventually: Eventually,
     caplog: pytest.LogCaptureFixture,
-    registry: CollectorRegistry,
+    metrics_registry: CollectorRegistry,
 ) -> None:
     svc = Service("laggard", version="1.0.0")
     gate = asyncio.Event()
