@@ -20,19 +20,21 @@ printed. The model, and operator mode (JWT), in docs/permissions.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Final
 
 from eventmicro._errors import ConfigurationError, EventMicroError
+from eventmicro.cli import operator
 from eventmicro.cli.common import Subparsers
 from eventmicro.cli.failures import ToolError
 from eventmicro.cli.run import load_services
+from eventmicro.cli.secrets import kept_seed
 from eventmicro.cli.text import printable
 from eventmicro.service.permissions import Permissions, admin, for_client, for_service
 from eventmicro.service.serverconf import render
 from eventmicro.wire.documents import one_line
+from eventmicro.wire.natsjwt import public_key
 
 __all__ = ["register", "user_seed"]
 
@@ -72,6 +74,14 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="write accounts.conf, <user>.nk and <user>.env there")
     parser.add_argument("--rotate", action="append", default=[], metavar="USER", help="a new seed for USER")
+    parser.add_argument(
+        "--operator",
+        action="store_true",
+        help="operator mode: write operator.conf (JWTs, memory resolver) and <user>.creds instead",
+    )
+    parser.add_argument(
+        "--expires-in", type=float, metavar="DAYS", help="with --operator: the users' JWTs expire then"
+    )
     parser.set_defaults(run=_run)
 
 
@@ -79,18 +89,29 @@ def _run(args: argparse.Namespace) -> int:
     try:
         users = _users(args)
         if args.out is None:
-            if args.rotate:
-                raise ToolError("--rotate needs --out (the directory holding the seeds)")
+            if args.rotate or args.operator:
+                raise ToolError("--rotate and --operator need --out (the directory to write the keys to)")
             sys.stdout.write(describe(users))
             return 0
-        written = write(Path(args.out), args.account, users, rotate=set(args.rotate))
+        written, config, hint = _write(args, users)
     except ToolError as exc:
         print(f"eventmicro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     for user in users:
         print(f"{user.user}: {written / (user.user + '.env')} ({user.comment})")
-    print(f'nats-server.conf: include "{written / CONFIG_FILE}" (relative to nats-server.conf; then reload)')
+    print(f'nats-server.conf: include "{written / config}" (relative to nats-server.conf; {hint})')
     return 0
+
+
+def _write(args: argparse.Namespace, users: list[Permissions]) -> tuple[Path, str, str]:
+    """Write static or operator mode files; the folder, the server's file and what to do next."""
+    out, rotate = Path(args.out), set(args.rotate)
+    if args.operator:
+        written = operator.write(out, args.account, users, rotate=rotate, days=args.expires_in)
+        return written, operator.CONFIG_FILE, operator.HINT
+    if args.expires_in is not None:
+        raise ToolError("--expires-in needs --operator (static users do not expire)")
+    return write(out, args.account, users, rotate=rotate), CONFIG_FILE, "then reload"
 
 
 def _users(args: argparse.Namespace) -> list[Permissions]:
@@ -162,25 +183,6 @@ def user_seed(path: Path, *, renew: bool = False) -> str:
     """The public key of the user nkey whose seed is in ``path``, made there (mode 0600) when
     missing or ``renew``. Needs the ``nkeys`` package (``pip install 'eventmicro[permissions]'``)."""
     try:
-        import nkeys
-    except ImportError:
-        raise ToolError(
-            "making nkeys needs the nkeys package: pip install 'eventmicro[permissions]'"
-        ) from None
-    if renew or not path.exists():
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        fresh = path.with_name(path.name + ".new")
-        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(seed + b"\n")
-        fresh.replace(path)
-    try:
-        pair = nkeys.from_seed(bytearray(path.read_bytes().strip()))
-        public: bytes = pair.public_key
-    except Exception as exc:  # nkeys raises its own errors for a broken seed: say which file
-        raise ToolError(
-            f"{path} does not hold a user nkey seed ({type(exc).__name__}); --rotate makes a new one"
-        ) from exc
-    if not public.startswith(b"U"):
-        raise ToolError(f"{path} holds a seed of another kind than a user's; --rotate makes a new one")
-    return public.decode("ascii")
+        return public_key(kept_seed(path, "user", renew=renew), "user")
+    except ConfigurationError as exc:
+        raise ToolError(exc.message) from None
