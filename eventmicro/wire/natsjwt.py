@@ -173,7 +173,7 @@ def _verifies(issuer: str, data: bytes, signature: bytes) -> bool:
 
 def a_kind(kind: str) -> str:
     """``kind`` with its article: "an operator", "an account", "a user"."""
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+    return f"a {kind}" if kind == "user" else f"an {kind}"
 
 
 def _hash(data: Mapping[str, Any]) -> str:
