@@ -89,8 +89,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         users = _users(args)
         if args.out is None:
-            if args.rotate or args.operator:
-                raise ToolError("--rotate and --operator need --out (the directory to write the keys to)")
+            for flag, given in (("--rotate", args.rotate), ("--operator", args.operator)):
+                if given:
+                    raise ToolError(f"{flag} needs --out (the directory holding the keys)")
             sys.stdout.write(describe(users))
             return 0
         written, config, hint = _write(args, users)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -43,14 +44,15 @@ NKEYs are sensitive and should be treated as secrets.
 
 
 def _nkeys() -> Any:
-    """The ``nkeys`` module, or a `ConfigurationError` saying how to install it."""
+    """The ``nkeys`` module, or a `ConfigurationError` saying how to install it. Imported by
+    name: it is optional and untyped, and a user's mypy follows this module (transport reads
+    `.creds` with it) without the overrides of eventmicro's own configuration."""
     try:
-        import nkeys
+        return importlib.import_module("nkeys")
     except ImportError:
         raise ConfigurationError(
             "NATS JWTs need the nkeys package: pip install 'eventmicro[permissions]'"
         ) from None
-    return nkeys
 
 
 def new_seed(kind: str) -> str:
@@ -158,15 +160,15 @@ def expiry(token: str) -> int | None:
 def _verifies(issuer: str, data: bytes, signature: bytes) -> bool:
     """Whether ``signature`` of ``data`` is ``issuer``'s (a public nkey: prefix, key, crc16)."""
     nkeys = _nkeys()
-    from nacl.exceptions import BadSignatureError
-    from nacl.signing import VerifyKey
+    bad_signature = importlib.import_module("nacl.exceptions").BadSignatureError  # nkeys' own dependency
+    verify_key = importlib.import_module("nacl.signing").VerifyKey
 
     try:
         raw = base64.b32decode(issuer + "=" * (-len(issuer) % 8))
         if len(raw) != 35 or nkeys.crc16_checksum(raw[:33]) != raw[33:]:
             return False
-        VerifyKey(raw[1:33]).verify(data, signature)
-    except (ValueError, binascii.Error, BadSignatureError):
+        verify_key(raw[1:33]).verify(data, signature)
+    except (ValueError, binascii.Error, bad_signature):
         return False
     return True
 
