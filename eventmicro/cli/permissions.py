@@ -14,7 +14,8 @@ With ``--out DIR`` it writes, for nats-server's static configuration (one accoun
 
 A seed that exists is kept (running again after a change of code changes only permissions);
 ``--rotate USER`` replaces that user's seed (then reload nats-server). Nothing secret is
-printed. The model, and operator mode (JWT), in docs/permissions.md.
+printed. ``--operator`` writes operator mode instead (JWTs, ``<user>.creds``: see
+`eventmicro.cli.operator`). The model, and both modes, in docs/permissions.md.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ EXAMPLES: Final = """examples:
       subscribers.notifications subscribers.audit --account SHOP \\
       --client web=orders,inventory --admin ops --out secrets/
   eventmicro permissions subscribers.billing --out secrets/ --rotate billing   # a new key
+  eventmicro permissions subscribers.billing --client web=billing --operator --expires-in 90 \\
+      --out secrets/     # operator mode: operator.conf (JWTs) and <user>.creds
 
 Then nats-server.conf holds `include "secrets/accounts.conf"` (reload it after a change), and
 each service runs with its own secrets/<name>.env (EVENTMICRO_NATS_NKEY_SEED, _INBOX_PREFIX).
