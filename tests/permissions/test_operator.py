@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from eventmicro import (
     AuthorizationError,
     Client,
     Connection,
+    ConnectionState,
     ConnectOptions,
     Context,
     NatsServer,
@@ -36,6 +38,7 @@ from eventmicro.wire.natsjwt import new_seed
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
+Eventually = Callable[..., Awaitable[None]]
 AUTHORITY = Authority.new("APP")
 TALLY = Stream("TALLY", ["events.shop.orders.>"])
 tally = Service("tally", version="1.0.0", streams=[TALLY], publishes=[orders.OrderPlaced], stores=["counts"])
@@ -134,6 +137,27 @@ async def test_a_changed_grant_is_a_new_creds_without_a_server_reload(
         with pytest.raises(NoResponders):  # granted now: sent, and nobody answers
             await conn.request("billing.charge", b"x", timeout=5)
         assert conn.stats.denied_publish == 0
+
+
+async def test_a_reissued_creds_file_is_read_again_when_the_connection_reconnects(
+    tmp_path: Path, eventually: Eventually
+) -> None:
+    narrow, wide = for_client("web", calls=["tally"]), for_client("web", calls=["tally", "billing"])
+    creds = creds_file(tmp_path, narrow)
+    options = ConnectOptions.from_env(
+        environ={}, creds_file=str(creds), inbox_prefix=narrow.inbox, connect_attempts=1, reconnect_wait=0.1
+    )
+    with NatsServer(jetstream=False, extra_config=server_config(AUTHORITY)) as server:
+        async with Connection(replace(options, servers=(server.url,))) as conn:
+            with pytest.raises(PermissionDenied):
+                await conn.request("billing.charge", b"x", timeout=5)
+            await server.astop()
+            await eventually(lambda: conn.state is ConnectionState.RECONNECTING)
+            creds_file(tmp_path, wide)  # the same path, a JWT with the wider grant
+            await server.astart()  # same port: the connection comes back, reading the file again
+            await eventually(lambda: conn.state is ConnectionState.CONNECTED)
+            with pytest.raises(NoResponders):
+                await conn.request("billing.charge", b"x", timeout=5)
 
 
 async def test_the_command_writes_a_configuration_nats_server_runs_in_operator_mode(
