@@ -28,6 +28,7 @@ from eventmicro.service.permissions import Permissions
 __all__ = ["CONFIG_FILE", "HINT", "write"]
 
 CONFIG_FILE: Final = "operator.conf"
+_MAX_DAYS: Final = 36500
 HINT: Final = "restart nats-server the first time; later runs change only the users' .creds"
 
 
@@ -38,8 +39,8 @@ def write(
 
     ``days``: the users' JWTs expire that many days from now (none: never).
     """
-    if days is not None and not days > 0:
-        raise ToolError(f"--expires-in must be a positive number of days, not {days}")
+    if days is not None and not 0 < days <= _MAX_DAYS:
+        raise ToolError(f"--expires-in takes a number of days above 0, at most {_MAX_DAYS}, not {days}")
     expires = None if days is None else int(time.time() + days * 86400)
     try:
         authority = _authority(folder / "authority", account)
@@ -60,9 +61,9 @@ def write(
 
 def _authority(folder: Path, account: str) -> Authority:
     """The signing seeds in ``folder``, each made when missing."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if account == SYSTEM_ACCOUNT:
+    if account == SYSTEM_ACCOUNT:  # before its seed file would be the system account's
         raise ToolError(f"--account {SYSTEM_ACCOUNT} is the system account's name: choose another")
+    folder.mkdir(parents=True, exist_ok=True)
     return Authority(
         operator_seed=kept_seed(folder / "operator.nk", "operator"),
         system_seed=kept_seed(folder / f"{SYSTEM_ACCOUNT}.nk", "account"),

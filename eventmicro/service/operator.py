@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from eventmicro._errors import ConfigurationError
 from eventmicro.service.permissions import Permissions
 from eventmicro.wire.names import check_service_name
 from eventmicro.wire.natsjwt import creds, encode, new_seed, public_key
@@ -57,6 +58,8 @@ class Authority:
 
     def __post_init__(self) -> None:
         check_service_name(self.account)
+        if self.account == SYSTEM_ACCOUNT:
+            raise ConfigurationError(f"{SYSTEM_ACCOUNT} is the system account's name: choose another")
         public_key(self.operator_seed, "operator")
         for seed in (self.system_seed, self.account_seed):
             public_key(seed, "account")

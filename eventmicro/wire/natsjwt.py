@@ -68,10 +68,8 @@ def public_key(seed: str, kind: str) -> str:
     try:
         pair = _nkeys().from_seed(bytearray(seed.strip().encode("ascii")))
         public: str = pair.public_key.decode("ascii")
-    except (ValueError, UnicodeError) as exc:
+    except Exception as exc:  # nkeys raises its own errors (ErrInvalidSeed, ...): name the kind only
         raise ConfigurationError(f"not an nkey seed ({type(exc).__name__})") from None
-    except Exception as exc:  # nkeys raises its own errors (ErrInvalidSeed, ...), never the seed
-        raise ConfigurationError(f"not an nkey seed ({type(exc).__name__})") from exc
     if not public.startswith(KINDS[kind]):
         raise ConfigurationError(f"the seed is not {a_kind(kind)}'s (its public key starts {public[:1]!r})")
     return public
@@ -112,7 +110,7 @@ def decode(token: str) -> dict[str, Any]:
     try:
         header, claims = (json.loads(_unb64(part)) for part in parts[:2])
         signature = _unb64(parts[2])
-    except (ValueError, binascii.Error):
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise ConfigurationError("not a JWT: a part is not base64url JSON") from None
     if not isinstance(claims, dict) or header != _HEADER:
         raise ConfigurationError('not a NATS JWT: the header is not {"typ":"JWT","alg":"ed25519-nkey"}')

@@ -96,6 +96,8 @@ def test_keys_of_the_wrong_kind_are_refused() -> None:
         user_creds(admin("ops"), new_seed("account"), AUTHORITY)
     with pytest.raises(ConfigurationError, match="not an nkey seed"):
         public_key("SUNOTASEED", "user")
+    with pytest.raises(ConfigurationError, match="the system account's name"):
+        Authority(AUTHORITY.operator_seed, AUTHORITY.system_seed, AUTHORITY.account_seed, account="SYS")
     assert AUTHORITY.account_seed not in repr(AUTHORITY)
 
 

@@ -190,3 +190,24 @@ async def test_the_command_writes_a_configuration_nats_server_runs_in_operator_m
 
 async def _ignore(msg: object) -> None:
     pass
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--operator"], "--operator needs --out"),
+        (["--out", "{tmp}", "--expires-in", "30"], "--expires-in needs --operator"),
+        (["--out", "{tmp}", "--operator", "--expires-in", "0"], "--expires-in takes a number of days"),
+        (["--out", "{tmp}", "--operator", "--expires-in", "inf"], "--expires-in takes a number of days"),
+        (["--out", "{tmp}", "--operator", "--account", "SYS"], "the system account's name"),
+    ],
+)
+def test_bad_operator_options_are_one_line_and_exit_2(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+    assert main(["permissions", "subscribers.notifications", *given]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "authority").exists()  # nothing written
