@@ -4,13 +4,16 @@ With ``--out DIR`` it writes::
 
     DIR/operator.conf        for nats-server: the operator JWT, the system account and a MEMORY
                              resolver preloaded with the account JWTs (public: no seed in it)
-    DIR/authority/*.nk       the operator's, the system account's and the account's seeds
-                             (mode 0600): they sign; keep them off the servers
+    DIR/authority/*.nk       the operator's, the system account's and the account's seeds, and
+                             the account's signing key, which issues the users' JWTs (mode
+                             0600): keep them off the servers
     DIR/<user>.nk            each user's nkey seed (kept between runs, --rotate replaces it)
     DIR/<user>.creds         its user JWT (its permissions, signed by the account) and its seed
     DIR/<user>.env           EVENTMICRO_NATS_CREDS and EVENTMICRO_NATS_INBOX_PREFIX for it
 
 Every run issues each user a new JWT (with the permissions derived now); the seeds are kept.
+``--new-signing-key`` replaces the account's signing key: once nats-server reloads, every
+`.creds` issued before is refused (and the connections using them are dropped).
 """
 
 from __future__ import annotations
@@ -29,21 +32,31 @@ __all__ = ["CONFIG_FILE", "HINT", "write"]
 
 CONFIG_FILE: Final = "operator.conf"
 _MAX_DAYS: Final = 36500
-HINT: Final = "restart nats-server the first time; later runs change only the users' .creds"
+HINT: Final = (
+    "restart nats-server the first time; later runs change only the users' .creds "
+    "(after --new-signing-key, reload it)"
+)
 
 
 def write(
-    folder: Path, account: str, users: list[Permissions], *, rotate: set[str], days: float | None
+    folder: Path,
+    account: str,
+    users: list[Permissions],
+    *,
+    rotate: set[str],
+    days: float | None,
+    new_signing_key: bool = False,
 ) -> Path:
     """Write the server's configuration, the signing seeds and each user's seed, creds and env.
 
-    ``days``: the users' JWTs expire that many days from now (none: never).
+    ``days``: the users' JWTs expire that many days from now (none: never);
+    ``new_signing_key``: replace the account's signing key (older creds stop working).
     """
     if days is not None and not 0 < days <= _MAX_DAYS:
         raise ToolError(f"--expires-in takes a number of days above 0, at most {_MAX_DAYS}, not {days}")
     expires = None if days is None else int(time.time() + days * 86400)
     try:
-        authority = _authority(folder / "authority", account)
+        authority = _authority(folder / "authority", account, new_signing_key=new_signing_key)
         for user in users:
             seed = kept_seed(folder / f"{user.user}.nk", "user", renew=user.user in rotate)
             creds = (folder / f"{user.user}.creds").resolve()
@@ -59,7 +72,7 @@ def write(
     return folder
 
 
-def _authority(folder: Path, account: str) -> Authority:
+def _authority(folder: Path, account: str, *, new_signing_key: bool) -> Authority:
     """The signing seeds in ``folder``, each made when missing."""
     if account == SYSTEM_ACCOUNT:  # before its seed file would be the system account's
         raise ToolError(f"--account {SYSTEM_ACCOUNT} is the system account's name: choose another")
@@ -69,4 +82,5 @@ def _authority(folder: Path, account: str) -> Authority:
         system_seed=kept_seed(folder / f"{SYSTEM_ACCOUNT}.nk", "account"),
         account_seed=kept_seed(folder / f"{account}.nk", "account"),
         account=account,
+        signing_seed=kept_seed(folder / f"{account}.signing.nk", "account", renew=new_signing_key),
     )

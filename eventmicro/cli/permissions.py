@@ -85,6 +85,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--expires-in", type=float, metavar="DAYS", help="with --operator: the users' JWTs expire then"
     )
+    parser.add_argument(
+        "--new-signing-key",
+        action="store_true",
+        help="with --operator: a new account signing key; after a reload every older .creds is refused",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -111,10 +116,13 @@ def _write(args: argparse.Namespace, users: list[Permissions]) -> tuple[Path, st
     """Write static or operator mode files; the folder, the server's file and what to do next."""
     out, rotate = Path(args.out), set(args.rotate)
     if args.operator:
-        written = operator.write(out, args.account, users, rotate=rotate, days=args.expires_in)
+        renew = args.new_signing_key
+        written = operator.write(
+            out, args.account, users, rotate=rotate, days=args.expires_in, new_signing_key=renew
+        )
         return written, operator.CONFIG_FILE, operator.HINT
-    if args.expires_in is not None:
-        raise ToolError("--expires-in needs --operator (static users do not expire)")
+    if args.expires_in is not None or args.new_signing_key:
+        raise ToolError("--expires-in and --new-signing-key need --operator (static users have no JWT)")
     return write(out, args.account, users, rotate=rotate), CONFIG_FILE, "then reload"
 
 

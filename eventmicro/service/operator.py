@@ -47,6 +47,9 @@ class Authority:
     """The seeds that sign: the operator's, the system account's and the application account's.
 
     ``account`` names the application account (its users' account), ``operator`` the operator.
+    ``signing_seed``: an account signing key that issues the users' JWTs instead of the
+    account's identity key; the account JWT lists it, so a new one (and a server restart)
+    invalidates every `.creds` the old one issued, while the account keeps its identity.
     Seeds are secrets: `repr` does not show them.
     """
 
@@ -55,23 +58,25 @@ class Authority:
     account_seed: str
     account: str = "APP"
     operator: str = "eventmicro"
+    signing_seed: str | None = None
 
     def __post_init__(self) -> None:
         check_service_name(self.account)
         if self.account == SYSTEM_ACCOUNT:
             raise ConfigurationError(f"{SYSTEM_ACCOUNT} is the system account's name: choose another")
         public_key(self.operator_seed, "operator")
-        for seed in (self.system_seed, self.account_seed):
-            public_key(seed, "account")
+        for seed in (self.system_seed, self.account_seed, self.signing_seed):
+            if seed is not None:
+                public_key(seed, "account")
 
     def __repr__(self) -> str:
         return f"Authority(account={self.account!r}, operator={self.operator!r}, seeds hidden)"
 
     @classmethod
     def new(cls, account: str = "APP", *, operator: str = "eventmicro") -> Authority:
-        """An authority with fresh keys."""
+        """An authority with fresh keys, an account signing key among them."""
         seeds = new_seed("operator"), new_seed("account"), new_seed("account")
-        return cls(*seeds, account=account, operator=operator)
+        return cls(*seeds, account=account, operator=operator, signing_seed=new_seed("account"))
 
     @property
     def account_key(self) -> str:
@@ -107,15 +112,12 @@ def user_creds(
     ``expires``: a Unix time after which the server refuses the JWT (none: it never expires).
     Raises `ConfigurationError` for a seed that is not a user's.
     """
+    section = user_claims(permissions)
+    if authority.signing_seed is not None:  # the server finds the account by this, then the key
+        section["issuer_account"] = authority.account_key
     subject = public_key(seed, "user")
-    token = encode(
-        "user",
-        user_claims(permissions),
-        subject=subject,
-        name=permissions.user,
-        signer=authority.account_seed,
-        expires=expires,
-    )
+    signer = authority.signing_seed or authority.account_seed
+    token = encode("user", section, subject=subject, name=permissions.user, signer=signer, expires=expires)
     return creds(token, seed)
 
 
@@ -125,7 +127,9 @@ def account_jwt(authority: Authority, *, system: bool = False) -> str:
         (authority.system_seed, SYSTEM_ACCOUNT) if system else (authority.account_seed, authority.account)
     )
     limits = _ACCOUNT_LIMITS if system else {**_ACCOUNT_LIMITS, **_JETSTREAM}
-    section = {"limits": limits, "default_permissions": {"pub": {}, "sub": {}}}
+    section: dict[str, Any] = {"limits": limits, "default_permissions": {"pub": {}, "sub": {}}}
+    if authority.signing_seed is not None and not system:
+        section["signing_keys"] = [public_key(authority.signing_seed, "account")]
     subject = public_key(seed, "account")
     return encode("account", section, subject=subject, name=name, signer=authority.operator_seed)
 

@@ -35,14 +35,15 @@ def test_a_user_jwt_has_the_v2_header_claims_and_an_account_signature() -> None:
     )[0]
     assert part(token, 0) == {"typ": "JWT", "alg": "ed25519-nkey"}
     claims = decode(token)
-    assert claims["iss"] == AUTHORITY.account_key
+    assert AUTHORITY.signing_seed is not None
+    assert claims["iss"] == public_key(AUTHORITY.signing_seed, "account")  # the account's signing key
     assert claims["sub"] == public_key(seed, "user")
     assert (claims["name"], claims["exp"]) == ("web", 2_000_000_000)
     data = {key: claims[key] for key in ("exp", "iat", "iss", "name", "sub")}
     digest = hashlib.new("sha512_256", json.dumps(data, separators=(",", ":")).encode()).digest()
     assert claims["jti"] == base64.b32encode(digest).decode().rstrip("=")  # jwt's hash of the claims data
     nats = claims["nats"]
-    assert (nats["type"], nats["version"]) == ("user", 2)
+    assert (nats["type"], nats["version"], nats["issuer_account"]) == ("user", 2, AUTHORITY.account_key)
     assert nats["pub"] == {"allow": ["orders.*", "orders.*.*", "$SRV.*", "$SRV.*.*", "$SRV.*.*.*"]}
     assert nats["sub"] == {"allow": ["_INBOX_web.>"]}
     assert "resp" not in nats  # a client answers no requests
@@ -52,6 +53,8 @@ def test_an_account_jwt_is_signed_by_the_operator_with_jetstream_enabled() -> No
     claims = decode(account_jwt(AUTHORITY))
     assert claims["iss"] == public_key(AUTHORITY.operator_seed, "operator")
     assert claims["sub"] == AUTHORITY.account_key
+    assert AUTHORITY.signing_seed is not None
+    assert claims["nats"]["signing_keys"] == [public_key(AUTHORITY.signing_seed, "account")]
     limits = claims["nats"]["limits"]
     assert (limits["disk_storage"], limits["mem_storage"]) == (-1, -1)
 

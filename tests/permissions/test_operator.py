@@ -9,6 +9,8 @@ the server does not trust, is refused at connect, saying which.
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +39,7 @@ from eventmicro.service.permissions import Permissions, admin, for_client, for_s
 from eventmicro.wire.natsjwt import new_seed
 from schemas.shop.inventory.v1 import inventory_pb2 as inventory
 from schemas.shop.orders.v1 import orders_pb2 as orders
+from subscribers.notifications import svc as notifications_svc
 
 Eventually = Callable[..., Awaitable[None]]
 AUTHORITY = Authority.new("APP")
@@ -192,11 +195,35 @@ async def _ignore(msg: object) -> None:
     pass
 
 
+async def test_a_new_signing_key_and_a_reload_refuse_older_creds_while_services_follow(
+    tmp_path: Path, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = NatsServer(jetstream=False, extra_config='include "secrets/operator.conf"')
+    folder = server.directory / "secrets"
+    args = ["permissions", "subscribers.notifications", "--admin", "ops", "--operator", "--out", str(folder)]
+    assert main(args) == 0
+    old = tmp_path / "old.creds"
+    old.write_text((folder / "notifications.creds").read_text())
+    env = dict(line.split("=", 1) for line in (folder / "notifications.env").read_text().splitlines())
+    options = ConnectOptions.from_env(
+        environ=env, name="notifications", connect_attempts=1, reconnect_wait=0.1
+    )
+    with server.start():
+        async with Connection(replace(options, servers=(server.url,))) as running:
+            assert main([*args, "--new-signing-key"]) == 0  # new .creds in place, a new account JWT
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGHUP)
+            await eventually(lambda: "reconnected to NATS" in caplog.text)  # dropped, back with the new file
+            await running.flush()
+            with pytest.raises(AuthorizationError):
+                await connection(server, old, for_service(notifications_svc)).open()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (["--operator"], "--operator needs --out"),
-        (["--out", "{tmp}", "--expires-in", "30"], "--expires-in needs --operator"),
+        (["--out", "{tmp}", "--expires-in", "30"], "--expires-in and --new-signing-key need --operator"),
         (["--out", "{tmp}", "--operator", "--expires-in", "0"], "--expires-in takes a number of days"),
         (["--out", "{tmp}", "--operator", "--expires-in", "inf"], "--expires-in takes a number of days"),
         (["--out", "{tmp}", "--operator", "--account", "SYS"], "the system account's name"),
