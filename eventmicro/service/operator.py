@@ -5,7 +5,8 @@ In operator mode the server trusts an operator instead, and a user proves itself
 its account signed, carrying its permissions; the server holds public JWTs only::
 
     operator   seed SO...  signs itself and the account JWTs            kept offline by NATS admins
-    account    seed SA...  signs its users' JWTs (JetStream enabled)    whoever issues credentials
+    account    seed SA...  its identity (JetStream enabled), signs none NATS admins
+    signing    seed SA...  the account's signing key: its users' JWTs   whoever issues credentials
     SYS        seed SA...  the system account nats-server needs         NATS admins
     <user>     .creds      user JWT (its derived permissions) + seed    that service's instances
     nats-server            operator JWT, system_account, resolver MEMORY with the accounts preloaded
