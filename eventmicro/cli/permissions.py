@@ -18,28 +18,31 @@ writes, for nats-server's static configuration:
 
 A seed that exists is kept (running again after a change of code changes only permissions);
 ``--rotate USER`` replaces that user's seed (then reload nats-server). Nothing secret is
-printed. The model, and operator mode (JWT), in docs/permissions.md.
+printed. ``--operator`` writes operator mode instead (JWTs, ``<user>.creds``: see
+`eventmicro.cli.operator`). The model, and both modes, in docs/permissions.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 from eventmicro._errors import ConfigurationError, EventMicroError
+from eventmicro.cli import operator
 from eventmicro.cli.common import Subparsers
 from eventmicro.cli.failures import ToolError
 from eventmicro.cli.run import load_services
+from eventmicro.cli.secrets import kept_seed
 from eventmicro.cli.text import printable
 from eventmicro.service.accounts import Account, Team, plan
 from eventmicro.service.declared import Declared
 from eventmicro.service.permissions import Permissions, admin, for_client
 from eventmicro.service.serverconf import render, render_accounts
 from eventmicro.wire.documents import one_line
+from eventmicro.wire.natsjwt import public_key
 
 __all__ = ["register", "user_seed"]
 
@@ -50,6 +53,8 @@ EXAMPLES: Final = """examples:
       subscribers.notifications subscribers.audit --account SHOP \\
       --client web=orders,inventory --admin ops --out secrets/
   eventmicro permissions subscribers.billing --out secrets/ --rotate billing   # a new key
+  eventmicro permissions subscribers.billing --client web=billing --operator --expires-in 90 \\
+      --out secrets/     # operator mode: operator.conf (JWTs) and <user>.creds
 
 Then nats-server.conf holds `include "secrets/accounts.conf"` (reload it after a change), and
 each service runs with its own secrets/<name>.env (EVENTMICRO_NATS_NKEY_SEED, _INBOX_PREFIX).
@@ -88,6 +93,19 @@ def register(subparsers: Subparsers) -> None:
         metavar="NAME[@ACCOUNT]",
         help="a user with every subject of its account",
     )
+    parser.add_argument(
+        "--operator",
+        action="store_true",
+        help="operator mode: write operator.conf (JWTs, memory resolver) and <user>.creds instead",
+    )
+    parser.add_argument(
+        "--expires-in", type=float, metavar="DAYS", help="with --operator: the users' JWTs expire then"
+    )
+    parser.add_argument(
+        "--new-signing-key",
+        action="store_true",
+        help="with --operator: a new account signing key; after a reload every older .creds is refused",
+    )
     parser.add_argument("--out", metavar="DIR", help="write accounts.conf, <user>.nk and <user>.env there")
     parser.add_argument("--rotate", action="append", default=[], metavar="USER", help="a new seed for USER")
     parser.set_defaults(run=_run)
@@ -101,18 +119,39 @@ def _run(args: argparse.Namespace) -> int:
         if unknown:
             raise ToolError(f"--rotate: no user named {', '.join(sorted(unknown))}")
         if args.out is None:
-            if args.rotate:
-                raise ToolError("--rotate needs --out (the directory holding the seeds)")
+            for flag, given in (("--rotate", args.rotate), ("--operator", args.operator)):
+                if given:
+                    raise ToolError(f"{flag} needs --out (the directory holding the keys)")
             sys.stdout.write(describe_accounts(accounts) if len(accounts) > 1 else describe(users))
             return 0
-        written = write(Path(args.out), args.account, users, rotate=set(args.rotate), accounts=accounts)
+        written, config, hint = _write(args, accounts, users)
     except ToolError as exc:
         print(f"eventmicro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     for user in users:
         print(f"{user.user}: {written / (user.user + '.env')} ({user.comment})")
-    print(f'nats-server.conf: include "{written / CONFIG_FILE}" (relative to nats-server.conf; then reload)')
+    print(f'nats-server.conf: include "{written / config}" (relative to nats-server.conf; {hint})')
     return 0
+
+
+def _write(
+    args: argparse.Namespace, accounts: list[Account], users: list[Permissions]
+) -> tuple[Path, str, str]:
+    """Write static or operator mode files; the folder, the server's file and what to do next."""
+    out, rotate = Path(args.out), set(args.rotate)
+    if args.operator:
+        if len(accounts) > 1:
+            raise ToolError(
+                "--operator writes one account: --team (accounts, exports, imports) is static mode only"
+            )
+        renew = args.new_signing_key
+        written = operator.write(
+            out, accounts[0].name, users, rotate=rotate, days=args.expires_in, new_signing_key=renew
+        )
+        return written, operator.CONFIG_FILE, operator.HINT
+    if args.expires_in is not None or args.new_signing_key:
+        raise ToolError("--expires-in and --new-signing-key need --operator (static users have no JWT)")
+    return write(out, args.account, users, rotate=rotate, accounts=accounts), CONFIG_FILE, "then reload"
 
 
 def _accounts(args: argparse.Namespace) -> list[Account]:
@@ -231,25 +270,6 @@ def user_seed(path: Path, *, renew: bool = False) -> str:
     """The public key of the user nkey whose seed is in ``path``, made there (mode 0600) when
     missing or ``renew``. Needs the ``nkeys`` package (``pip install 'eventmicro[permissions]'``)."""
     try:
-        import nkeys
-    except ImportError:
-        raise ToolError(
-            "making nkeys needs the nkeys package: pip install 'eventmicro[permissions]'"
-        ) from None
-    if renew or not path.exists():
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        fresh = path.with_name(path.name + ".new")
-        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(seed + b"\n")
-        fresh.replace(path)
-    try:
-        pair = nkeys.from_seed(bytearray(path.read_bytes().strip()))
-        public: bytes = pair.public_key
-    except Exception as exc:  # nkeys raises its own errors for a broken seed: say which file
-        raise ToolError(
-            f"{path} does not hold a user nkey seed ({type(exc).__name__}); --rotate makes a new one"
-        ) from exc
-    if not public.startswith(b"U"):
-        raise ToolError(f"{path} holds a seed of another kind than a user's; --rotate makes a new one")
-    return public.decode("ascii")
+        return public_key(kept_seed(path, "user", renew=renew), "user")
+    except ConfigurationError as exc:
+        raise ToolError(exc.message) from None

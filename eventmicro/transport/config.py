@@ -30,6 +30,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from eventmicro._errors import ConfigurationError
+from eventmicro.transport.creds import check_creds
 
 __all__ = ["DEFAULT_URL", "ConnectOptions", "TLSOptions", "redact_url"]
 
@@ -118,6 +119,8 @@ class ConnectOptions:
         for path in (self.nkey_seed_file, self.creds_file):
             if path is not None and not Path(path).is_file():
                 raise ConfigurationError(f"credentials file not found: {path}")
+        if self.creds_file is not None:
+            check_creds(self.creds_file)
         if not _INBOX_PREFIX.fullmatch(self.inbox_prefix):
             raise ConfigurationError(
                 f"inbox_prefix {self.inbox_prefix!r} is not a subject prefix: tokens of letters, digits, "

@@ -54,6 +54,7 @@ from eventmicro._errors import (
     Timeout,
 )
 from eventmicro.transport.config import ConnectOptions, redact_url
+from eventmicro.transport.creds import refusal_hint
 from eventmicro.transport.intake import Intake, Spawn
 from eventmicro.transport.message import Message, MessageHandler
 from eventmicro.transport.natspy import (
@@ -308,7 +309,8 @@ class Connection:
             errors = [*self._connect_errors, exc]
             if any(_is_refusal(error) for error in errors):
                 raise AuthorizationError(
-                    "the NATS server refused the credentials (authorization violation)",
+                    "the NATS server refused the credentials (authorization violation)"
+                    + refusal_hint(opts.creds_file),
                     servers=opts.redacted_servers,
                 ) from exc
             cause = self._connect_errors[0] if self._connect_errors else exc

@@ -7,6 +7,7 @@ and JSON Schemas, and the error replies of the NATS Service API.
 
 Inside, modules import only downwards (no cycles): media, attributes, clock, strictjson,
 convert < headervalues < codecs < message < event < binary, structured < binding; plain, types
-and jsonschema build on codecs. Nothing here opens a socket or imports anything of eventmicro
-above it; every module is unit-tested without a server.
+and jsonschema build on codecs; natsjwt (NATS JWTs and `.creds`, on nkeys) stands alone.
+Nothing here opens a socket or imports anything of eventmicro above it; every module is
+unit-tested without a server.
 """
