@@ -112,7 +112,7 @@ class DurableIntake:
         self._halt = asyncio.Event()  # set when the instance stops: retries in place give up
         self.lanes: Lanes[tuple[Delivery, Prepared | None]] | None = None
         if spec.ordered_by is not None:
-            self.lanes = Lanes(self._serve_queued)
+            self.lanes = Lanes(self._serve_queued, running.spawn, spec.concurrency, self._refill)
             running.event_stats[spec.name].lanes = self.lanes
 
     @property
@@ -205,8 +205,10 @@ class DurableIntake:
             self.reachable = True
             for delivery in deliveries:
                 self.inflight.add(delivery)
-                work = self._serve(delivery) if self.lanes is None else self._enter_lane(delivery)
-                self.running.spawn(work)
+                if self.lanes is None:
+                    self.running.spawn(self._serve(delivery))
+                else:
+                    await self._enter_lane(self.lanes, delivery)
             if self._free() <= 0:
                 self._room.clear()
 
@@ -218,24 +220,26 @@ class DurableIntake:
             return self.spec.concurrency - len(self.inflight)
         if lanes.full():
             return 0
-        running = len(self.inflight) - lanes.waiting
-        return min(self.spec.concurrency - running, LANE_MSGS - lanes.waiting)
+        return min(self.spec.concurrency - lanes.active, LANE_MSGS - lanes.waiting)
 
     def _refill(self) -> None:
-        """Fetch again once half the slots are free (a batch, not one at a time)."""
+        """Fetch again once half the slots are free (a batch, not one at a time); with lanes,
+        a slot is a lane: what waits behind its key takes none."""
         lanes = self.lanes
-        waiting = 0 if lanes is None else lanes.waiting
-        if len(self.inflight) - waiting <= self._refill_at and not (lanes is not None and lanes.full()):
+        if lanes is None:
+            running = len(self.inflight)
+        elif lanes.full():
+            return
+        else:
+            running = lanes.active
+        if running <= self._refill_at:
             self._room.set()
 
-    async def _enter_lane(self, delivery: Delivery) -> None:
-        """An ``ordered_by=`` delivery: served after the earlier ones of its key."""
+    async def _enter_lane(self, lanes: Lanes[tuple[Delivery, Prepared | None]], delivery: Delivery) -> None:
+        """An ``ordered_by=`` delivery, in the fetch loop (so in stream order): into the lane of
+        its key, served after the earlier ones."""
         key, prepared = self.running.ordering_key(self.spec, delivery.message)
-        if key is None or self.lanes is None:
-            await self._serve(delivery, prepared)
-            return
-        await self.lanes.run(key, (delivery, prepared), size_of(delivery.message))
-        self._refill()  # queued: it takes no slot while it waits
+        await lanes.put(key, (delivery, prepared), size_of(delivery.message))
 
     async def _serve_queued(self, item: tuple[Delivery, Prepared | None]) -> None:
         delivery, prepared = item
@@ -273,7 +277,8 @@ class DurableIntake:
             if stats.metrics is not None:
                 stats.metrics.handled(elapsed, code)
             self.inflight.discard(delivery)
-            self._refill()
+            if self.lanes is None:  # with lanes, the lane's end or next item tells
+                self._refill()
 
     async def _settle(
         self, delivery: Delivery, stats: EndpointStats, prepared: Prepared | None

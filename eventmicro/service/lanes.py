@@ -5,15 +5,18 @@ a function of it, or the CloudEvent ``partitionkey``); an instance then runs the
 key one at a time, in the order they arrived, and events of other keys concurrently, up to the
 handler's ``concurrency``::
 
-    event of key K arrives --> lane K exists? --no--> this worker owns lane K: handles the
-                                  | yes               event, then each event queued behind it
-                                  v                   in turn; the lane is removed when empty
-                               queued in lane K (the worker is free for other keys);
-                               more than LANE_MSGS / LANE_BYTES queued in all lanes:
-                               the worker waits until the lanes have room (back-pressure)
+    event of key K --> lane K exists? --no--> fewer than `concurrency` lanes? --yes--> a task
+    (in arrival           | yes                   | no                          owns lane K: it
+     order, one           v                       v                           handles the event,
+     reader)          queued in lane K        the reader waits for a lane     then each one queued
+                      (LANE_MSGS / LANE_BYTES  to end (back-pressure)         behind it; the lane
+                      in all lanes; past                                      ends when empty
+                      them the reader waits)
 
-Lanes exist only while a key has work, so their number is at most the handler's
-``concurrency``; what waits behind them is bounded in messages and bytes.
+One reader (the subscription's single worker, or a durable handler's fetch loop) puts events
+in the lanes in the order they arrived, so the order within a key is exact; lanes exist only
+while a key has work, so there are at most ``concurrency`` of them (and their tasks), and what
+waits behind them is bounded in messages and bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -130,39 +133,61 @@ def size_of(msg: Message) -> int:
 
 
 class Lanes(Generic[T]):
-    """The lanes of one handler in one instance: ``serve`` runs on each item, one at a time per key."""
+    """The lanes of one handler in one instance: ``serve`` runs on each item, one at a time per
+    key, in the order `put` was called; at most ``limit`` keys at once, each on a task of its own
+    made by ``spawn`` (a task per key in hand, not per event)."""
 
-    __slots__ = ("_lanes", "_room", "_serve", "bytes", "waiting")
+    __slots__ = ("_lanes", "_on_room", "_room", "_serve", "_spawn", "bytes", "limit", "waiting")
 
-    def __init__(self, serve: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        serve: Callable[[T], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        limit: int,
+        on_room: Callable[[], None] | None = None,
+    ) -> None:
         self._serve = serve
-        self._lanes: dict[str, deque[tuple[T, int]]] = {}
+        self._spawn = spawn
+        self.limit = limit
+        self._on_room = on_room  # told when a lane ends or an item leaves one
+        self._lanes: dict[object, deque[tuple[T, int]]] = {}
         self._room = asyncio.Event()
         self.waiting = 0  # items queued behind their key
         self.bytes = 0
 
     @property
     def active(self) -> int:
-        """Keys with an event being handled now (each has a lane)."""
+        """Keys with an event being handled now (each has a lane and its task)."""
         return len(self._lanes)
 
     def full(self) -> bool:
         """Whether more queued items would pass the bounds."""
         return self.waiting >= LANE_MSGS or self.bytes >= LANE_BYTES
 
-    async def run(self, key: str, item: T, size: int) -> None:
-        """Serve ``item`` after the items of ``key`` that came before it. Returns when it is
-        served (this task owned the lane) or queued (another task owns it, and serves it)."""
+    async def put(self, key: str | None, item: T, size: int) -> None:
+        """Queue ``item`` behind the earlier items of ``key`` (``None``: a key of its own), or
+        start a lane for it; waits while that would pass the bounds (back-pressure)."""
+        lane_key: object = key if key is not None else object()
+        while not self._offer(lane_key, item, size):
+            self._room.clear()
+            await self._room.wait()
+
+    def _offer(self, key: object, item: T, size: int) -> bool:
         lane = self._lanes.get(key)
         if lane is not None:
+            if self.full():
+                return False
             lane.append((item, size))
             self.waiting += 1
             self.bytes += size
-            while self.waiting > LANE_MSGS or self.bytes > LANE_BYTES:
-                self._room.clear()  # queued already (its place kept); this worker waits for room
-                await self._room.wait()
-            return
+            return True
+        if len(self._lanes) >= self.limit:
+            return False
         lane = self._lanes[key] = deque()
+        self._spawn(self._own(key, lane, item))
+        return True
+
+    async def _own(self, key: object, lane: deque[tuple[T, int]], item: T) -> None:
         try:
             await self._serve(item)
             while lane:
@@ -174,10 +199,16 @@ class Lanes(Generic[T]):
             if lane:  # cancelled (a stop out of time): what waited is not served here
                 log.warning("%d event(s) waiting behind their key were not handled", len(lane))
                 for _, size in lane:
-                    self._left(size)
+                    self.waiting -= 1
+                    self.bytes -= size
+            self._freed()
 
     def _left(self, size: int) -> None:
         self.waiting -= 1
         self.bytes -= size
-        if self.waiting <= LANE_MSGS and self.bytes <= LANE_BYTES:
-            self._room.set()
+        self._freed()
+
+    def _freed(self) -> None:
+        self._room.set()
+        if self._on_room is not None:
+            self._on_room()

@@ -315,30 +315,26 @@ class Running:
             spec.subject,
             entry,
             queue=spec.queue,
-            concurrency=spec.concurrency,
+            concurrency=spec.concurrency if spec.ordered_by is None else 1,  # ordered: one reader
             spawn=self._group.create_task,
         )
 
     def _in_lanes(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
-        """The entry of an ``ordered_by=`` core handler: each event waits for the earlier ones
-        of its key (`eventmicro.service.lanes`); a worker never waits for another key."""
+        """The entry of an ``ordered_by=`` core handler, run by the subscription's one worker:
+        each event joins the lane of its key (`eventmicro.service.lanes`), in arrival order."""
 
         async def serve(item: tuple[Message, float, Prepared | None]) -> None:
             await self._serve_event(spec, invoke, *item)
 
-        lanes: Lanes[tuple[Message, float, Prepared | None]] = Lanes(serve)
+        lanes: Lanes[tuple[Message, float, Prepared | None]] = Lanes(serve, self.spawn, spec.concurrency)
         self.event_stats[spec.name].lanes = lanes
 
         async def on_event(msg: Message) -> None:
             if not self.accepting():
                 await self._refuse(spec, msg)  # stopping: only logged
                 return
-            received = msg.received or time.monotonic()
             key, prepared = self.ordering_key(spec, msg)
-            if key is None:
-                await self._serve_event(spec, invoke, msg, received, prepared)
-            else:
-                await lanes.run(key, (msg, received, prepared), size_of(msg))
+            await lanes.put(key, (msg, msg.received or time.monotonic(), prepared), size_of(msg))
 
         return on_event
 
