@@ -64,6 +64,9 @@ log = logging.getLogger("eventmicro.durable")
 FETCH_WAIT: Final = 2.0  # seconds a fetch waits for messages before asking again
 LOG_EVERY: Final = 30.0  # seconds between two "dead letter not stored" lines of one handler
 UNSTORED_KEPT: Final = 1024  # failures of messages whose dead letter failed, kept for the next try
+# seconds before what a stopping ordered handler gives back is redelivered: its last pull
+# request may stay open on the server for FETCH_WAIT, and would take them to nobody
+HANDBACK_DELAY: Final = FETCH_WAIT + 1.0
 
 
 class Host(Instance, Protocol):
@@ -245,7 +248,7 @@ class DurableIntake:
         delivery, prepared = item
         if self._halt.is_set():  # stopping: back to the stream, in order, for the next instance
             with contextlib.suppress(EventMicroError):
-                await delivery.nak()
+                await delivery.nak(HANDBACK_DELAY)
             self.inflight.discard(delivery)
             return
         await self._serve(delivery, prepared)
@@ -372,7 +375,7 @@ class DurableIntake:
             async with asyncio.timeout(delay):
                 await self._halt.wait()
         if self._halt.is_set():  # stopping: back to the stream, before what waits behind it
-            await delivery.nak()
+            await delivery.nak(HANDBACK_DELAY)
             return False
         return True
 
