@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from eventmicro._errors import EventMicroError
 from eventmicro.observability.instance import Instance
 from eventmicro.observability.logs import HANDLING
+from eventmicro.service.catchup import CatchUp
 from eventmicro.service.deadletters import store_dead_letter
 from eventmicro.service.delivery import Durable
 from eventmicro.service.lanes import LANE_MSGS, Lanes, Prepared, size_of
@@ -113,6 +114,7 @@ class DurableIntake:
             int, tuple[int, str]
         ] = {}  # stream seq -> the failure of a dead letter not stored
         self._halt = asyncio.Event()  # set when the instance stops: retries in place give up
+        self._catching_up: CatchUp[Delivery] | None = None  # new deliveries held at the start
         self.lanes: Lanes[tuple[Delivery, Prepared | None]] | None = None
         if spec.ordered_by is not None:
             self.lanes = Lanes(self._serve_queued, running.spawn, spec.concurrency, self._refill)
@@ -182,6 +184,8 @@ class DurableIntake:
             await self.consumer.close()
 
     async def _fetch_loop(self, consumer: PullConsumer) -> None:
+        if self.lanes is not None:
+            self._catching_up = await self._catch_up(consumer)
         pause = 0.0
         while not self._stopping:
             await self._room.wait()
@@ -206,14 +210,40 @@ class DurableIntake:
                 continue
             pause = 0.0
             self.reachable = True
-            for delivery in deliveries:
-                self.inflight.add(delivery)
-                if self.lanes is None:
+            self.inflight.update(deliveries)
+            if self.lanes is not None:
+                await self._take(self.lanes, deliveries)
+            else:
+                for delivery in deliveries:
                     self.running.spawn(self._serve(delivery))
-                else:
-                    await self._enter_lane(self.lanes, delivery)
             if self._free() <= 0:
                 self._room.clear()
+
+    async def _catch_up(self, consumer: PullConsumer) -> CatchUp[Delivery] | None:
+        """At an ordered handler's start: what an earlier instance left unacked, to await
+        before newer events (`eventmicro.service.catchup`); ``None`` when nothing is."""
+        try:
+            pending = await consumer.ack_pending()
+        except EventMicroError:
+            return None  # the server is away: nothing to learn now
+        if not pending:
+            return None
+        wait = self.durability.ack_wait + 0.5  # the server's redelivery timer may fire a little late
+        log.info("consumer %s: %d event(s) delivered before and not acked; newer ones wait for them "
+                 "(%gs at most), so each key keeps its order", self.name, pending, wait)  # fmt: skip
+        return CatchUp(pending, wait)
+
+    async def _take(self, lanes: Lanes[tuple[Delivery, Prepared | None]], deliveries: list[Delivery]) -> None:
+        """Fetched deliveries of an ordered handler into their lanes, in order (new ones held
+        while an earlier instance's unacked ones may still come back)."""
+        catching_up = self._catching_up
+        for delivery in deliveries:
+            if catching_up is None or not catching_up.hold(delivery, delivery.num_delivered > 1):
+                await self._enter_lane(lanes, delivery)
+        if catching_up is not None and (catching_up.over() or len(catching_up.held) >= LANE_MSGS):
+            self._catching_up = None
+            for delivery in catching_up.held:
+                await self._enter_lane(lanes, delivery)
 
     def _free(self) -> int:
         """How many deliveries to fetch: free slots (events waiting behind their key take none),
@@ -221,9 +251,10 @@ class DurableIntake:
         lanes = self.lanes
         if lanes is None:
             return self.spec.concurrency - len(self.inflight)
+        held = 0 if self._catching_up is None else len(self._catching_up.held)
         if lanes.full():
             return 0
-        return min(self.spec.concurrency - lanes.active, LANE_MSGS - lanes.waiting)
+        return min(self.spec.concurrency - lanes.active, LANE_MSGS - lanes.waiting - held)
 
     def _refill(self) -> None:
         """Fetch again once half the slots are free (a batch, not one at a time); with lanes,
