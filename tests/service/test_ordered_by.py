@@ -60,8 +60,8 @@ def placed(key: str, n: int) -> orders.OrderPlaced:
 async def srv_stats(conn: Connection, running: Any) -> dict[str, Any]:
     """What ``$SRV.STATS`` says about the instance's ordered event handler ``handle``."""
     reply = await conn.request(f"$SRV.STATS.{running.service.name}.{running.id}", b"", timeout=2)
-    events: dict[str, Any] = json.loads(reply.data)["data"]["events"]
-    return events["handle"]
+    handler: dict[str, Any] = json.loads(reply.data)["data"]["events"]["handle"]
+    return handler
 
 
 def first_seen_in_order(handled: list[tuple[str, int]]) -> dict[str, list[int]]:
