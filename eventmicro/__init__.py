@@ -47,7 +47,7 @@ from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, de
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
-from eventmicro.service.lanes import PARTITION_KEY
+from eventmicro.service.lanes import PartitionKey
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
@@ -95,7 +95,6 @@ def connect(servers: str | list[str] | None = None, **options: Any) -> Connectio
 
 
 __all__ = [
-    "PARTITION_KEY",
     "AuthorizationError",
     "BadRequest",
     "BreakerPolicy",
@@ -139,6 +138,7 @@ __all__ = [
     "NotStored",
     "Ordered",
     "Overloaded",
+    "PartitionKey",
     "Payload",
     "PayloadDecodeError",
     "PayloadEncodeError",

@@ -37,7 +37,6 @@ from eventmicro.wire.event import Event
 __all__ = [
     "LANE_BYTES",
     "LANE_MSGS",
-    "PARTITION_KEY",
     "KeyOf",
     "Lanes",
     "OrderedBy",
@@ -59,15 +58,14 @@ Prepared = tuple[Any, Event]
 
 @dataclass(frozen=True, slots=True)
 class PartitionKey:
-    """``ordered_by=PARTITION_KEY``: the key is the event's CloudEvents ``partitionkey``
-    extension (the Partitioning extension), set by the publisher."""
+    """``ordered_by=PartitionKey()``: the key is the event's CloudEvents ``partitionkey``
+    extension (the Partitioning extension), set by the publisher
+    (``client.publish(msg, extensions={"partitionkey": order_id})``)."""
 
 
-PARTITION_KEY: Final = PartitionKey()
-
-OrderedBy = str | Callable[[Any], str | int] | PartitionKey
+OrderedBy = str | Callable[[Any], str | int] | PartitionKey | type[PartitionKey]
 """What ``ordered_by=`` takes: a field name of the message, a function of the message, or
-`PARTITION_KEY`."""
+`PartitionKey()`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +96,7 @@ class KeyOf:
 
 def key_of(option: object, message_types: tuple[type, ...], label: str) -> KeyOf:
     """Check ``ordered_by=`` against the handler's message types. Raises `ConfigurationError`."""
-    if isinstance(option, PartitionKey):
+    if isinstance(option, PartitionKey) or option is PartitionKey:
         return KeyOf()
     if isinstance(option, str):
         if not option.isidentifier():
@@ -114,7 +112,7 @@ def key_of(option: object, message_types: tuple[type, ...], label: str) -> KeyOf
         return KeyOf(function=option)
     raise ConfigurationError(
         f"handler {label}: ordered_by= takes a field name, a function message -> key (not async), "
-        "or PARTITION_KEY"
+        "or PartitionKey()"
     )
 
 

@@ -246,7 +246,7 @@ class Service:
 
         ``ordered_by`` (`eventmicro.service.lanes`): events with the same key are handled one
         at a time in the order they arrived, different keys concurrently; the key is a field
-        of the message (``"order_id"``), a function of it, or `PARTITION_KEY` (the CloudEvent's
+        of the message (``"order_id"``), a function of it, or `PartitionKey()` (the CloudEvent's
         ``partitionkey``). Not with `Ordered` (already one at a time).
         """
         if not isinstance(delivery, Shared | Broadcast | Durable | Ordered):

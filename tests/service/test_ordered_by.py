@@ -22,7 +22,6 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from eventmicro import (
-    PARTITION_KEY,
     Broadcast,
     Client,
     ConfigurationError,
@@ -32,6 +31,7 @@ from eventmicro import (
     Durable,
     NatsServer,
     Ordered,
+    PartitionKey,
     Service,
     Shared,
     Stream,
@@ -95,7 +95,7 @@ def test_ordered_by_is_checked_when_the_decorator_runs() -> None:
     for option, delivery, text in cases:
         with pytest.raises(ConfigurationError, match=text):
             svc.subscribe(subject="x.y", ordered_by=option, delivery=delivery)(handler)
-    for option in ("order_id", lambda e: e.order_id, PARTITION_KEY):
+    for option in ("order_id", lambda e: e.order_id, PartitionKey()):
         svc.subscribe(subject="x.y", name=unique("ok"), ordered_by=option)(handler)
 
 
@@ -211,7 +211,7 @@ async def test_the_partition_key_extension_orders_events(
     release = asyncio.Event()
     handled: list[tuple[str, int]] = []
 
-    @svc.subscribe(subject=subject, concurrency=4, ordered_by=PARTITION_KEY)
+    @svc.subscribe(subject=subject, concurrency=4, ordered_by=PartitionKey())
     async def handle(event: orders.OrderPlaced) -> None:
         if event.order_id == "first":
             await release.wait()
