@@ -211,11 +211,12 @@ def main() -> int:
             "overload",
             "workers",
             "balance",
+            "ordered",
         ),
         default="all",
         help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off),"
         " overload, workers (eventmicro run --workers 1 and 2) and balance (a slow and a fast instance,"
-        " balance='random' and 'room') run only when named",
+        " balance='random' and 'room') and ordered (ordered_by= off and on) run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -301,6 +302,15 @@ def main() -> int:
         with eventmicro.NatsServer(jetstream=False) as server:
             shares = balance.run(server, args.repeat, args.calls)
         results["balance"] = {"rounds": shares, "medians": balance.report(shares)}
+    if args.suite == "ordered":
+        from bench import ordered
+
+        print(
+            f"\n(l) ordered: ordered_by= off and on, {args.events:,} events per variant ({args.repeat} rounds)"
+        )
+        with eventmicro.NatsServer(jetstream=False) as server:
+            spent = ordered.run(server, args.repeat, args.events)
+        results["ordered"] = {"rounds": spent, "medians": ordered.report(spent)}
     if args.suite == "workers":
         print(
             f"\n(j) workers: {args.calls:,} calls {hotpath.CONCURRENCY} in flight, eventmicro run --workers 1"

@@ -1,0 +1,20 @@
+"""The service of the ordered_by benchmark: ``eventmicro run bench.ordered_service --url URL``.
+
+``BENCH_ORDERED=off`` (default): ``on_placed`` is a plain ``Shared()`` handler of ``PlaceOrder``
+events doing nothing; ``BENCH_ORDERED=on``: the same with ``ordered_by="customer_id"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from eventmicro import Service
+from schemas.shop.orders.v1 import orders_pb2 as orders
+
+svc = Service("benchordered", version="1.0.0", description="the ordered_by benchmark's handler")
+ORDERED = os.environ.get("BENCH_ORDERED", "off") == "on"
+
+
+@svc.subscribe(ordered_by="customer_id" if ORDERED else None)
+async def on_placed(event: orders.PlaceOrder) -> None:
+    return None
