@@ -22,7 +22,9 @@
 (j) workers, only with ``--suite workers``: 64-way RPC calls/s under ``eventmicro run --workers 1``
     and ``--workers 2`` (bench/workers.py);
 (k) balance, only with ``--suite balance``: a slow and a fast instance of one endpoint, with
-    ``balance="random"`` and ``balance="room"`` (bench/balance.py).
+    ``balance="random"`` and ``balance="room"`` (bench/balance.py);
+(l) ordered, only with ``--suite ordered``: events/s and the service's CPU per event with
+    ``ordered_by=`` off and on (bench/ordered.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -305,9 +307,7 @@ def main() -> int:
     if args.suite == "ordered":
         from bench import ordered
 
-        print(
-            f"\n(l) ordered: ordered_by= off and on, {args.events:,} events per variant ({args.repeat} rounds)"
-        )
+        print(f"\n(l) ordered: ordered_by= off and on, {args.events:,} events each ({args.repeat} rounds)")
         with eventmicro.NatsServer(jetstream=False) as server:
             spent = ordered.run(server, args.repeat, args.events)
         results["ordered"] = {"rounds": spent, "medians": ordered.report(spent)}
