@@ -24,13 +24,12 @@ from typing import Final
 import nats
 from nats.aio.client import Client as Nats
 
-from bench.hotpath import cpu_seconds, stop
-from bench.services import REQUEST, ROOT, handbuilt_headers
+from bench.hotpath import cpu_seconds, publish_events, stop, until_handled
+from bench.services import REQUEST, ROOT
 from eventmicro import NatsServer
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 SERVICE: Final = "benchordered"
-SUBJECT: Final = "events.shop.orders.v1.PlaceOrder"
 KEYS: Final = 100  # customer ids the events are spread over
 VARIANTS: Final = ("off", "on")
 
@@ -50,25 +49,15 @@ async def handled(nc: Nats) -> int:
     return int(json.loads(msg.data)["data"]["events"]["on_placed"]["received"])
 
 
-async def publish(nc: Nats, count: int) -> None:
-    bodies = []
+def bodies() -> list[bytes]:
+    """One PlaceOrder body per customer id (the key)."""
+    made = []
     for key in range(KEYS):
         request = orders.PlaceOrder()
         request.CopyFrom(REQUEST)
         request.customer_id = f"cust-{key:06d}"
-        bodies.append(request.SerializeToString())
-    for i in range(count):
-        headers = handbuilt_headers("shop.orders.v1.PlaceOrder")
-        await nc.publish(SUBJECT, bodies[i % KEYS], headers=headers)
-        if i % 1000 == 999:
-            await asyncio.sleep(0)
-    await nc.flush()
-
-
-async def until(nc: Nats, total: int) -> None:
-    async with asyncio.timeout(300):
-        while await handled(nc) < total:  # noqa: ASYNC110 - polling the service's STATS
-            await asyncio.sleep(0.05)
+        made.append(request.SerializeToString())
+    return made
 
 
 async def measure(url: str, pid: int, count: int) -> dict[str, float]:
@@ -81,11 +70,12 @@ async def measure(url: str, pid: int, count: int) -> dict[str, float]:
                     break
                 except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                     await asyncio.sleep(0.1)
-        await publish(nc, 500)  # warm up
-        await until(nc, 500)
+        keyed = bodies()
+        await publish_events(nc, 500, keyed)  # warm up
+        await until_handled(nc, 500, handled)
         before, started = cpu_seconds(pid), time.perf_counter()
-        await publish(nc, count)
-        await until(nc, 500 + count)
+        await publish_events(nc, count, keyed)
+        await until_handled(nc, 500 + count, handled)
         return {
             "events_per_s": count / (time.perf_counter() - started),  # incl. STATS polling: rough
             "cpu_us": (cpu_seconds(pid) - before) / count * 1e6,

@@ -418,14 +418,10 @@ class Log:
         return [(key, int(n)) for key, n in (line.split() for line in lines if line.count(" ") == 1)]
 
 
-@pytest.fixture
-def own_server(fresh_nats_server: NatsServer) -> NatsServer:
-    return fresh_nats_server
-
-
 @pytest_asyncio.fixture
-async def own_conn(own_server: NatsServer) -> AsyncIterator[Connection]:
-    connection = await Connection(ConnectOptions.from_env(own_server.url, environ={})).open()
+async def own_conn(fresh_nats_server: NatsServer) -> AsyncIterator[Connection]:
+    """A connection to the test's own server (file store), which the test may restart."""
+    connection = await Connection(ConnectOptions.from_env(fresh_nats_server.url, environ={})).open()
     yield connection
     await connection.close()
 
@@ -470,7 +466,7 @@ def assert_every_key_complete_and_in_order(handled: list[tuple[str, int]]) -> No
 
 
 async def test_a_killed_instance_loses_nothing_and_keeps_each_keys_order(
-    own_server: NatsServer,
+    fresh_nats_server: NatsServer,
     own_conn: Connection,
     tmp_path: Path,
     eventually: Eventually,
@@ -481,7 +477,7 @@ async def test_a_killed_instance_loses_nothing_and_keeps_each_keys_order(
     log = Log(tmp_path / "handled.log")
     env = {
         **os.environ,
-        "EVENTMICRO_NATS_URL": own_server.url,
+        "EVENTMICRO_NATS_URL": fresh_nats_server.url,
         "ORDERED_STREAM": stream,
         "ORDERED_SUBJECT": subject,
         "ORDERED_LOG": str(log.path),
@@ -514,7 +510,7 @@ async def test_a_killed_instance_loses_nothing_and_keeps_each_keys_order(
 
 
 async def test_a_server_restart_loses_nothing_and_keeps_each_keys_order(
-    own_server: NatsServer, own_conn: Connection, eventually: Eventually
+    fresh_nats_server: NatsServer, own_conn: Connection, eventually: Eventually
 ) -> None:
     stream, subject = "RESTORD", "restord.placed"
     await ensure_stream(own_conn, Stream(stream, ["restord.>"], storage="file"))
@@ -532,11 +528,11 @@ async def test_a_server_restart_loses_nothing_and_keeps_each_keys_order(
         handled.append((event.order_id, event.total_cents))
         await asyncio.sleep(0.002)
 
-    service_conn = await Connection(ConnectOptions.from_env(own_server.url, environ={})).open()
+    service_conn = await Connection(ConnectOptions.from_env(fresh_nats_server.url, environ={})).open()
     try:
         async with svc.serving(service_conn):
             await eventually(lambda: len(handled) >= 100, timeout=30)
-            await own_server.arestart()  # SIGTERM, the same port and store
+            await fresh_nats_server.arestart()  # SIGTERM, the same port and store
             assert len(set(handled)) < len(KEYS) * PER_KEY, "it had finished: not mid-stream"
             await eventually(lambda: len(set(handled)) == len(KEYS) * PER_KEY, timeout=60)
     finally:
