@@ -203,6 +203,34 @@ async def test_a_failing_event_does_not_stop_its_key_and_bad_events_are_counted(
     assert stats["ordered"]["unkeyed"] == 1
 
 
+async def test_a_key_function_that_raises_is_counted_and_its_event_still_handled(
+    conn: Connection, service_conn: Connection, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = Service(unique("keyfn"), version="1.0.0")
+    subject = unique("keyfn.")
+    handled: list[int] = []
+
+    def key(event: orders.OrderPlaced) -> str:
+        if event.total_cents % 2:
+            raise KeyError("secret-4111")  # its text must not reach the log
+        return event.order_id
+
+    @svc.subscribe(subject=subject, ordered_by=key)
+    async def handle(event: orders.OrderPlaced) -> None:
+        handled.append(event.total_cents)
+
+    client = Client(conn)
+    async with svc.serving(service_conn) as running:
+        for n in range(6):
+            await client.publish(placed("a", n), subject=subject)
+        await eventually(lambda: sorted(handled) == list(range(6)))
+        stats = await srv_stats(conn, running)
+    assert stats["ordered"]["unkeyed"] == 3
+    assert [n for n in handled if n % 2 == 0] == [0, 2, 4]  # the keyed ones in order
+    assert "the ordered_by function of handle raised KeyError" in caplog.text
+    assert "secret-4111" not in caplog.text
+
+
 async def test_the_partition_key_extension_orders_events(
     conn: Connection, service_conn: Connection, eventually: Eventually
 ) -> None:
