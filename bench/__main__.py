@@ -22,7 +22,9 @@
 (j) workers, only with ``--suite workers``: 64-way RPC calls/s under ``eventmicro run --workers 1``
     and ``--workers 2`` (bench/workers.py);
 (k) balance, only with ``--suite balance``: a slow and a fast instance of one endpoint, with
-    ``balance="random"`` and ``balance="room"`` (bench/balance.py).
+    ``balance="random"`` and ``balance="room"`` (bench/balance.py);
+(l) ordered, only with ``--suite ordered``: events/s and the service's CPU per event with
+    ``ordered_by=`` off and on (bench/ordered.py).
 
 Every figure is the median of ``--repeat`` runs; the variants are interleaved in each round
 so that machine noise hits them alike. Results go to stdout and, with ``--json``, to a file.
@@ -211,11 +213,12 @@ def main() -> int:
             "overload",
             "workers",
             "balance",
+            "ordered",
         ),
         default="all",
         help="all = binding, services, durable, gateway, hotpath, peers; observability (tracing on/off),"
         " overload, workers (eventmicro run --workers 1 and 2) and balance (a slow and a fast instance,"
-        " balance='random' and 'room') run only when named",
+        " balance='random' and 'room') and ordered (ordered_by= off and on) run only when named",
     )
     parser.add_argument("--calls", type=int, default=3000, help="RPC calls per services scenario")
     parser.add_argument("--events", type=int, default=30_000, help="events per services event scenario")
@@ -301,6 +304,13 @@ def main() -> int:
         with eventmicro.NatsServer(jetstream=False) as server:
             shares = balance.run(server, args.repeat, args.calls)
         results["balance"] = {"rounds": shares, "medians": balance.report(shares)}
+    if args.suite == "ordered":
+        from bench import ordered
+
+        print(f"\n(l) ordered: ordered_by= off and on, {args.events:,} events each ({args.repeat} rounds)")
+        with eventmicro.NatsServer(jetstream=False) as server:
+            spent = ordered.run(server, args.repeat, args.events)
+        results["ordered"] = {"rounds": spent, "medians": ordered.report(spent)}
     if args.suite == "workers":
         print(
             f"\n(j) workers: {args.calls:,} calls {hotpath.CONCURRENCY} in flight, eventmicro run --workers 1"

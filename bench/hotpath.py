@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -97,18 +97,22 @@ async def wait_ready(nc: Nats) -> None:
                 await asyncio.sleep(0.1)
 
 
-async def publish_events(nc: Nats, count: int) -> None:
-    body = REQUEST.SerializeToString()
+async def publish_events(nc: Nats, count: int, bodies: Sequence[bytes] = ()) -> None:
+    """``count`` PlaceOrder events, taking turns over ``bodies`` (default: the one REQUEST)."""
+    turns = list(bodies) or [REQUEST.SerializeToString()]
     for i in range(count):
-        await nc.publish(EVENT_SUBJECT, body, headers=handbuilt_headers("shop.orders.v1.PlaceOrder"))
+        headers = handbuilt_headers("shop.orders.v1.PlaceOrder")
+        await nc.publish(EVENT_SUBJECT, turns[i % len(turns)], headers=headers)
         if i % 1000 == 999:
             await asyncio.sleep(0)
     await nc.flush()
 
 
-async def until_handled(nc: Nats, total: int) -> None:
+async def until_handled(
+    nc: Nats, total: int, counted: Callable[[Nats], Awaitable[int]] = handled_events
+) -> None:
     async with asyncio.timeout(300):
-        while await handled_events(nc) < total:  # noqa: ASYNC110 - polling the service's STATS
+        while await counted(nc) < total:  # noqa: ASYNC110 - polling the service's STATS
             await asyncio.sleep(0.05)
 
 

@@ -47,6 +47,7 @@ from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, de
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
+from eventmicro.service.lanes import PartitionKey
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
@@ -137,6 +138,7 @@ __all__ = [
     "NotStored",
     "Ordered",
     "Overloaded",
+    "PartitionKey",
     "Payload",
     "PayloadDecodeError",
     "PayloadEncodeError",

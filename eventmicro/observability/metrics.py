@@ -12,6 +12,8 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_in_flight                     gauge      service, kind, handler
     eventmicro_redeliveries_total            counter    service, kind, handler  (durable, delivery > 1)
     eventmicro_dead_letters_total            counter    service, kind, handler  (stored dead letters)
+    eventmicro_ordered_lanes                 gauge      service, kind, handler  (ordered_by=: keys in hand)
+    eventmicro_ordered_waiting               gauge      service, kind, handler  (behind their key)
     eventmicro_permission_denied_total       counter    service, operation (publish|subscribe)
     eventmicro_circuit_state                 gauge      client, target, state (circuits in it: 1 or 0)
     eventmicro_circuit_opened_total          counter    client, target

@@ -77,8 +77,17 @@ class Collector(_Collector):
             "caller's deadline passed while waiting, 504), refused_reply, slow_consumer (dropped).",
             labels=[*labels, "reason"],
         )
+        lanes = GaugeMetricFamily(
+            "eventmicro_ordered_lanes", "ordered_by= handlers: keys being handled now.", labels=labels
+        )
+        waiting = GaugeMetricFamily(
+            "eventmicro_ordered_waiting",
+            "ordered_by= handlers: events waiting behind an earlier event of their key.",
+            labels=labels,
+        )
         for h in list(self.metrics.handlers.values()):
             values = [h.service, h.kind, h.handler]
+            self._ordering(h, values, lanes, waiting)
             handled.add_metric([*values, "ok"], h.ok)
             handled.add_metric([*values, "error"], h.failed)
             for code, count in sorted(h.errors.items()):
@@ -99,7 +108,17 @@ class Collector(_Collector):
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
         return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
-                     *self._circuits(), self._denied(), self._gateway()])  # fmt: skip
+                     lanes, waiting, *self._circuits(), self._denied(), self._gateway()])  # fmt: skip
+
+    @staticmethod
+    def _ordering(
+        h: HandlerMetrics, values: list[str], lanes: GaugeMetricFamily, waiting: GaugeMetricFamily
+    ) -> None:
+        """The lanes of an ``ordered_by=`` handler, summed over its instances in this process."""
+        now = [ordering for stats in h.started_by if (ordering := stats.ordering()) is not None]
+        if now:
+            lanes.add_metric(values, sum(o["lanes"] for o in now))
+            waiting.add_metric(values, sum(o["waiting"] for o in now))
 
     def _denied(self) -> Metric:
         denied = CounterMetricFamily(

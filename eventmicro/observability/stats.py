@@ -37,6 +37,15 @@ class Membership(Protocol):
     def left(self) -> int: ...
 
 
+class Lanes(Protocol):
+    """An event handler's per-key lanes (``ordered_by=``, `eventmicro.service.lanes.Lanes`)."""
+
+    @property
+    def active(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+
 @dataclass(slots=True)
 class EndpointStats:
     """ADR-32 counters of one endpoint or event handler (processing time in nanoseconds), and
@@ -54,6 +63,15 @@ class EndpointStats:
     group: Membership | None = None  # an endpoint with balance="room": in or out of its queue group
     plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro.wire.plain
     quiet: Quiet = field(default_factory=Quiet)
+    lanes: Lanes | None = None  # ordered_by=: keys being handled, events waiting behind their key
+    unkeyed: int = 0  # ordered_by=: events without a readable key, handled at once (not in order)
+
+    def ordering(self) -> dict[str, int] | None:
+        """An ordered handler's lanes now (``$SRV.STATS`` data), ``None`` for others."""
+        lanes = self.lanes
+        if lanes is None:
+            return None
+        return {"lanes": lanes.active, "waiting": lanes.waiting, "unkeyed": self.unkeyed}
 
     @property
     def dropped(self) -> int:

@@ -120,20 +120,29 @@ def dead_letter_stream(
 
 
 async def store_dead_letter(
-    connection: Connection, service: str, handler: str, delivery: Delivery, *, code: int, reason: str
+    connection: Connection,
+    service: str,
+    handler: str,
+    delivery: Delivery,
+    *,
+    code: int,
+    reason: str,
+    attempts: int | None = None,
 ) -> Stored:
     """Publish ``delivery`` with its failure to the dead-letter stream (deduplicated per
     message), in the first shape of the module docstring that fits and that the stream accepts.
 
     Raises at once what says the stream is away (`NotStored`, `Timeout`, `ConnectionClosed`,
     JetStream unavailable), and what the stream answered to the last shape when it refused all.
+    ``attempts``: how often it was tried (an ordered handler retries in place), by default
+    the delivery count.
     """
     message = delivery.message
     original = {k: v for k, v in (message.headers or {}).items() if not k.lower().startswith("nats-")}
     failure = {
         "dlqcode": str(code),
         "dlqreason": _header_text(reason or "unknown", _REASON_LIMIT),
-        "dlqdeliveries": str(delivery.num_delivered),
+        "dlqdeliveries": str(attempts or delivery.num_delivered),
         "dlqsubject": _header_text(message.subject, _REASON_LIMIT),
         "dlqstream": delivery.stream,
         "dlqsequence": str(delivery.stream_seq),

@@ -176,16 +176,7 @@ class DiscoveryResponder:
                 }
             )
         response["endpoints"] = endpoints
-        events = {
-            name: {
-                "received": c.num_requests,
-                "errors": c.num_errors + c.dropped,
-                "last_error": c.last_error,
-                "dropped": c.dropped,  # by nats-py: the handler fell behind (a slow consumer)
-                "plain": c.plain,  # bare payloads from plain NATS clients (no CloudEvent)
-            }
-            for name, c in self.running.event_stats.items()
-        }
+        events = {name: _event_data(c) for name, c in self.running.event_stats.items()}
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro.observability.health
         response["data"] = {"events": events, "health": check(self.running).as_dict()}
         client = self.running.client  # what its handlers' calls went through
@@ -197,6 +188,20 @@ class DiscoveryResponder:
 
     def _endpoints(self) -> list[HandlerSpec]:
         return [spec for spec in self.running.service.handlers if spec.kind is HandlerKind.RPC]
+
+
+def _event_data(counts: EndpointStats) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "received": counts.num_requests,
+        "errors": counts.num_errors + counts.dropped,
+        "last_error": counts.last_error,
+        "dropped": counts.dropped,  # by nats-py: the handler fell behind (a slow consumer)
+        "plain": counts.plain,  # bare payloads from plain NATS clients (no CloudEvent)
+    }
+    ordering = counts.ordering()
+    if ordering is not None:  # ordered_by=: lanes (keys being handled) and events waiting behind them
+        data["ordered"] = ordering
+    return data
 
 
 def _endpoint_data(counts: EndpointStats) -> dict[str, Any]:

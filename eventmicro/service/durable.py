@@ -11,6 +11,11 @@ Delivery policy of one durable handler::
                                          dead letter that could not be stored last time)
     handler still running                +WPI every ack_wait/3, so it is not redelivered meanwhile
 
+With ``ordered_by=`` the events of one key wait in a lane (`eventmicro.service.lanes`), kept
+in progress (+WPI) like running ones, and a failure with attempts left is retried in place
+after its backoff (+WPI meanwhile, no -NAK), so nothing of its key overtakes it; other keys go
+on. Stopping, what waits (and a failed event waiting for its retry) is NAKed, in order.
+
 The server-side consumer has no delivery limit: eventmicro counts deliveries, so a message is
 never dropped without a dead letter. A dead letter that cannot be stored (the dead-letter stream
 unreachable or refusing) leaves the message unacked: it is NAKed with a delay that doubles per
@@ -35,8 +40,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from eventmicro._errors import EventMicroError
 from eventmicro.observability.instance import Instance
 from eventmicro.observability.logs import HANDLING
+from eventmicro.service.catchup import CatchUp
 from eventmicro.service.deadletters import store_dead_letter
 from eventmicro.service.delivery import Durable
+from eventmicro.service.lanes import LANE_MSGS, Lanes, Prepared, size_of
 from eventmicro.service.tasks import being_cancelled
 from eventmicro.transport.jetstream import Delivery, PullConsumer, message_id
 from eventmicro.transport.kv import BucketConfig, Store
@@ -58,6 +65,9 @@ log = logging.getLogger("eventmicro.durable")
 FETCH_WAIT: Final = 2.0  # seconds a fetch waits for messages before asking again
 LOG_EVERY: Final = 30.0  # seconds between two "dead letter not stored" lines of one handler
 UNSTORED_KEPT: Final = 1024  # failures of messages whose dead letter failed, kept for the next try
+# seconds before what a stopping ordered handler gives back is redelivered: its last pull
+# request may stay open on the server for FETCH_WAIT, and would take them to nobody
+HANDBACK_DELAY: Final = FETCH_WAIT + 1.0
 
 
 class Host(Instance, Protocol):
@@ -66,8 +76,18 @@ class Host(Instance, Protocol):
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> object: ...
     def handle_event(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, event: Event | None = None
+        self,
+        spec: HandlerSpec,
+        invoke: Invoke,
+        msg: Message,
+        received: float,
+        *,
+        event: Event | None = None,
+        prepared: Prepared | None = None,
     ) -> Coroutine[Any, Any, None]: ...
+    def ordering_key(
+        self, spec: HandlerSpec, msg: Message, event: Event | None = None
+    ) -> tuple[str | None, Prepared | None]: ...
 
 
 class DurableIntake:
@@ -93,6 +113,12 @@ class DurableIntake:
         self._unstored: dict[
             int, tuple[int, str]
         ] = {}  # stream seq -> the failure of a dead letter not stored
+        self._halt = asyncio.Event()  # set when the instance stops: retries in place give up
+        self._catching_up: CatchUp[Delivery] | None = None  # new deliveries held at the start
+        self.lanes: Lanes[tuple[Delivery, Prepared | None]] | None = None
+        if spec.ordered_by is not None:
+            self.lanes = Lanes(self._serve_queued, running.spawn, spec.concurrency, self._refill)
+            running.event_stats[spec.name].lanes = self.lanes
 
     @property
     def name(self) -> str:
@@ -147,6 +173,7 @@ class DurableIntake:
     async def stop_intake(self) -> None:
         """Stop fetching; what is in flight keeps running (the task group waits for it)."""
         self._stopping = True  # the loop ends even if a library swallowed the cancellation
+        self._halt.set()
         await _cancel_bounded(self._tasks[:1], self.name)
 
     async def close(self) -> None:
@@ -157,11 +184,17 @@ class DurableIntake:
             await self.consumer.close()
 
     async def _fetch_loop(self, consumer: PullConsumer) -> None:
+        if self.lanes is not None:
+            self._catching_up = await self._catch_up(consumer)
         pause = 0.0
         while not self._stopping:
             await self._room.wait()
+            wanted = self._free()
+            if wanted <= 0:
+                self._room.clear()
+                continue
             try:
-                deliveries = await consumer.fetch(self.spec.concurrency - len(self.inflight), FETCH_WAIT)
+                deliveries = await consumer.fetch(wanted, FETCH_WAIT)
             except EventMicroError as exc:  # the server is away or restarting: ask again later
                 self.reachable = False
                 pause = min(5.0, pause * 2 or 0.1)
@@ -177,11 +210,79 @@ class DurableIntake:
                 continue
             pause = 0.0
             self.reachable = True
-            for delivery in deliveries:
-                self.inflight.add(delivery)
-                if len(self.inflight) >= self.spec.concurrency:
-                    self._room.clear()
-                self.running.spawn(self._serve(delivery))
+            self.inflight.update(deliveries)
+            if self.lanes is not None:
+                await self._take(self.lanes, deliveries)
+            else:
+                for delivery in deliveries:
+                    self.running.spawn(self._serve(delivery))
+            if self._free() <= 0:
+                self._room.clear()
+
+    async def _catch_up(self, consumer: PullConsumer) -> CatchUp[Delivery] | None:
+        """At an ordered handler's start: what an earlier instance left unacked, to await
+        before newer events (`eventmicro.service.catchup`); ``None`` when nothing is."""
+        try:
+            pending = await consumer.ack_pending()
+        except EventMicroError:
+            return None  # the server is away: nothing to learn now
+        if not pending:
+            return None
+        wait = self.durability.ack_wait + 0.5  # the server's redelivery timer may fire a little late
+        log.info("consumer %s: %d event(s) delivered before and not acked; newer ones wait for them "
+                 "(%gs at most), so each key keeps its order", self.name, pending, wait)  # fmt: skip
+        return CatchUp(pending, wait)
+
+    async def _take(self, lanes: Lanes[tuple[Delivery, Prepared | None]], deliveries: list[Delivery]) -> None:
+        """Fetched deliveries of an ordered handler into their lanes, in order (new ones held
+        while an earlier instance's unacked ones may still come back)."""
+        catching_up = self._catching_up
+        for delivery in deliveries:
+            if catching_up is None or not catching_up.hold(delivery, delivery.num_delivered > 1):
+                await self._enter_lane(lanes, delivery)
+        if catching_up is not None and (catching_up.over() or len(catching_up.held) >= LANE_MSGS):
+            self._catching_up = None
+            for delivery in catching_up.held:
+                await self._enter_lane(lanes, delivery)
+
+    def _free(self) -> int:
+        """How many deliveries to fetch: free slots (events waiting behind their key take none),
+        at most the room left in the lanes."""
+        lanes = self.lanes
+        if lanes is None:
+            return self.spec.concurrency - len(self.inflight)
+        held = 0 if self._catching_up is None else len(self._catching_up.held)
+        if lanes.full():
+            return 0
+        return min(self.spec.concurrency - lanes.active, LANE_MSGS - lanes.waiting - held)
+
+    def _refill(self) -> None:
+        """Fetch again once half the slots are free (a batch, not one at a time); with lanes,
+        a slot is a lane: what waits behind its key takes none."""
+        lanes = self.lanes
+        if lanes is None:
+            running = len(self.inflight)
+        elif lanes.full():
+            return
+        else:
+            running = lanes.active
+        if running <= self._refill_at:
+            self._room.set()
+
+    async def _enter_lane(self, lanes: Lanes[tuple[Delivery, Prepared | None]], delivery: Delivery) -> None:
+        """An ``ordered_by=`` delivery, in the fetch loop (so in stream order): into the lane of
+        its key, served after the earlier ones."""
+        key, prepared = self.running.ordering_key(self.spec, delivery.message)
+        await lanes.put(key, (delivery, prepared), size_of(delivery.message))
+
+    async def _serve_queued(self, item: tuple[Delivery, Prepared | None]) -> None:
+        delivery, prepared = item
+        if self._halt.is_set():  # stopping: back to the stream, in order, for the next instance
+            with contextlib.suppress(EventMicroError):
+                await delivery.nak(HANDBACK_DELAY)
+            self.inflight.discard(delivery)
+            return
+        await self._serve(delivery, prepared)
 
     async def _heartbeat(self) -> None:
         interval = max(0.05, self.durability.ack_wait / 3)
@@ -191,7 +292,7 @@ class DurableIntake:
                 with contextlib.suppress(EventMicroError):
                     await delivery.in_progress()
 
-    async def _serve(self, delivery: Delivery) -> None:
+    async def _serve(self, delivery: Delivery, prepared: Prepared | None = None) -> None:
         """The error boundary of one delivery: exactly one of ack, nak, dead letter (+ack), term."""
         stats = self.running.event_stats[self.spec.name]
         stats.num_requests += 1
@@ -199,7 +300,7 @@ class DurableIntake:
         started = time.perf_counter_ns()
         code: int | None = None  # the outcome for metrics: 0 ok, an error code, None none
         try:
-            code = await self._settle(delivery, stats)
+            code = await self._settle(delivery, stats, prepared)
         except asyncio.CancelledError:
             raise  # stop() ran out of time: not acked, so the server redelivers it
         except Exception:  # the ack itself failed (connection gone): the server redelivers
@@ -210,10 +311,12 @@ class DurableIntake:
             if stats.metrics is not None:
                 stats.metrics.handled(elapsed, code)
             self.inflight.discard(delivery)
-            if len(self.inflight) <= self._refill_at:
-                self._room.set()
+            if self.lanes is None:  # with lanes, the lane's end or next item tells
+                self._refill()
 
-    async def _settle(self, delivery: Delivery, stats: EndpointStats) -> int | None:
+    async def _settle(
+        self, delivery: Delivery, stats: EndpointStats, prepared: Prepared | None
+    ) -> int | None:
         """Settle one delivery; its outcome: 0 handled, an error code, None skipped."""
         policy = self.durability
         if delivery.num_delivered > 1 and stats.metrics is not None:
@@ -225,9 +328,10 @@ class DurableIntake:
             _count(stats, code, reason)
             await self._give_up(delivery, code, reason)
             return code
-        seen_key, event = _identity(delivery) if self._seen is not None else (None, None)
+        event = None if prepared is None else prepared[1]
+        seen_key, event = _identity(delivery, event) if self._seen is not None else (None, event)
         if seen_key is None:
-            return await self._attempt(delivery, stats, None, event)
+            return await self._attempt(delivery, stats, None, event, prepared)
         # copies of one event delivered together run one after the other, so the second sees
         # that the first was handled (instances still race: the guard is check-then-record)
         claim = self._handling.setdefault(seen_key, _Claim())
@@ -240,42 +344,71 @@ class DurableIntake:
                              self.name, delivery.stream_seq)  # fmt: skip
                     await delivery.ack()
                     return None
-                return await self._attempt(delivery, stats, seen_key, event)
+                return await self._attempt(delivery, stats, seen_key, event, prepared)
         finally:
             claim.users -= 1
             if not claim.users:
                 del self._handling[seen_key]
 
     async def _attempt(
-        self, delivery: Delivery, stats: EndpointStats, seen_key: str | None, event: Event | None
+        self,
+        delivery: Delivery,
+        stats: EndpointStats,
+        seen_key: str | None,
+        event: Event | None,
+        prepared: Prepared | None,
     ) -> int:
-        policy = self.durability
-        try:
-            await self.running.handle_event(self.spec, self.invoke, delivery.message, time.monotonic(), event)
-        except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and being_cancelled():
-                raise  # stop() ran out of time: not acked, so the server redelivers it
-            # a CancelledError the handler raised itself is a failure like any other
-            code, reason = _failure(exc)
-            _count(stats, code, reason)
-            if policy.is_terminal(exc) or delivery.num_delivered >= policy.max_deliver:
-                if not isinstance(exc, EventMicroError | ServiceError):
-                    log.error("consumer %s: message %d failed: %s", self.name, delivery.stream_seq, reason,
-                              exc_info=exc)  # fmt: skip
-                await self._give_up(delivery, code, reason)
-            else:
-                delay = policy.delay(delivery.num_delivered)
-                log.warning(
-                    "consumer %s: message %d failed on attempt %d of %d (%s); again in %gs",
-                    self.name, delivery.stream_seq, delivery.num_delivered, policy.max_deliver, reason, delay,
-                    exc_info=exc if not isinstance(exc, EventMicroError | ServiceError) else None,
-                )  # fmt: skip
-                await delivery.nak(delay)
-            return code
+        attempt = delivery.num_delivered  # an ordered handler's retries in place add to it
+        while True:
+            try:
+                await self.running.handle_event(
+                    self.spec, self.invoke, delivery.message, time.monotonic(), event=event, prepared=prepared
+                )
+                break
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and being_cancelled():
+                    raise  # stop() ran out of time: not acked, so the server redelivers it
+                # a CancelledError the handler raised itself is a failure like any other
+                code, reason = _failure(exc)
+                _count(stats, code, reason)
+                if not await self._after_failure(delivery, exc, attempt, code, reason):
+                    return code
+                attempt += 1
+                if stats.metrics is not None:
+                    stats.metrics.redeliveries += 1
         if seen_key is not None:
             await self._remember(seen_key)
         await delivery.ack()
         return 0
+
+    async def _after_failure(
+        self, delivery: Delivery, exc: BaseException, attempt: int, code: int, reason: str
+    ) -> bool:
+        """Settle a failed attempt: dead letter, or NAK with the backoff; ``True``: an ordered
+        handler retries it in place now (its backoff waited, the message kept in progress)."""
+        policy = self.durability
+        if policy.is_terminal(exc) or attempt >= policy.max_deliver:
+            if not isinstance(exc, EventMicroError | ServiceError):
+                log.error("consumer %s: message %d failed: %s", self.name, delivery.stream_seq, reason,
+                          exc_info=exc)  # fmt: skip
+            await self._give_up(delivery, code, reason, attempt)
+            return False
+        delay = policy.delay(attempt)
+        log.warning(
+            "consumer %s: message %d failed on attempt %d of %d (%s); again in %gs",
+            self.name, delivery.stream_seq, attempt, policy.max_deliver, reason, delay,
+            exc_info=exc if not isinstance(exc, EventMicroError | ServiceError) else None,
+        )  # fmt: skip
+        if self.lanes is None:
+            await delivery.nak(delay)
+            return False
+        with contextlib.suppress(TimeoutError):  # its key waits; the heartbeat keeps it in progress
+            async with asyncio.timeout(delay):
+                await self._halt.wait()
+        if self._halt.is_set():  # stopping: back to the stream, before what waits behind it
+            await delivery.nak(HANDBACK_DELAY)
+            return False
+        return True
 
     async def _already_handled(self, key: str) -> bool:
         if self._seen is None:  # pragma: no cover - checked by the caller
@@ -295,7 +428,7 @@ class DurableIntake:
             log.warning("consumer %s: could not record a handled event (%s); a redelivery would run again",
                         self.name, exc.message)  # fmt: skip
 
-    async def _give_up(self, delivery: Delivery, code: int, reason: str) -> None:
+    async def _give_up(self, delivery: Delivery, code: int, reason: str, attempts: int | None = None) -> None:
         if not self.durability.dead_letter:
             log.error("consumer %s: message %d terminated: %s", self.name, delivery.stream_seq, reason)
             await delivery.term()
@@ -303,7 +436,13 @@ class DurableIntake:
         service = self.running.service.name
         try:
             await store_dead_letter(
-                self.running.connection, service, self.spec.name, delivery, code=code, reason=reason
+                self.running.connection,
+                service,
+                self.spec.name,
+                delivery,
+                code=code,
+                reason=reason,
+                attempts=attempts,
             )
         except EventMicroError as exc:  # not stored: keep the message, try again on a later delivery
             if len(self._unstored) >= UNSTORED_KEPT:
@@ -318,8 +457,8 @@ class DurableIntake:
             await delivery.nak(delay)
             return
         self._unstored.pop(delivery.stream_seq, None)
-        log.warning("consumer %s: message %d dead-lettered after %d deliveries: %s",
-                    self.name, delivery.stream_seq, delivery.num_delivered, reason)  # fmt: skip
+        log.warning("consumer %s: message %d dead-lettered after %d attempts: %s",
+                    self.name, delivery.stream_seq, attempts or delivery.num_delivered, reason)  # fmt: skip
         metrics = self.running.event_stats[self.spec.name].metrics
         if metrics is not None:
             metrics.dead_letters += 1
@@ -360,13 +499,14 @@ def handled_bucket(service: str, handler: str) -> str:
     return f"handled-{service}-{handler}"
 
 
-def _identity(delivery: Delivery) -> tuple[str | None, Event | None]:
+def _identity(delivery: Delivery, event: Event | None) -> tuple[str | None, Event | None]:
     """The guard's key of a delivered CloudEvent (a hash of its source and id, either mode),
-    and the event, decoded once for the guard and the handler."""
-    try:
-        event = binding.from_nats(delivery.message, None)
-    except EventMicroError:
-        return None, None  # not a CloudEvent: the handler path reports it
+    and the event, decoded once for the guard and the handler (unless ``event`` already is)."""
+    if event is None:
+        try:
+            event = binding.from_nats(delivery.message, None)
+        except EventMicroError:
+            return None, None  # not a CloudEvent: the handler path reports it
     return message_id(event.get_source(), event.get_id()), event
 
 

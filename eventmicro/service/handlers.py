@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from eventmicro._errors import ConfigurationError
 from eventmicro.service.context import Context
 from eventmicro.service.delivery import Durable, Ordered
+from eventmicro.service.lanes import KeyOf
 from eventmicro.wire.codecs import type_name_of
 from eventmicro.wire.names import consumer_name
 
@@ -55,6 +56,7 @@ class HandlerSpec:
     versioned: str | None = None  # RPC: <service>.v<major>.<endpoint>, for callers asking for a major
     durable: Durable | None = None  # JetStream consumption policy of a durable event handler
     ordered: Ordered | None = None  # an ordered consumer per instance (projections, replays)
+    ordered_by: KeyOf | None = None  # events of one key one at a time, in order (service.lanes)
 
     @property
     def allows_none(self) -> bool:
@@ -95,6 +97,8 @@ def describe(spec: HandlerSpec, service: str) -> str:
         delivery = "core NATS, at most once, to every instance"
     else:
         delivery = f"core NATS, at most once, to one instance of queue group '{spec.queue}'"
+    if spec.ordered_by is not None:
+        delivery += ", in order per key"
     return f"event handler {spec.name} on subject '{spec.subject}' ({delivery})"
 
 

@@ -48,6 +48,7 @@ from eventmicro.service.delivery import Ordered
 from eventmicro.service.discovery import DiscoveryResponder
 from eventmicro.service.durable import DurableIntake
 from eventmicro.service.handlers import HandlerKind, HandlerSpec, describe
+from eventmicro.service.lanes import Lanes, Prepared, size_of
 from eventmicro.service.middleware import Invoke, compose
 from eventmicro.service.tasks import being_cancelled
 from eventmicro.transport.connection import Connection, Message, Subscription
@@ -309,13 +310,57 @@ class Running:
             else:
                 await self._refuse(spec, msg)  # stopping: only logged
 
+        entry = on_event if spec.ordered_by is None else self._in_lanes(spec, invoke)
         return await self.connection.subscribe(
             spec.subject,
-            on_event,
+            entry,
             queue=spec.queue,
-            concurrency=spec.concurrency,
+            concurrency=spec.concurrency if spec.ordered_by is None else 1,  # ordered: one reader
             spawn=self._group.create_task,
         )
+
+    def _in_lanes(self, spec: HandlerSpec, invoke: Invoke) -> Callable[[Message], Awaitable[None]]:
+        """The entry of an ``ordered_by=`` core handler, run by the subscription's one worker:
+        each event joins the lane of its key (`eventmicro.service.lanes`), in arrival order."""
+
+        async def serve(item: tuple[Message, float, Prepared | None]) -> None:
+            await self._serve_event(spec, invoke, *item)
+
+        lanes: Lanes[tuple[Message, float, Prepared | None]] = Lanes(serve, self.spawn, spec.concurrency)
+        self.event_stats[spec.name].lanes = lanes
+
+        async def on_event(msg: Message) -> None:
+            if not self.accepting():
+                await self._refuse(spec, msg)  # stopping: only logged
+                return
+            key, prepared = self.ordering_key(spec, msg)
+            await lanes.put(key, (msg, msg.received or time.monotonic(), prepared), size_of(msg))
+
+        return on_event
+
+    def ordering_key(
+        self, spec: HandlerSpec, msg: Message, event: Event | None = None
+    ) -> tuple[str | None, Prepared | None]:
+        """The key of an ``ordered_by=`` handler's event and the event decoded (so it is not
+        decoded twice); ``(None, None)`` when it does not decode (its handling reports that),
+        ``(None, decoded)`` when it has no key (counted; handled at once, out of order)."""
+        if spec.ordered_by is None:  # pragma: no cover - only called for ordered handlers
+            return None, None
+        try:
+            prepared = self._decode(spec, msg, event)
+        except Exception:  # a bad event: the handler path decodes it again and reports it
+            return None, None
+        stats = self.event_stats[spec.name]
+        try:
+            key = spec.ordered_by(*prepared)
+        except Exception as exc:  # the user's key function: counted, the event handled
+            key = None
+            if stats.quiet.due() >= 0:
+                log.warning("service %s: the ordered_by function of %s raised %s; the event is handled "
+                            "out of order", self.service.name, spec.name, type(exc).__name__)  # fmt: skip
+        if key is None:
+            stats.unkeyed += 1
+        return key, prepared
 
     def _balance(self, spec: HandlerSpec, subscription: Subscription) -> Balancer:
         """Take the endpoint out of its queue group while it is full (`eventmicro.service.balance`)."""
@@ -564,7 +609,14 @@ class Running:
                       type(exc).__name__)  # fmt: skip
             raise InternalError() from exc
 
-    async def _serve_event(self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float) -> None:
+    async def _serve_event(
+        self,
+        spec: HandlerSpec,
+        invoke: Invoke,
+        msg: Message,
+        received: float,
+        prepared: Prepared | None = None,
+    ) -> None:
         """The error boundary of an event: handled, or logged and counted; never raised."""
         stats = self.event_stats[spec.name]
         stats.num_requests += 1
@@ -572,7 +624,7 @@ class Running:
         started = time.perf_counter_ns()
         code: int | None = None  # the outcome for metrics: 0 ok, an error code, None cancelled
         try:
-            await self.handle_event(spec, invoke, msg, received)
+            await self.handle_event(spec, invoke, msg, received, prepared=prepared)
             code = 0
         except asyncio.CancelledError:
             if being_cancelled():
@@ -610,21 +662,48 @@ class Running:
             HANDLING.reset(context)
 
     def handle_event(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, event: Event | None = None
+        self,
+        spec: HandlerSpec,
+        invoke: Invoke,
+        msg: Message,
+        received: float,
+        *,
+        event: Event | None = None,
+        prepared: Prepared | None = None,
     ) -> Coroutine[Any, Any, None]:
         """Decode and handle one event (core, ordered or durable); in a CONSUMER span while
         tracing is on. ``event``: ``msg`` already decoded (a durable intake's idempotency guard
-        reads its identity first), so it is not decoded twice. Raises what the decoding or
-        the handler raised."""
+        reads its identity first), so it is not decoded twice; ``prepared``: the message and
+        its event, decoded to read an ``ordered_by=`` key. Raises what the decoding or the
+        handler raised."""
         tracing = _tracing.active
+        consume = self._consume(spec, invoke, msg, received, decoded=event, prepared=prepared)
         if tracing is None:  # the only cost of tracing while it is off
-            return self._consume(spec, invoke, msg, received, event)
+            return consume
         span = tracing.consumer(self.service.name, spec.name, msg)
-        return tracing.around(span, self._consume(spec, invoke, msg, received, event))
+        return tracing.around(span, consume)
 
     async def _consume(
-        self, spec: HandlerSpec, invoke: Invoke, msg: Message, received: float, decoded: Event | None
+        self,
+        spec: HandlerSpec,
+        invoke: Invoke,
+        msg: Message,
+        received: float,
+        *,
+        decoded: Event | None,
+        prepared: Prepared | None,
     ) -> None:
+        value, event = prepared if prepared is not None else self._decode(spec, msg, decoded)
+        if not spec.takes_context and not self.service.middleware:
+            await spec.function(value)  # nothing would read a context: none is made
+            return
+        ctx = Context(
+            self.service, spec.name, event, self.client, _trace(event, received), stores=self.stores
+        )
+        await invoke(value, ctx)
+
+    def _decode(self, spec: HandlerSpec, msg: Message, decoded: Event | None) -> Prepared:
+        """The handler's message and its CloudEvent. Raises what the decoding raised."""
         headers = msg.headers
         bare = None  # a payload from a plain NATS client (eventmicro.wire.plain)
         if decoded is not None:
@@ -649,13 +728,7 @@ class Running:
             value = self._registries[spec.kind, spec.name].decode(
                 event.get_type(), event.get_data(), event.get_datacontenttype(), event.get_dataschema()
             )
-        if not spec.takes_context and not self.service.middleware:
-            await spec.function(value)  # nothing would read a context: none is made
-            return
-        ctx = Context(
-            self.service, spec.name, event, self.client, _trace(event, received), stores=self.stores
-        )
-        await invoke(value, ctx)
+        return value, event
 
 
 def _runtime_types(annotation: Any) -> tuple[type, ...] | None:

@@ -41,6 +41,7 @@ from eventmicro.service.dependencies import Dependency, Override
 from eventmicro.service.dependencies import check_name as check_dependency_name
 from eventmicro.service.dependencies import open_all as open_dependencies
 from eventmicro.service.handlers import Handler, HandlerKind, HandlerSpec, inspect_handler
+from eventmicro.service.lanes import OrderedBy, key_of
 from eventmicro.service.middleware import Middleware
 from eventmicro.service.process import DEFAULT_DRAIN_TIMEOUT, Serve, drain_timeout_from_env, run_services
 from eventmicro.service.retry import RetryPolicy
@@ -219,6 +220,7 @@ class Service:
         name: str | None = None,
         concurrency: int = ...,
         delivery: DeliveryOption = ...,
+        ordered_by: OrderedBy | None = None,
     ) -> Callable[[F], F]: ...
     def subscribe(
         self,
@@ -228,6 +230,7 @@ class Service:
         name: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         delivery: DeliveryOption = _SHARED,
+        ordered_by: OrderedBy | None = None,
     ) -> F | Callable[[F], F]:
         """Register an event handler.
 
@@ -240,6 +243,11 @@ class Service:
         instance), `Durable(...)` (JetStream, at least once: acked after the handler returns,
         redelivered with backoff, dead-lettered after the last attempt) or `Ordered(...)`
         (every stored event in order, per instance: projections).
+
+        ``ordered_by`` (`eventmicro.service.lanes`): events with the same key are handled one
+        at a time in the order they arrived, different keys concurrently; the key is a field
+        of the message (``"order_id"``), a function of it, or `PartitionKey()` (the CloudEvent's
+        ``partitionkey``). Not with `Ordered` (already one at a time).
         """
         if not isinstance(delivery, Shared | Broadcast | Durable | Ordered):
             raise ConfigurationError(
@@ -264,6 +272,14 @@ class Service:
                 topic = event_subject(type_name_of(types_[0]) or "")
             else:
                 topic = check_subject(subject, wildcards=True)
+            keyed = None
+            if ordered_by is not None:
+                if isinstance(delivery, Ordered):
+                    raise ConfigurationError(
+                        f"handler {fn.__qualname__}: ordered_by= with Ordered(): an ordered consumer "
+                        "already handles every event in order, one at a time"
+                    )
+                keyed = key_of(ordered_by, types_, fn.__qualname__)
             self._add(
                 HandlerSpec(
                     kind=HandlerKind.EVENT,
@@ -277,6 +293,7 @@ class Service:
                     concurrency=_positive(concurrency, fn),
                     durable=delivery if isinstance(delivery, Durable) else None,
                     ordered=delivery if isinstance(delivery, Ordered) else None,
+                    ordered_by=keyed,
                 )
             )
             return fn

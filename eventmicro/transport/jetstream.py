@@ -460,6 +460,14 @@ class PullConsumer:
             raise translate(exc, self.name, jetstream=True) from exc
         return True
 
+    async def ack_pending(self) -> int:
+        """Messages the consumer delivered and nobody acked yet (to any of its clients)."""
+        try:
+            info = await _js(self.connection).consumer_info(self.stream, self.name)
+        except nats.errors.Error as exc:
+            raise translate(exc, self.name, jetstream=True) from exc
+        return int(info.num_ack_pending or 0)
+
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server)."""
         try:

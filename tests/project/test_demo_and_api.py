@@ -95,7 +95,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         # observability
         "disable_tracing", "enable_tracing", "tracing_enabled",
         # delivery values and codecs
-        "Broadcast", "Durable", "Ordered", "Shared", "Codec", "register_codec", "unregister_codec",
+        "Broadcast", "Durable", "Ordered", "PartitionKey", "Shared",
+        "Codec", "register_codec", "unregister_codec",
         # resilience: retry policies and circuit breakers
         "BreakerPolicy", "CircuitOpen", "CircuitState", "RetryBudget", "RetryPolicy",
         # dependencies for handlers
