@@ -46,6 +46,7 @@ from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.dependencies import Dependency
+from eventmicro.service.later import Scheduled
 from eventmicro.service.discovery import discover
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
@@ -68,6 +69,7 @@ from eventmicro.wire.codecs import (
     unregister_codec,
 )
 from eventmicro.wire.event import Event
+from eventmicro.wire.schedules import Tick
 from eventmicro.wire.service_errors import (
     BadRequest,
     Conflict,
@@ -152,6 +154,7 @@ __all__ = [
     "Service",
     "ServiceError",
     "ServiceUnavailable",
+    "Scheduled",
     "Shared",
     "Store",
     "Stored",
@@ -160,6 +163,7 @@ __all__ = [
     "StructuredFormatError",
     "Subscription",
     "TLSOptions",
+    "Tick",
     "Timeout",
     "TypeRegistry",
     "UnexpectedType",

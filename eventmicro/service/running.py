@@ -50,6 +50,7 @@ from eventmicro.service.durable import DurableIntake
 from eventmicro.service.handlers import HandlerKind, HandlerSpec, describe
 from eventmicro.service.middleware import Invoke, compose
 from eventmicro.service.tasks import being_cancelled
+from eventmicro.service.ticks import TickRunner
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.transport.jetstream import OrderedSubscription, ensure_stream
 from eventmicro.transport.kv import Stores
@@ -137,6 +138,7 @@ class Running:
             (spec.kind, spec.name): TypeRegistry(spec.type_names.values()) for spec in service.handlers
         }
         self._durables: list[DurableIntake] = []
+        self.schedules = [TickRunner(self, service.name, spec) for spec in service.schedules]
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
         self._rpc_entry: dict[str, Callable[[Message], Awaitable[None]]] = {}  # admission, per endpoint
@@ -189,6 +191,8 @@ class Running:
                     stats[spec.name].group = subscription
                 self._intake.append(subscription)
                 stats[spec.name].intake = subscription
+            for runner in self.schedules:
+                await runner.start()
             self._discovery = await DiscoveryResponder(self).subscribe()
         except BaseException:
             await self.stop()  # undo what was started: no half-serving instance
@@ -218,6 +222,8 @@ class Running:
                 await self._refuse(gate.spec, gate.waiting.popleft())
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
+        for runner in self.schedules:
+            await runner.stop_intake()  # no more ticks taken; a running one finishes
         for ordered in self._ordered:  # bounded like the rest: a replay may have much queued
             await ordered.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
         try:
@@ -239,6 +245,8 @@ class Running:
             )
         for intake in self._durables:
             await intake.close()
+        for runner in self.schedules:
+            await runner.close()
         for subscription in self._discovery:
             with contextlib.suppress(EventMicroError):
                 await subscription.unsubscribe()

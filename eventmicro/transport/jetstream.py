@@ -47,6 +47,7 @@ __all__ = [
     "delete_message",
     "ensure_stream",
     "get_message",
+    "later_subjects",
     "message_id",
     "publish",
     "purge",
@@ -68,6 +69,10 @@ class Stream:
 
     ``max_age`` and ``duplicate_window`` are seconds (``None``: keep forever). Retention and
     storage cannot change on a live stream: a difference there is a `StreamConflict`.
+
+    ``schedules=True`` lets the stream hold message schedules (ADR-51, ``allow_msg_schedules``)
+    and adds the subjects ``client.publish_later`` stores them on, ``eventmicro.later.<name>.>``:
+    a schedule and the subject it publishes to must be in the same stream.
     """
 
     name: str
@@ -80,13 +85,18 @@ class Stream:
     max_msgs: int | None = None
     max_bytes: int | None = None
     description: str = ""
+    schedules: bool = False
+    max_msgs_per_subject: int | None = None
 
     def __post_init__(self) -> None:
         if not STREAM_NAME.fullmatch(self.name):
             raise ConfigurationError(f"stream name {self.name!r}: use letters, digits, '-' and '_'")
         if isinstance(self.subjects, str) or not self.subjects:
             raise ConfigurationError(f"stream {self.name}: subjects must be a non-empty list of subjects")
-        object.__setattr__(self, "subjects", tuple(check_subject(s, wildcards=True) for s in self.subjects))
+        subjects = tuple(check_subject(s, wildcards=True) for s in self.subjects)
+        if self.schedules and later_subjects(self.name) not in subjects:
+            subjects += (later_subjects(self.name),)
+        object.__setattr__(self, "subjects", subjects)
         if self.retention not in ("limits", "interest", "workqueue"):
             raise ConfigurationError(f"stream {self.name}: retention must be limits, interest or workqueue")
         if self.storage not in ("file", "memory"):
@@ -95,6 +105,8 @@ class Stream:
             raise ConfigurationError(f"stream {self.name}: replicas must be 1 to 5")
         if self.duplicate_window < 0.1:
             raise ConfigurationError(f"stream {self.name}: duplicate_window must be at least 0.1 s")
+        if self.max_msgs_per_subject is not None and self.max_msgs_per_subject < 1:
+            raise ConfigurationError(f"stream {self.name}: max_msgs_per_subject must be 1 or more")
         if self.max_age is not None and self.duplicate_window > self.max_age:
             raise ConfigurationError(f"stream {self.name}: duplicate_window cannot exceed max_age")
 
@@ -116,6 +128,8 @@ class Stream:
             "duplicate_window": self.duplicate_window,
             "max_msgs": self.max_msgs if self.max_msgs is not None else -1,
             "max_bytes": self.max_bytes if self.max_bytes is not None else -1,
+            "max_msgs_per_subject": self.max_msgs_per_subject or -1,
+            "allow_msg_schedules": self.schedules or None,
         }
 
 
@@ -138,6 +152,11 @@ class StoredMessage:
     data: bytes
     headers: Mapping[str, str]
     time: datetime | None = None
+
+
+def later_subjects(stream: str) -> str:
+    """The subjects a stream with ``schedules=True`` stores delayed events' schedules on."""
+    return f"eventmicro.later.{stream}.>"
 
 
 def _js(connection: Connection, timeout: float = 5.0) -> JetStreamContext:
@@ -194,6 +213,8 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
             ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
             ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
             ("description", stream.description or None, current.description or None),
+            ("schedules", stream.schedules, bool(current.allow_msg_schedules)),
+            ("max_msgs_per_subject", stream.max_msgs_per_subject or -1, current.max_msgs_per_subject or -1),
         )
         if not _same(declared, actual)
     }
@@ -330,6 +351,8 @@ class Delivery:
     consumer: str
     _msg: _NatsMsg = field(repr=False)
     _done: bool = False
+    pending: int = 0  # messages the consumer still had behind this one when it was delivered
+    stored: datetime | None = None  # when the stream stored it
 
     async def ack(self) -> None:
         await self._final(self._msg.ack())
@@ -446,6 +469,8 @@ class PullConsumer:
                     meta.sequence.stream,
                     meta.consumer,
                     msg,
+                    pending=meta.num_pending or 0,
+                    stored=meta.timestamp,
                 )
             )
         return out
