@@ -46,8 +46,8 @@ from eventmicro.service.context import Context
 from eventmicro.service.deadletters import DeadLetter, DeadLetters, Replayed, dead_letter_stream
 from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.dependencies import Dependency
-from eventmicro.service.later import Scheduled
 from eventmicro.service.discovery import discover
+from eventmicro.service.later import Scheduled
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
@@ -149,12 +149,12 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "RevisionConflict",
+    "Scheduled",
     "ServerNotFound",
     "ServerStartError",
     "Service",
     "ServiceError",
     "ServiceUnavailable",
-    "Scheduled",
     "Shared",
     "Store",
     "Stored",

@@ -126,8 +126,7 @@ class TickRunner:
     async def _declare(self) -> PullConsumer:
         connection = self.host.connection
         await ensure_stream(connection, SCHEDULES_STREAM, adopt=True)
-        await self._install(connection)
-        return await PullConsumer.bind(
+        consumer = await PullConsumer.bind(  # before the schedule: its first tick is not missed
             connection,
             name=self.name,
             subject=self.target,
@@ -137,6 +136,8 @@ class TickRunner:
             deliver="new",
             description=f"eventmicro schedule {self.spec.pattern}",
         )
+        await self._install(connection)
+        return consumer
 
     async def _install(self, connection: Connection) -> None:
         """Store the schedule unless the same one is there (storing it again would restart an

@@ -44,6 +44,7 @@ __all__ = [
     "StoredMessage",
     "Stream",
     "check_deliver",
+    "consumer_pending",
     "delete_message",
     "ensure_stream",
     "get_message",
@@ -631,6 +632,17 @@ async def subject_counts(connection: Connection, stream: str, subject: str = ">"
     except nats.errors.Error as exc:
         raise translate(exc, stream, jetstream=True) from exc
     return dict(info.state.subjects or {})
+
+
+async def consumer_pending(connection: Connection, stream: str, consumer: str) -> int:
+    """Messages durable ``consumer`` has not delivered yet (0 when it does not exist)."""
+    try:
+        info = await _js(connection).consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        return 0
+    except nats.errors.Error as exc:
+        raise translate(exc, consumer, jetstream=True) from exc
+    return info.num_pending or 0
 
 
 async def delete_message(connection: Connection, stream: str, seq: int) -> bool:
