@@ -76,6 +76,11 @@ class Collector(_Collector):
             "caller's deadline passed while waiting, 504), refused_reply, slow_consumer (dropped).",
             labels=[*labels, "reason"],
         )
+        missed = CounterMetricFamily(
+            "eventmicro_schedule_missed",
+            "Ticks of a scheduled handler skipped: a newer one was queued.",
+            labels=labels,
+        )
         for h in list(self.metrics.handlers.values()):
             values = [h.service, h.kind, h.handler]
             handled.add_metric([*values, "ok"], h.ok)
@@ -91,13 +96,15 @@ class Collector(_Collector):
             if h.kind == "event":
                 redeliveries.add_metric(values, h.redeliveries)
                 dead_letters.add_metric(values, h.dead_letters)
+            if h.kind == "schedule":
+                missed.add_metric(values, sum(stats.missed for stats in h.started_by))
             totals: dict[str, int] = {}
             for stats in h.started_by:
                 for reason, count in stats.turned_away().items():
                     totals[reason] = totals.get(reason, 0) + count
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
-        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
+        return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled, missed,
                      *self._circuits(), self._denied()])  # fmt: skip
 
     def _denied(self) -> Metric:

@@ -192,7 +192,7 @@ class DiscoveryResponder:
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro.observability.health
         response["data"] = {"events": events, "health": check(self.running).as_dict()}
         if self.running.schedules:  # @svc.schedule handlers: ticks run, failed, missed
-            response["data"]["schedules"] = {t.spec.name: t.stats.as_dict() for t in self.running.schedules}
+            response["data"]["schedules"] = {t.spec.name: t.stats() for t in self.running.schedules}
         client = self.running.client  # what its handlers' calls went through
         if client.breaker is not None:
             response["data"]["circuits"] = client.circuits()

@@ -129,6 +129,8 @@ class Running:
         self.event_stats = {
             spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
         }
+        self.schedules = [TickRunner(self, service.name, spec) for spec in service.schedules]
+        self.schedule_stats = {runner.spec.name: runner.counts for runner in self.schedules}
         attach_metrics(self)
         self._intake: list[Subscription | Balancer] = []
         self._balancing: list[asyncio.Task[None]] = []  # balance="room" endpoints' group switches
@@ -138,7 +140,6 @@ class Running:
             (spec.kind, spec.name): TypeRegistry(spec.type_names.values()) for spec in service.handlers
         }
         self._durables: list[DurableIntake] = []
-        self.schedules = [TickRunner(self, service.name, spec) for spec in service.schedules]
         self._ordered: list[OrderedSubscription] = []
         self._gates: dict[str, _Gate] = {}
         self._rpc_entry: dict[str, Callable[[Message], Awaitable[None]]] = {}  # admission, per endpoint

@@ -25,12 +25,14 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro._errors import ConfigurationError, EventMicroError
+from eventmicro.observability.stats import EndpointStats, error_code
 from eventmicro.service.tasks import being_cancelled
 from eventmicro.transport import schedules
 from eventmicro.transport.jetstream import Delivery, PullConsumer, Stream, ensure_stream
@@ -40,7 +42,7 @@ from eventmicro.wire.schedules import Tick, tick_of
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.transport.connection import Connection
 
-__all__ = ["SCHEDULES_STREAM", "ScheduleSpec", "ScheduleStats", "TickRunner", "schedule_spec"]
+__all__ = ["SCHEDULES_STREAM", "ScheduleSpec", "TickRunner", "schedule_spec"]
 
 log = logging.getLogger("eventmicro.schedules")
 
@@ -79,22 +81,6 @@ def schedule_spec(function: Callable[..., Any], pattern: str, name: str | None) 
     return ScheduleSpec(check_handler_name(name or function.__name__), pattern, function)
 
 
-@dataclass(slots=True)
-class ScheduleStats:
-    """One instance's counts for one schedule (``$SRV.STATS`` data ``schedules``)."""
-
-    schedule: str
-    ran: int = 0
-    failed: int = 0
-    missed: int = 0  # skipped: a newer tick was already queued
-    last_tick: str = ""
-    last_error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"schedule": self.schedule, "ran": self.ran, "failed": self.failed, "missed": self.missed,
-                "last_tick": self.last_tick, "last_error": self.last_error}  # fmt: skip
-
-
 class Host(Protocol):
     """The running instance whose task group runs the ticks."""
 
@@ -112,7 +98,9 @@ class TickRunner:
         self.name = f"{service}-schedule-{spec.name}"
         self.subject = f"eventmicro.cron.{service}.{spec.name}"
         self.target = f"eventmicro.tick.{service}.{spec.name}"
-        self.stats = ScheduleStats(spec.pattern)
+        self.counts = EndpointStats()  # started, failed, time, missed; metrics kind "schedule"
+        self.ran = 0
+        self.last_tick = ""
         self.consumer: PullConsumer | None = None
         self._loop: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set: no tick running in this instance
@@ -196,7 +184,7 @@ class TickRunner:
 
     async def _take(self, delivery: Delivery) -> None:
         if delivery.pending > 0:  # a newer tick is queued: this one is late, skip it
-            self.stats.missed += 1
+            self.counts.missed += 1
             with contextlib.suppress(EventMicroError):
                 await delivery.ack()
             return
@@ -208,24 +196,41 @@ class TickRunner:
         (the instance is stopping: another one takes it)."""
         at = delivery.stored or datetime.now(UTC)
         tick = tick_of(delivery.stream_seq, at, self.spec.pattern, delivery.message.headers)
-        self.stats.last_tick = at.isoformat()
+        self.last_tick = at.isoformat()
+        self.counts.num_requests += 1
+        started = time.perf_counter_ns()
+        code: int | None = None  # for metrics: 0 ran, an error code, None cancelled
         try:
             await self._with_heartbeat(delivery, self.spec.function(tick))
+            code = 0
         except asyncio.CancelledError:
             with contextlib.suppress(EventMicroError):
                 await delivery.nak()
             if being_cancelled():
                 raise
         except Exception as exc:
-            self.stats.failed += 1
-            self.stats.last_error = type(exc).__name__
+            code = error_code(exc)
+            self.counts.num_errors += 1
+            self.counts.last_error = type(exc).__name__  # the text may hold secrets: it stays in the log
             log.exception("schedule %s: the handler failed on tick %s", self.name, tick.id)
-        else:
-            self.stats.ran += 1
         finally:
-            self._idle.set()
+            self._finish(started, code)
         with contextlib.suppress(EventMicroError):
             await delivery.ack()
+
+    def _finish(self, started: int, code: int | None) -> None:
+        elapsed = time.perf_counter_ns() - started
+        self.counts.processing_time += elapsed
+        self.ran += code == 0
+        if self.counts.metrics is not None:
+            self.counts.metrics.handled(elapsed, code)
+        self._idle.set()
+
+    def stats(self) -> dict[str, Any]:
+        """This instance's counts (``$SRV.STATS`` data ``schedules``)."""
+        c = self.counts
+        return {"schedule": self.spec.pattern, "ran": self.ran, "failed": c.num_errors, "missed": c.missed,
+                "last_tick": self.last_tick, "last_error": c.last_error}  # fmt: skip
 
     @staticmethod
     async def _with_heartbeat(delivery: Delivery, work: Coroutine[Any, Any, None]) -> None:

@@ -11,13 +11,14 @@ import signal
 import sys
 import uuid
 from asyncio.subprocess import Process
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from eventmicro import (
     Client,
@@ -32,6 +33,7 @@ from eventmicro import (
     Tick,
     discover,
 )
+from eventmicro import metrics as em_metrics
 from eventmicro.transport import schedules
 from eventmicro.transport.jetstream import Delivery, PullConsumer, consumer_pending, ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
@@ -201,8 +203,17 @@ async def test_a_recurring_handler_runs_each_tick_on_one_instance_of_two(
     assert all(c["failed"] == 0 for c in counted)
 
 
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """Prometheus metrics on, in a registry of the test's own; off again afterwards."""
+    registry = CollectorRegistry()
+    em_metrics.enable(registry)
+    yield registry
+    em_metrics.disable()
+
+
 async def test_a_failing_tick_is_counted_and_the_next_one_still_runs(
-    conn: Connection, eventually: Eventually
+    conn: Connection, eventually: Eventually, registry: CollectorRegistry
 ) -> None:
     name = unique("failing")
     svc = Service(name, version="1.0.0")
@@ -216,16 +227,19 @@ async def test_a_failing_tick_is_counted_and_the_next_one_still_runs(
 
     async with svc.serving(conn, drain_timeout=1) as running:
         await eventually(lambda: len(seen) >= 2)
-        await eventually(lambda: running.schedules[0].stats.ran >= 1)
+        await eventually(lambda: running.schedules[0].ran >= 1)
         stats = await discover(conn, "STATS", name)
     counted = stats[0]["data"]["schedules"]["flaky"]
     assert counted["failed"] == 1
     assert counted["last_error"] == "RuntimeError"
     assert "secret" not in json.dumps(stats)  # the error's text stays in the instance's log
+    labels = {"service": name, "kind": "schedule", "handler": "flaky"}
+    assert registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "error"}) == 1
+    assert (registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "ok"}) or 0) >= 1
 
 
 async def test_ticks_keep_coming_through_a_server_restart_and_a_backlog_runs_once(
-    fresh_nats_server: NatsServer, eventually: Eventually
+    fresh_nats_server: NatsServer, eventually: Eventually, registry: CollectorRegistry
 ) -> None:
     ran: list[tuple[str, Tick]] = []
     conn = await open_connection(fresh_nats_server, reconnect_wait=0.1)
@@ -248,7 +262,7 @@ async def test_ticks_keep_coming_through_a_server_restart_and_a_backlog_runs_onc
                 await asyncio.sleep(0.1)
         async with ticking("restarted", "b", ran).serving(conn, drain_timeout=1) as running:
             await eventually(lambda: any(label == "b" for label, _ in ran))
-            missed = running.schedules[0].stats.missed
+            missed = running.schedules[0].counts.missed
         again = await schedules.current(conn, "eventmicro-schedules", "eventmicro.cron.restarted.beat")
     finally:
         await conn.close()
@@ -256,6 +270,8 @@ async def test_ticks_keep_coming_through_a_server_restart_and_a_backlog_runs_onc
     assert again is not None
     assert again.seq == stored.seq  # the same schedule throughout: not stored again by the restart
     assert missed >= 2
+    labels = {"service": "restarted", "kind": "schedule", "handler": "beat"}
+    assert (registry.get_sample_value("eventmicro_schedule_missed_total", labels) or 0) >= missed  # + a's
     assert len({tick.id for _, tick in ran}) == len(ran)
 
 
