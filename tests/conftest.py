@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
 from eventmicro import Connection, ConnectOptions, NatsServer
 
@@ -43,3 +44,14 @@ async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
     connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def prometheus_registry() -> Iterator[CollectorRegistry]:
+    """Metrics on (``eventmicro.metrics.enable``), in a registry of the test's own; off after."""
+    from eventmicro import metrics
+
+    registry = CollectorRegistry()
+    metrics.enable(registry)
+    yield registry
+    metrics.disable()

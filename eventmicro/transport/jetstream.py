@@ -129,8 +129,9 @@ class Stream:
             "duplicate_window": self.duplicate_window,
             "max_msgs": self.max_msgs if self.max_msgs is not None else -1,
             "max_bytes": self.max_bytes if self.max_bytes is not None else -1,
-            "max_msgs_per_subject": self.max_msgs_per_subject or -1,
-            "allow_msg_schedules": self.schedules or None,
+            # declared only when given: otherwise an operator's setting stays
+            **({"max_msgs_per_subject": self.max_msgs_per_subject} if self.max_msgs_per_subject else {}),
+            **({"allow_msg_schedules": True} if self.schedules else {}),  # the server never turns it off
         }
 
 
@@ -204,21 +205,7 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     conflicts = {k: v for k, v in fixed.items() if v[0] != v[1]}
     if conflicts:
         raise StreamConflict(stream.name, conflicts)
-    changes = {
-        name: (declared, actual)
-        for name, declared, actual in (
-            ("subjects", sorted(stream.subjects), sorted(current.subjects or [])),
-            ("max_age", stream.max_age or 0, current.max_age or 0),
-            ("duplicate_window", stream.duplicate_window, current.duplicate_window),
-            ("replicas", stream.replicas, current.num_replicas or 1),
-            ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
-            ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
-            ("description", stream.description or None, current.description or None),
-            ("schedules", stream.schedules, bool(current.allow_msg_schedules)),
-            ("max_msgs_per_subject", stream.max_msgs_per_subject or -1, current.max_msgs_per_subject or -1),
-        )
-        if not _same(declared, actual)
-    }
+    changes = _differences(stream, current)
     if not changes:
         return
     try:  # the server's config with the declared settings: what is not declared stays as it is
@@ -228,6 +215,24 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     except nats.errors.Error as exc:
         raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
     log.warning("stream %s updated to its declaration: %s", stream.name, ", ".join(sorted(changes)))
+
+
+def _differences(stream: Stream, current: api.StreamConfig) -> dict[str, tuple[object, object]]:
+    """The declared settings the server's stream differs in, as (declared, on the server)."""
+    compared: list[tuple[str, object, object]] = [
+        ("subjects", sorted(stream.subjects), sorted(current.subjects or [])),
+        ("max_age", stream.max_age or 0, current.max_age or 0),
+        ("duplicate_window", stream.duplicate_window, current.duplicate_window),
+        ("replicas", stream.replicas, current.num_replicas or 1),
+        ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
+        ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
+        ("description", stream.description or None, current.description or None),
+    ]
+    if stream.schedules:  # not declared: left as it is (the server never turns it off anyway)
+        compared.append(("schedules", True, bool(current.allow_msg_schedules)))
+    if stream.max_msgs_per_subject:  # not declared: an operator's limit stays
+        compared.append(("max_msgs_per_subject", stream.max_msgs_per_subject, current.max_msgs_per_subject))
+    return {name: (declared, actual) for name, declared, actual in compared if not _same(declared, actual)}
 
 
 async def _overlapping(js: JetStreamContext, stream: Stream) -> str:

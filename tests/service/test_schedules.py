@@ -11,13 +11,14 @@ import signal
 import sys
 import uuid
 from asyncio.subprocess import Process
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from eventmicro import (
@@ -33,9 +34,8 @@ from eventmicro import (
     Tick,
     discover,
 )
-from eventmicro import metrics as em_metrics
 from eventmicro.transport import schedules
-from eventmicro.transport.jetstream import Delivery, PullConsumer, consumer_pending, ensure_stream
+from eventmicro.transport.jetstream import Delivery, PullConsumer, _js, consumer_pending, ensure_stream
 from schemas.shop.orders.v1 import orders_pb2 as orders
 
 Eventually = Callable[..., Awaitable[None]]
@@ -69,16 +69,25 @@ async def receiving(conn: Connection, subject: str) -> AsyncIterator[list[tuple[
         yield arrived
 
 
-async def test_a_delayed_event_arrives_once_and_not_before_its_time(
-    conn: Connection, service_conn: Connection, eventually: Eventually
-) -> None:
+Receiving = tuple[Client, str, list[tuple[datetime, Event]]]
+
+
+@pytest_asyncio.fixture
+async def receiver(conn: Connection, service_conn: Connection) -> AsyncIterator[Receiving]:
+    """A client, a subject whose stream allows schedules, and what a durable handler got on it."""
     subject = f"{unique('orders')}.placed"
     async with receiving(service_conn, subject) as arrived:
-        client = Client(conn, source="/test")
-        scheduled = await client.publish_later(orders.OrderPlaced(order_id="o-1"), delay=1, subject=subject)
-        assert scheduled.target == subject
-        await eventually(lambda: len(arrived) == 1)
-        when, event = arrived[0]
+        yield Client(conn, source="/test"), subject, arrived
+
+
+async def test_a_delayed_event_arrives_once_and_not_before_its_time(
+    receiver: Receiving, eventually: Eventually
+) -> None:
+    client, subject, arrived = receiver
+    scheduled = await client.publish_later(orders.OrderPlaced(order_id="o-1"), delay=1, subject=subject)
+    assert scheduled.target == subject
+    await eventually(lambda: len(arrived) == 1)
+    when, event = arrived[0]
     assert when >= scheduled.at  # stored at its time, not before
     assert event.get_id() == scheduled.event.get_id()  # the same CloudEvent, delivered as normal
     assert event.get_type() == "shop.orders.v1.OrderPlaced"
@@ -86,21 +95,19 @@ async def test_a_delayed_event_arrives_once_and_not_before_its_time(
 
 
 async def test_a_cancelled_delayed_event_is_never_delivered(
-    conn: Connection, service_conn: Connection, eventually: Eventually
+    receiver: Receiving, eventually: Eventually
 ) -> None:
-    subject = f"{unique('orders')}.placed"
-    async with receiving(service_conn, subject) as arrived:
-        client = Client(conn, source="/test")
-        now = datetime.now(UTC)
-        cancelled = await client.publish_later(
-            orders.OrderPlaced(order_id="cancelled"), at=now + timedelta(seconds=1), subject=subject
-        )
-        kept = await client.publish_later(
-            orders.OrderPlaced(order_id="kept"), at=now + timedelta(seconds=2), subject=subject
-        )
-        assert await client.cancel_scheduled(cancelled) is True
-        assert await client.cancel_scheduled(cancelled) is False
-        await eventually(lambda: len(arrived) == 1)  # the later one came: the earlier one would have
+    client, subject, arrived = receiver
+    now = datetime.now(UTC)
+    cancelled = await client.publish_later(
+        orders.OrderPlaced(order_id="cancelled"), at=now + timedelta(seconds=1), subject=subject
+    )
+    kept = await client.publish_later(
+        orders.OrderPlaced(order_id="kept"), at=now + timedelta(seconds=2), subject=subject
+    )
+    assert await client.cancel_scheduled(cancelled) is True
+    assert await client.cancel_scheduled(cancelled) is False
+    await eventually(lambda: len(arrived) == 1)  # the later one came: the earlier one would have first
     assert [event.get_id() for _, event in arrived] == [kept.event.get_id()]
 
 
@@ -203,17 +210,8 @@ async def test_a_recurring_handler_runs_each_tick_on_one_instance_of_two(
     assert all(c["failed"] == 0 for c in counted)
 
 
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    """Prometheus metrics on, in a registry of the test's own; off again afterwards."""
-    registry = CollectorRegistry()
-    em_metrics.enable(registry)
-    yield registry
-    em_metrics.disable()
-
-
 async def test_a_failing_tick_is_counted_and_the_next_one_still_runs(
-    conn: Connection, eventually: Eventually, registry: CollectorRegistry
+    conn: Connection, eventually: Eventually, prometheus_registry: CollectorRegistry
 ) -> None:
     name = unique("failing")
     svc = Service(name, version="1.0.0")
@@ -234,12 +232,16 @@ async def test_a_failing_tick_is_counted_and_the_next_one_still_runs(
     assert counted["last_error"] == "RuntimeError"
     assert "secret" not in json.dumps(stats)  # the error's text stays in the instance's log
     labels = {"service": name, "kind": "schedule", "handler": "flaky"}
-    assert registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "error"}) == 1
-    assert (registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "ok"}) or 0) >= 1
+    assert (
+        prometheus_registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "error"}) == 1
+    )
+    assert (
+        prometheus_registry.get_sample_value("eventmicro_handled_total", {**labels, "outcome": "ok"}) or 0
+    ) >= 1
 
 
 async def test_ticks_keep_coming_through_a_server_restart_and_a_backlog_runs_once(
-    fresh_nats_server: NatsServer, eventually: Eventually, registry: CollectorRegistry
+    fresh_nats_server: NatsServer, eventually: Eventually, prometheus_registry: CollectorRegistry
 ) -> None:
     ran: list[tuple[str, Tick]] = []
     conn = await open_connection(fresh_nats_server, reconnect_wait=0.1)
@@ -271,7 +273,9 @@ async def test_ticks_keep_coming_through_a_server_restart_and_a_backlog_runs_onc
     assert again.seq == stored.seq  # the same schedule throughout: not stored again by the restart
     assert missed >= 2
     labels = {"service": "restarted", "kind": "schedule", "handler": "beat"}
-    assert (registry.get_sample_value("eventmicro_schedule_missed_total", labels) or 0) >= missed  # + a's
+    assert (
+        prometheus_registry.get_sample_value("eventmicro_schedule_missed_total", labels) or 0
+    ) >= missed  # + a's
     assert len({tick.id for _, tick in ran}) == len(ran)
 
 
@@ -369,3 +373,16 @@ async def test_a_cron_the_server_refuses_fails_the_start(service_conn: Connectio
     with pytest.raises(ConfigurationError, match="refused the pattern"):
         async with svc.serving(service_conn, drain_timeout=1):
             pass
+
+
+async def test_schedules_can_be_turned_on_for_a_stream_in_use_and_stay_on(conn: Connection) -> None:
+    name = unique("ON")
+    await ensure_stream(conn, Stream(name, subjects=[f"{name}.>"], max_msgs_per_subject=3))
+    await Client(conn, source="/test").publish(orders.OrderPlaced(), subject=f"{name}.x", durable=True)
+    await ensure_stream(conn, Stream(name, subjects=[f"{name}.>"], schedules=True))  # an update
+    client = Client(conn, source="/test")
+    assert (await client.publish_later(orders.OrderPlaced(), delay=60, subject=f"{name}.x")).stream == name
+    await ensure_stream(conn, Stream(name, subjects=[f"{name}.>"]))  # not declared: left on, no conflict
+    info = await _js(conn).stream_info(name)
+    assert info.config.allow_msg_schedules is True
+    assert info.config.max_msgs_per_subject == 3  # what an update does not declare stays
