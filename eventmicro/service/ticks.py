@@ -165,6 +165,11 @@ class TickRunner:
                 if pause >= 0.4:
                     await self._recreate_if_lost()
                 continue
+            except Exception:  # never let the schedule stop silently
+                pause = min(5.0, pause * 2 or 0.1)
+                log.exception("schedule %s: fetch failed; again in %.1fs", self.name, pause)
+                await asyncio.sleep(pause)
+                continue
             pause = 0.0
             for delivery in deliveries:
                 await self._take(delivery)
