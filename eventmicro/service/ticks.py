@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from eventmicro._errors import ConfigurationError, EventMicroError
 from eventmicro.observability.stats import EndpointStats, error_code
-from eventmicro.service.tasks import being_cancelled
+from eventmicro.service.tasks import back_off, being_cancelled
 from eventmicro.transport import schedules
 from eventmicro.transport.jetstream import Delivery, PullConsumer, Stream, ensure_stream
 from eventmicro.wire.names import check_handler_name
@@ -158,17 +158,10 @@ class TickRunner:
             try:
                 assert self.consumer is not None
                 deliveries = await self.consumer.fetch(1, FETCH_WAIT)
-            except EventMicroError as exc:  # the server is away or restarting: ask again later
-                pause = min(5.0, pause * 2 or 0.1)
-                log.warning("schedule %s: fetch failed (%s); again in %.1fs", self.name, exc.message, pause)
-                await asyncio.sleep(pause)
-                if pause >= 0.4:
+            except Exception as exc:  # away or restarting (or unexpected): ask again later
+                pause = await back_off(pause, exc, log, f"schedule {self.name}")
+                if pause >= 0.4:  # a few failures in a row: is the consumer still there?
                     await self._recreate_if_lost()
-                continue
-            except Exception:  # never let the schedule stop silently
-                pause = min(5.0, pause * 2 or 0.1)
-                log.exception("schedule %s: fetch failed; again in %.1fs", self.name, pause)
-                await asyncio.sleep(pause)
                 continue
             pause = 0.0
             for delivery in deliveries:
