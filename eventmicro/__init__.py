@@ -48,6 +48,7 @@ from eventmicro.service.delivery import Broadcast, Durable, Ordered, Shared
 from eventmicro.service.dependencies import Dependency
 from eventmicro.service.discovery import discover
 from eventmicro.service.lanes import PartitionKey
+from eventmicro.service.later import Scheduled
 from eventmicro.service.middleware import Middleware, logging_middleware, timing_middleware
 from eventmicro.service.retry import RetryBudget, RetryPolicy
 from eventmicro.service.service import Service
@@ -69,6 +70,7 @@ from eventmicro.wire.codecs import (
     unregister_codec,
 )
 from eventmicro.wire.event import Event
+from eventmicro.wire.schedules import Tick
 from eventmicro.wire.service_errors import (
     BadRequest,
     Conflict,
@@ -149,6 +151,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "RevisionConflict",
+    "Scheduled",
     "ServerNotFound",
     "ServerStartError",
     "Service",
@@ -162,6 +165,7 @@ __all__ = [
     "StructuredFormatError",
     "Subscription",
     "TLSOptions",
+    "Tick",
     "Timeout",
     "TypeRegistry",
     "UnexpectedType",

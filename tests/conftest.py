@@ -54,3 +54,14 @@ async def service_conn(nats_server: NatsServer) -> AsyncIterator[Connection]:
     connection = await Connection(ConnectOptions.from_env(nats_server.url, environ={})).open()
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def prometheus_registry() -> Iterator[CollectorRegistry]:
+    """Metrics on (``eventmicro.metrics.enable``), in a registry of the test's own; off after."""
+    from eventmicro import metrics
+
+    registry = CollectorRegistry()
+    metrics.enable(registry)
+    yield registry
+    metrics.disable()

@@ -21,15 +21,18 @@ registered in a prometheus-client registry turns them into metric families when 
     eventmicro_client_retries_total          counter    client, target  (attempts after the first)
     eventmicro_gateway_requests_total        counter    client, outcome (ok|error|unauthorized|
                                                         forbidden|rate_limited)
+    eventmicro_schedule_missed_total         counter    service, kind, handler  (ticks skipped: a newer
+                                                        one was queued; kind "schedule")
 
-``kind`` is ``rpc`` or ``event``. Instances of one service in one process add up (a process is
-one scrape target). Circuits are the callers' breakers (``eventmicro.BreakerPolicy``): ``client``
-is the calling client's source (``/<service>/<instance>`` for a service's handlers). The
-duration is the handler's, from the start of handling (decode included) until the reply is
-ready or the event is settled. An RPC's outcome is its reply: an error reply counts as an
-error with its code; ``in_flight`` is computed when scraped (started − finished), so it needs
-no hook when a message starts. A gateway that asks for tokens counts its requests by its
-client's id (``-`` for requests without a known token).
+``kind`` is ``rpc``, ``event`` or ``schedule`` (an ``@svc.schedule`` handler: one tick, one
+run). Instances of one service in one process add up (a process is one scrape target).
+Circuits are the callers' breakers (``eventmicro.BreakerPolicy``): ``client`` is the calling
+client's source (``/<service>/<instance>`` for a service's handlers). The duration is the
+handler's, from the start of handling (decode included) until the reply is ready or the event
+is settled. An RPC's outcome is its reply: an error reply counts as an error with its code;
+``in_flight`` is computed when scraped (started − finished), so it needs no hook when a
+message starts. A gateway that asks for tokens counts its requests by its client's id (``-``
+for requests without a known token).
 
 This module does not import prometheus-client; `enable` does, and says how to install it.
 """
@@ -184,7 +187,8 @@ def attach(running: Instance) -> None:
     service = running.service.name
     stats_of_connection = running.connection.stats  # what the server refused it: permission_denied
     metrics.connections.setdefault(service, {})[id(stats_of_connection)] = stats_of_connection
-    for kind, table in (("rpc", running.stats), ("event", running.event_stats)):
+    tables = (("rpc", running.stats), ("event", running.event_stats), ("schedule", running.schedule_stats))
+    for kind, table in tables:
         for name, stats in table.items():
             handler = metrics.handler(service, kind, name)
             handler.started_by.append(stats)

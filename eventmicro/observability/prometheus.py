@@ -85,6 +85,11 @@ class Collector(_Collector):
             "ordered_by= handlers: events waiting behind an earlier event of their key.",
             labels=labels,
         )
+        missed = CounterMetricFamily(
+            "eventmicro_schedule_missed",
+            "Ticks of a scheduled handler skipped: a newer one was queued.",
+            labels=labels,
+        )
         for h in list(self.metrics.handlers.values()):
             values = [h.service, h.kind, h.handler]
             self._ordering(h, values, lanes, waiting)
@@ -101,6 +106,8 @@ class Collector(_Collector):
             if h.kind == "event":
                 redeliveries.add_metric(values, h.redeliveries)
                 dead_letters.add_metric(values, h.dead_letters)
+            if h.kind == "schedule":
+                missed.add_metric(values, sum(stats.missed for stats in h.started_by))
             totals: dict[str, int] = {}
             for stats in h.started_by:
                 for reason, count in stats.turned_away().items():
@@ -108,7 +115,8 @@ class Collector(_Collector):
             for reason, count in sorted(totals.items()):
                 not_handled.add_metric([*values, reason], count)
         return iter([handled, errors, duration, in_flight, redeliveries, dead_letters, not_handled,
-                     lanes, waiting, *self._circuits(), self._denied(), self._gateway()])  # fmt: skip
+                     lanes, waiting, missed,
+                     *self._circuits(), self._denied(), self._gateway()])  # fmt: skip
 
     @staticmethod
     def _ordering(

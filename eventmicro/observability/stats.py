@@ -61,6 +61,7 @@ class EndpointStats:
     refused: int = 0  # not handled: a reply subject the service does not send to
     intake: Dropping | None = None  # its subscription, whose ``dropped`` counts slow-consumer drops
     group: Membership | None = None  # an endpoint with balance="room": in or out of its queue group
+    missed: int = 0  # scheduled handlers: ticks skipped because a newer one was queued
     plain: int = 0  # handled as bare payloads (no CloudEvent: plain NATS clients), see eventmicro.wire.plain
     quiet: Quiet = field(default_factory=Quiet)
     lanes: Lanes | None = None  # ordered_by=: keys being handled, events waiting behind their key

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self, TypeVar
 
 from tenacity import (
@@ -27,6 +28,7 @@ from tenacity import (
 from eventmicro._errors import ConfigurationError, EventMicroError, NotStored, PayloadError, Timeout
 from eventmicro.observability import tracing as _tracing
 from eventmicro.service.breaker import BreakerPolicy, Circuit, CircuitState
+from eventmicro.service.later import Scheduled, cancel_scheduled, delivery_time, store_later
 from eventmicro.service.retry import Retried, RetryBudget, RetryPolicy, Tokens, remember
 from eventmicro.transport import jetstream
 from eventmicro.transport.config import ConnectOptions
@@ -425,6 +427,32 @@ class Client:
         if span is not None:
             span.end()
         return event
+
+    async def publish_later(
+        self,
+        message: object,
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        subject: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Scheduled:
+        """Store ``message`` now as a CloudEvent delivered on ``subject`` (default
+        ``events.<type>``) at ``at`` (timezone-aware) or after ``delay`` (seconds or a timedelta).
+
+        The stream storing ``subject`` must be declared ``Stream(..., schedules=True)``; the
+        event reaches that stream's consumers (durable handlers), not core subscribers. Raises
+        `ConfigurationError` for a bad time or a stream without schedules, `NotStored` when it
+        could not be stored. Cancel it with `cancel_scheduled`.
+        """
+        due = delivery_time(at, delay, datetime.now(UTC))
+        event = self._event(message, type=None, source=None, trace=None, extensions=None)
+        target = subject or event_subject(event.get_type())
+        return await store_later(self.connection, event, target, due, timeout)
+
+    async def cancel_scheduled(self, scheduled: Scheduled) -> bool:
+        """Cancel a delayed event; ``False`` when it was already delivered or cancelled."""
+        return await cancel_scheduled(self.connection, scheduled)
 
     async def publish_batch(
         self,

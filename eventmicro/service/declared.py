@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.service.handlers import HandlerSpec
     from eventmicro.service.middleware import Middleware
+    from eventmicro.service.ticks import ScheduleSpec
     from eventmicro.transport.jetstream import Stream
 
 __all__ = ["Declared", "Hook"]
@@ -42,6 +43,8 @@ class Declared(Protocol):
     def middleware(self) -> Sequence[Middleware]: ...
     @property
     def streams(self) -> Sequence[Stream]: ...
+    @property
+    def schedules(self) -> Sequence[ScheduleSpec]: ...
     @property
     def on_start(self) -> Sequence[Hook]: ...
     @property

@@ -40,7 +40,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -56,6 +56,7 @@ from eventmicro.wire.names import consumer_name
 if TYPE_CHECKING:  # pragma: no cover
     from eventmicro.observability.stats import EndpointStats
     from eventmicro.service.declared import Declared
+    from eventmicro.service.ticks import TickRunner
 
 __all__ = ["DiscoveryResponder", "discover"]
 
@@ -79,6 +80,8 @@ class Described(Instance, Protocol):
     def started(self) -> datetime: ...
     @property
     def client(self) -> Client: ...
+    @property
+    def schedules(self) -> Sequence[TickRunner]: ...
 
 
 class DiscoveryResponder:
@@ -179,6 +182,8 @@ class DiscoveryResponder:
         events = {name: _event_data(c) for name, c in self.running.event_stats.items()}
         # nats-py's ServiceStats.from_dict needs the key; health: see eventmicro.observability.health
         response["data"] = {"events": events, "health": check(self.running).as_dict()}
+        if self.running.schedules:  # @svc.schedule handlers: ticks run, failed, missed
+            response["data"]["schedules"] = {t.spec.name: t.stats() for t in self.running.schedules}
         client = self.running.client  # what its handlers' calls went through
         if client.breaker is not None:
             response["data"]["circuits"] = client.circuits()

@@ -44,7 +44,7 @@ from eventmicro.service.catchup import CatchUp
 from eventmicro.service.deadletters import store_dead_letter
 from eventmicro.service.delivery import Durable
 from eventmicro.service.lanes import LANE_MSGS, Lanes, Prepared, size_of
-from eventmicro.service.tasks import being_cancelled
+from eventmicro.service.tasks import back_off, being_cancelled
 from eventmicro.transport.jetstream import Delivery, PullConsumer, message_id
 from eventmicro.transport.kv import BucketConfig, Store
 from eventmicro.wire import binding
@@ -197,16 +197,12 @@ class DurableIntake:
                 deliveries = await consumer.fetch(wanted, FETCH_WAIT)
             except EventMicroError as exc:  # the server is away or restarting: ask again later
                 self.reachable = False
-                pause = min(5.0, pause * 2 or 0.1)
-                log.warning("consumer %s: fetch failed (%s); again in %.1fs", self.name, exc.message, pause)
-                await asyncio.sleep(pause)
+                pause = await back_off(pause, exc, log, f"consumer {self.name}")
                 if pause >= 0.4:  # a few failures in a row: is the consumer still there?
                     consumer = await self._recreate_if_lost(consumer)
                 continue
-            except Exception:  # never let the intake die silently
-                pause = min(5.0, pause * 2 or 0.1)
-                log.exception("consumer %s: fetch failed; again in %.1fs", self.name, pause)
-                await asyncio.sleep(pause)
+            except Exception as exc:  # never let the intake die silently
+                pause = await back_off(pause, exc, log, f"consumer {self.name}")
                 continue
             pause = 0.0
             self.reachable = True

@@ -51,6 +51,7 @@ from eventmicro.service.handlers import HandlerKind, HandlerSpec, describe
 from eventmicro.service.lanes import Lanes, Prepared, size_of
 from eventmicro.service.middleware import Invoke, compose
 from eventmicro.service.tasks import being_cancelled
+from eventmicro.service.ticks import TickRunner
 from eventmicro.transport.connection import Connection, Message, Subscription
 from eventmicro.transport.jetstream import OrderedSubscription, ensure_stream
 from eventmicro.transport.kv import Stores
@@ -129,6 +130,8 @@ class Running:
         self.event_stats = {
             spec.name: EndpointStats() for spec in service.handlers if spec.kind is HandlerKind.EVENT
         }
+        self.schedules = [TickRunner(self, service.name, spec) for spec in service.schedules]
+        self.schedule_stats = {runner.spec.name: runner.counts for runner in self.schedules}
         attach_metrics(self)
         self._intake: list[Subscription | Balancer] = []
         self._balancing: list[asyncio.Task[None]] = []  # balance="room" endpoints' group switches
@@ -190,6 +193,8 @@ class Running:
                     stats[spec.name].group = subscription
                 self._intake.append(subscription)
                 stats[spec.name].intake = subscription
+            for runner in self.schedules:
+                await runner.start()
             self._discovery = await DiscoveryResponder(self).subscribe()
         except BaseException:
             await self.stop()  # undo what was started: no half-serving instance
@@ -219,6 +224,8 @@ class Running:
                 await self._refuse(gate.spec, gate.waiting.popleft())
         for intake in self._durables:
             await intake.stop_intake()  # no more fetches; unacked messages go back to the stream
+        for runner in self.schedules:
+            await runner.stop_intake()  # no more ticks taken; a running one finishes
         for ordered in self._ordered:  # bounded like the rest: a replay may have much queued
             await ordered.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
         try:
@@ -240,6 +247,8 @@ class Running:
             )
         for intake in self._durables:
             await intake.close()
+        for runner in self.schedules:
+            await runner.close()
         for subscription in self._discovery:
             with contextlib.suppress(EventMicroError):
                 await subscription.unsubscribe()

@@ -28,6 +28,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, Final, Literal, TypeVar, overload
 
 from eventmicro._errors import ConfigurationError
@@ -46,6 +47,7 @@ from eventmicro.service.middleware import Middleware
 from eventmicro.service.process import DEFAULT_DRAIN_TIMEOUT, Serve, drain_timeout_from_env, run_services
 from eventmicro.service.retry import RetryPolicy
 from eventmicro.service.running import Running
+from eventmicro.service.ticks import ScheduleSpec, schedule_spec
 from eventmicro.transport.config import ConnectOptions
 from eventmicro.transport.connection import Connection
 from eventmicro.transport.jetstream import Stream
@@ -60,6 +62,7 @@ from eventmicro.wire.names import (
     major_of,
     versioned_subject,
 )
+from eventmicro.wire.schedules import check_pattern
 
 __all__ = ["DEFAULT_CONCURRENCY", "Service"]
 
@@ -140,6 +143,7 @@ class Service:
         self.retry = retry
         self.breaker = breaker
         self.dependencies: list[Dependency[Any]] = []
+        self.schedules: list[ScheduleSpec] = []  # @svc.schedule handlers
 
     # --- decorators -------------------------------------------------------------------------
 
@@ -299,6 +303,29 @@ class Service:
             return fn
 
         return register(function) if function is not None else register
+
+    def schedule(
+        self, pattern: str | None = None, *, every: timedelta | float | None = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Run ``async def f(tick: Tick)`` on a schedule, once per tick across the instances.
+
+        ``pattern`` is ``"@every 1m"``, ``"@hourly"`` (and the other predefined ones) or a
+        6-field cron, seconds first, in UTC; ``every=`` (a timedelta or whole seconds) is the
+        same as ``"@every <n>s"``. The schedule is stored in JetStream (stream
+        ``eventmicro-schedules``), so it keeps time across restarts of the service and of the
+        server (`eventmicro.service.ticks`). Bad patterns and signatures raise
+        `ConfigurationError` here.
+        """
+        checked = check_pattern(pattern, every)
+
+        def register(fn: F) -> F:
+            spec = schedule_spec(fn, checked, name)
+            if any(s.name == spec.name for s in self.schedules):
+                raise ConfigurationError(f"service {self.name}: two schedules named {spec.name!r}")
+            self.schedules.append(spec)
+            return fn
+
+        return register
 
     def use(self, middleware: Middleware) -> None:
         """Add a middleware (after those already given); takes effect when the service starts."""

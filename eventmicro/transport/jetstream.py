@@ -44,9 +44,11 @@ __all__ = [
     "StoredMessage",
     "Stream",
     "check_deliver",
+    "consumer_pending",
     "delete_message",
     "ensure_stream",
     "get_message",
+    "later_subjects",
     "message_id",
     "publish",
     "purge",
@@ -68,6 +70,10 @@ class Stream:
 
     ``max_age`` and ``duplicate_window`` are seconds (``None``: keep forever). Retention and
     storage cannot change on a live stream: a difference there is a `StreamConflict`.
+
+    ``schedules=True`` lets the stream hold message schedules (ADR-51, ``allow_msg_schedules``)
+    and adds the subjects ``client.publish_later`` stores them on, ``eventmicro.later.<name>.>``:
+    a schedule and the subject it publishes to must be in the same stream.
     """
 
     name: str
@@ -80,13 +86,18 @@ class Stream:
     max_msgs: int | None = None
     max_bytes: int | None = None
     description: str = ""
+    schedules: bool = False
+    max_msgs_per_subject: int | None = None
 
     def __post_init__(self) -> None:
         if not STREAM_NAME.fullmatch(self.name):
             raise ConfigurationError(f"stream name {self.name!r}: use letters, digits, '-' and '_'")
         if isinstance(self.subjects, str) or not self.subjects:
             raise ConfigurationError(f"stream {self.name}: subjects must be a non-empty list of subjects")
-        object.__setattr__(self, "subjects", tuple(check_subject(s, wildcards=True) for s in self.subjects))
+        subjects = tuple(check_subject(s, wildcards=True) for s in self.subjects)
+        if self.schedules and later_subjects(self.name) not in subjects:
+            subjects += (later_subjects(self.name),)
+        object.__setattr__(self, "subjects", subjects)
         if self.retention not in ("limits", "interest", "workqueue"):
             raise ConfigurationError(f"stream {self.name}: retention must be limits, interest or workqueue")
         if self.storage not in ("file", "memory"):
@@ -95,6 +106,8 @@ class Stream:
             raise ConfigurationError(f"stream {self.name}: replicas must be 1 to 5")
         if self.duplicate_window < 0.1:
             raise ConfigurationError(f"stream {self.name}: duplicate_window must be at least 0.1 s")
+        if self.max_msgs_per_subject is not None and self.max_msgs_per_subject < 1:
+            raise ConfigurationError(f"stream {self.name}: max_msgs_per_subject must be 1 or more")
         if self.max_age is not None and self.duplicate_window > self.max_age:
             raise ConfigurationError(f"stream {self.name}: duplicate_window cannot exceed max_age")
 
@@ -116,6 +129,9 @@ class Stream:
             "duplicate_window": self.duplicate_window,
             "max_msgs": self.max_msgs if self.max_msgs is not None else -1,
             "max_bytes": self.max_bytes if self.max_bytes is not None else -1,
+            # declared only when given: otherwise an operator's setting stays
+            **({"max_msgs_per_subject": self.max_msgs_per_subject} if self.max_msgs_per_subject else {}),
+            **({"allow_msg_schedules": True} if self.schedules else {}),  # the server never turns it off
         }
 
 
@@ -138,6 +154,11 @@ class StoredMessage:
     data: bytes
     headers: Mapping[str, str]
     time: datetime | None = None
+
+
+def later_subjects(stream: str) -> str:
+    """The subjects a stream with ``schedules=True`` stores delayed events' schedules on."""
+    return f"eventmicro.later.{stream}.>"
 
 
 def _js(connection: Connection, timeout: float = 5.0) -> JetStreamContext:
@@ -184,19 +205,7 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     conflicts = {k: v for k, v in fixed.items() if v[0] != v[1]}
     if conflicts:
         raise StreamConflict(stream.name, conflicts)
-    changes = {
-        name: (declared, actual)
-        for name, declared, actual in (
-            ("subjects", sorted(stream.subjects), sorted(current.subjects or [])),
-            ("max_age", stream.max_age or 0, current.max_age or 0),
-            ("duplicate_window", stream.duplicate_window, current.duplicate_window),
-            ("replicas", stream.replicas, current.num_replicas or 1),
-            ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
-            ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
-            ("description", stream.description or None, current.description or None),
-        )
-        if not _same(declared, actual)
-    }
+    changes = _differences(stream, current)
     if not changes:
         return
     try:  # the server's config with the declared settings: what is not declared stays as it is
@@ -206,6 +215,24 @@ async def ensure_stream(connection: Connection, stream: Stream, *, adopt: bool =
     except nats.errors.Error as exc:
         raise translate(exc, f"stream {stream.name}", jetstream=True) from exc
     log.warning("stream %s updated to its declaration: %s", stream.name, ", ".join(sorted(changes)))
+
+
+def _differences(stream: Stream, current: api.StreamConfig) -> dict[str, tuple[object, object]]:
+    """The declared settings the server's stream differs in, as (declared, on the server)."""
+    compared: list[tuple[str, object, object]] = [
+        ("subjects", sorted(stream.subjects), sorted(current.subjects or [])),
+        ("max_age", stream.max_age or 0, current.max_age or 0),
+        ("duplicate_window", stream.duplicate_window, current.duplicate_window),
+        ("replicas", stream.replicas, current.num_replicas or 1),
+        ("max_msgs", stream.max_msgs or -1, current.max_msgs if current.max_msgs is not None else -1),
+        ("max_bytes", stream.max_bytes or -1, current.max_bytes if current.max_bytes is not None else -1),
+        ("description", stream.description or None, current.description or None),
+    ]
+    if stream.schedules:  # not declared: left as it is (the server never turns it off anyway)
+        compared.append(("schedules", True, bool(current.allow_msg_schedules)))
+    if stream.max_msgs_per_subject:  # not declared: an operator's limit stays
+        compared.append(("max_msgs_per_subject", stream.max_msgs_per_subject, current.max_msgs_per_subject))
+    return {name: (declared, actual) for name, declared, actual in compared if not _same(declared, actual)}
 
 
 async def _overlapping(js: JetStreamContext, stream: Stream) -> str:
@@ -330,6 +357,8 @@ class Delivery:
     consumer: str
     _msg: _NatsMsg = field(repr=False)
     _done: bool = False
+    pending: int = 0  # messages the consumer still had behind this one when it was delivered
+    stored: datetime | None = None  # when the stream stored it
 
     async def ack(self) -> None:
         await self._final(self._msg.ack())
@@ -446,6 +475,8 @@ class PullConsumer:
                     meta.sequence.stream,
                     meta.consumer,
                     msg,
+                    pending=meta.num_pending or 0,
+                    stored=meta.timestamp,
                 )
             )
         return out
@@ -614,6 +645,17 @@ async def subject_counts(connection: Connection, stream: str, subject: str = ">"
     except nats.errors.Error as exc:
         raise translate(exc, stream, jetstream=True) from exc
     return dict(info.state.subjects or {})
+
+
+async def consumer_pending(connection: Connection, stream: str, consumer: str) -> int:
+    """Messages durable ``consumer`` has not delivered yet (0 when it does not exist)."""
+    try:
+        info = await _js(connection).consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        return 0
+    except nats.errors.Error as exc:
+        raise translate(exc, consumer, jetstream=True) from exc
+    return info.num_pending or 0
 
 
 async def delete_message(connection: Connection, stream: str, seq: int) -> bool:

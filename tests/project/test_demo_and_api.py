@@ -101,6 +101,8 @@ def test_the_public_api_is_pinned_and_sorted() -> None:
         "BreakerPolicy", "CircuitOpen", "CircuitState", "RetryBudget", "RetryPolicy",
         # dependencies for handlers
         "Dependency",
+        # delayed events and scheduled handlers
+        "Scheduled", "Tick",
     }  # fmt: skip
     for name in exported:
         assert hasattr(eventmicro, name)
