@@ -200,9 +200,7 @@ class Service:
                     reply_type=reply,
                     takes_context=takes_ctx,
                     subject=check_subject(subject or endpoint_subject(self.name, endpoint)),
-                    versioned=None
-                    if subject
-                    else versioned_subject(self.name, major_of(self.version), endpoint),
+                    versioned=None if subject else versioned_subject(self.name, self._major, endpoint),
                     queue=self.name,
                     concurrency=_positive(concurrency, fn),
                     idempotent=idempotent,
